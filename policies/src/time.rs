@@ -1,0 +1,127 @@
+//! Integer time shared by the simulator and the live backend.
+//!
+//! Time is a count of nanoseconds in a `u64` newtype. The simulator counts from the start of the run; the
+//! backend counts from the moment its clock was started. `f64` seconds appear only at the boundaries
+//! (configuration files and reports), never in the core, so that event order never depends on rounding.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+
+/// A point in time or a duration, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nanos(pub u64);
+
+impl Nanos {
+    /// Zero: the start of a run, or an empty duration.
+    pub const ZERO: Nanos = Nanos(0);
+    /// The largest representable time, used as "never".
+    pub const MAX: Nanos = Nanos(u64::MAX);
+
+    /// Whole seconds.
+    pub const fn from_secs(s: u64) -> Nanos {
+        Nanos(s * 1_000_000_000)
+    }
+
+    /// Whole milliseconds.
+    pub const fn from_millis(ms: u64) -> Nanos {
+        Nanos(ms * 1_000_000)
+    }
+
+    /// Whole microseconds.
+    pub const fn from_micros(us: u64) -> Nanos {
+        Nanos(us * 1_000)
+    }
+
+    /// Seconds as a float, rounded to the nearest nanosecond; negative or non-finite input gives zero and
+    /// values past the range saturate. Only for boundaries (config files), never inside the event loop.
+    pub fn from_secs_f64(s: f64) -> Nanos {
+        if !s.is_finite() || s <= 0.0 {
+            return Nanos::ZERO;
+        }
+        let ns = (s * 1e9).round();
+        if ns >= u64::MAX as f64 { Nanos::MAX } else { Nanos(ns as u64) }
+    }
+
+    /// Milliseconds as a float (see [`Nanos::from_secs_f64`]).
+    pub fn from_millis_f64(ms: f64) -> Nanos {
+        Nanos::from_secs_f64(ms / 1e3)
+    }
+
+    /// This time in seconds, for reports.
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e9
+    }
+
+    /// This time in milliseconds, for reports.
+    pub fn as_millis_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
+    /// `self - other`, or zero when `other` is later.
+    pub fn saturating_sub(self, other: Nanos) -> Nanos {
+        Nanos(self.0.saturating_sub(other.0))
+    }
+
+    /// `self + other`, saturating at [`Nanos::MAX`].
+    pub fn saturating_add(self, other: Nanos) -> Nanos {
+        Nanos(self.0.saturating_add(other.0))
+    }
+
+    /// Rounds up to a whole multiple of `unit` (billing granularity). A zero unit returns `self`.
+    pub fn round_up_to(self, unit: Nanos) -> Nanos {
+        if unit.0 == 0 {
+            return self;
+        }
+        Nanos(self.0.div_ceil(unit.0).saturating_mul(unit.0))
+    }
+}
+
+impl Add for Nanos {
+    type Output = Nanos;
+    fn add(self, rhs: Nanos) -> Nanos {
+        Nanos(self.0 + rhs.0)
+    }
+}
+
+impl AddAssign for Nanos {
+    fn add_assign(&mut self, rhs: Nanos) {
+        self.0 += rhs.0;
+    }
+}
+
+impl Sub for Nanos {
+    type Output = Nanos;
+    fn sub(self, rhs: Nanos) -> Nanos {
+        debug_assert!(self.0 >= rhs.0, "time went backwards: {} - {}", self.0, rhs.0);
+        Nanos(self.0 - rhs.0)
+    }
+}
+
+impl fmt::Display for Nanos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}s", self.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_round_trip() {
+        assert_eq!(Nanos::from_secs(30), Nanos(30_000_000_000));
+        assert_eq!(Nanos::from_millis_f64(0.5), Nanos(500_000));
+        assert_eq!(Nanos::from_secs_f64(-1.0), Nanos::ZERO);
+        assert_eq!(Nanos::from_secs_f64(f64::NAN), Nanos::ZERO);
+        assert_eq!(Nanos::from_millis(1500).as_secs_f64(), 1.5);
+    }
+
+    #[test]
+    fn rounding_up_to_a_billing_unit() {
+        let ms = Nanos::from_millis(1);
+        assert_eq!(Nanos(1).round_up_to(ms), ms);
+        assert_eq!(Nanos::from_millis(3).round_up_to(ms), Nanos::from_millis(3));
+        assert_eq!(Nanos(3_000_001).round_up_to(ms), Nanos::from_millis(4));
+        assert_eq!(Nanos::ZERO.round_up_to(ms), Nanos::ZERO);
+    }
+}

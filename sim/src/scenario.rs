@@ -1,0 +1,429 @@
+//! Scenario, catalog and profile files, loaded and checked.
+//!
+//! A scenario names a trace, a catalog of cloud figures (`data/*.toml`), a latency profile of the model
+//! (`profiles/*.toml`), the SLO, the policy and its settings. Paths inside a scenario are relative to the
+//! scenario file. Every error names the file and, where TOML parsing found it, the line, column and field.
+//! The formats are documented in `scenarios/README.md`, `data/README.md` and `profiles/README.md`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyscale_policies::catalog::{Catalog, FunctionPlatform, VmType, VmTypeId};
+use hyscale_policies::profile::ProfileFile;
+use hyscale_policies::{Nanos, PolicyConfigs, Slo};
+use hyscale_traces::TraceSpec;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::dist::{Dist, DistSpec};
+use crate::error::SimError;
+
+/// The scenario file as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// A name for reports.
+    pub name: String,
+    /// Master seed of every random stream.
+    #[serde(default)]
+    pub seed: u64,
+    /// The policy to run (a name from `hyscale_policies::POLICY_NAMES`).
+    pub policy: String,
+    /// Catalog file.
+    pub catalog: PathBuf,
+    /// Latency profile file.
+    pub profile: PathBuf,
+    /// The arrivals.
+    pub trace: TraceSpec,
+    /// The SLO.
+    #[serde(default)]
+    pub slo: SloFile,
+    /// Simulator settings.
+    #[serde(default)]
+    pub sim: SimSettings,
+    /// Spot interruptions.
+    #[serde(default)]
+    pub spot: SpotSettings,
+    /// Per-policy settings.
+    #[serde(default)]
+    pub policies: PolicyConfigs,
+}
+
+/// `[slo]`: MArk's 200 ms / 98% unless set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloFile {
+    /// Response-time threshold, ms.
+    pub rt_max_ms: f64,
+    /// Fraction of requests that must meet it.
+    pub sl_min: f64,
+}
+
+impl Default for SloFile {
+    fn default() -> SloFile {
+        SloFile { rt_max_ms: 200.0, sl_min: 0.98 }
+    }
+}
+
+/// `[sim]`: the simulator's own settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSettings {
+    /// Timeline interval, seconds.
+    pub report_interval_s: f64,
+    /// Arrival-count interval a policy sees, seconds (MArk samples load every 5 s).
+    pub arrival_window_s: f64,
+    /// How many arrival intervals a policy sees.
+    pub arrival_history: usize,
+    /// Most requests one VM instance queues before refusing more.
+    pub vm_queue_limit: u32,
+    /// After the last arrival, how long to wait for outstanding requests before dropping them, seconds.
+    pub drain_limit_s: f64,
+    /// Shifts every arrival this much later, seconds, so that a fleet requested at time zero can be ready
+    /// before the traffic starts (as a deployment would be). Default 0: traffic starts at once.
+    pub trace_offset_s: f64,
+}
+
+impl Default for SimSettings {
+    fn default() -> SimSettings {
+        SimSettings {
+            report_interval_s: 60.0,
+            arrival_window_s: 5.0,
+            arrival_history: 720,
+            vm_queue_limit: 10_000,
+            drain_limit_s: 600.0,
+            trace_offset_s: 0.0,
+        }
+    }
+}
+
+/// `[spot]`: interruptions from the catalog's hazards (scaled) and/or a list of events.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpotSettings {
+    /// Multiplies every type's interruption hazard (0 turns random interruptions off).
+    pub hazard_scale: f64,
+    /// Interruption notice, seconds before the instance is taken (AWS: 120).
+    pub notice_s: f64,
+    /// Interruptions at given times.
+    pub events: Vec<SpotEvent>,
+}
+
+impl Default for SpotSettings {
+    fn default() -> SpotSettings {
+        SpotSettings { hazard_scale: 1.0, notice_s: 120.0, events: Vec::new() }
+    }
+}
+
+/// One listed interruption: at `at_s`, `count` live spot instances of `vm_type` receive their notice
+/// (oldest first).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpotEvent {
+    /// When, seconds from the start.
+    pub at_s: f64,
+    /// Which type.
+    pub vm_type: String,
+    /// How many instances.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The catalog file as written (`data/*.toml`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    /// VM types.
+    pub vm: Vec<VmFile>,
+    /// The function platform.
+    pub functions: FunctionsFile,
+}
+
+/// One `[[vm]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmFile {
+    /// Type name.
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// GPUs.
+    #[serde(default)]
+    pub gpus: u32,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// On-demand $/h.
+    pub price_on_demand_per_h: f64,
+    /// Spot $/h, if sold on spot.
+    pub price_spot_per_h: Option<f64>,
+    /// Spot interruptions per instance-hour.
+    #[serde(default)]
+    pub spot_interruptions_per_h: f64,
+    /// Launch + boot, seconds.
+    pub launch_boot_s: DistSpec,
+    /// Model load bandwidth from storage, MB/s.
+    pub model_load_mb_per_s: f64,
+}
+
+/// The `[functions]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionsFile {
+    /// $/GB-s.
+    pub price_per_gb_s: f64,
+    /// $/request.
+    pub price_per_request: f64,
+    /// $/GB-s of pre-warmed capacity.
+    pub provisioned_price_per_gb_s: f64,
+    /// Billing granularity, ms.
+    pub billing_granularity_ms: f64,
+    /// Whether init is billed.
+    pub bill_init: bool,
+    /// Memory range, MB.
+    pub memory_min_mb: u32,
+    /// Memory range, MB.
+    pub memory_max_mb: u32,
+    /// Default memory, MB.
+    pub default_memory_mb: u32,
+    /// MB per vCPU.
+    pub mb_per_vcpu: f64,
+    /// Regional concurrency limit.
+    pub regional_concurrency: u32,
+    /// Default keep-alive, seconds.
+    pub default_keep_alive_s: f64,
+    /// Sandbox and runtime initialisation, seconds.
+    pub sandbox_init_s: DistSpec,
+    /// Model load bandwidth, MB/s.
+    pub model_load_mb_per_s: DistSpec,
+}
+
+/// Random parts of one VM type's model.
+#[derive(Clone, Debug)]
+pub struct VmModel {
+    /// Launch + boot, seconds.
+    pub launch_boot_s: Dist,
+    /// Model load time, fixed by size and bandwidth.
+    pub model_load: Nanos,
+    /// Spot interruptions per hour (already scaled).
+    pub spot_hazard_per_h: f64,
+    /// Service-time CV from the profile.
+    pub service_cv: f64,
+}
+
+/// Random parts of the function platform's model.
+#[derive(Clone, Debug)]
+pub struct FunctionModel {
+    /// Sandbox and runtime init, seconds.
+    pub sandbox_init_s: Dist,
+    /// Model load bandwidth, MB/s.
+    pub model_load_mb_per_s: Dist,
+    /// Service-time CV from the profile.
+    pub service_cv: f64,
+}
+
+/// A loaded, checked scenario: everything `simulate` needs but the policy object and the arrivals.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The scenario file's path.
+    pub path: PathBuf,
+    /// Folder relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// The file as written (with command-line overrides applied).
+    pub file: ScenarioFile,
+    /// The catalog a policy sees.
+    pub catalog: Arc<Catalog>,
+    /// Per VM type, indexed like the catalog.
+    pub vm_models: Vec<VmModel>,
+    /// The function platform.
+    pub function_model: FunctionModel,
+    /// The SLO.
+    pub slo: Slo,
+    /// Listed spot events, resolved: (time, type, count).
+    pub spot_events: Vec<(Nanos, VmTypeId, u32)>,
+}
+
+fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, SimError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SimError::Config { path: path.to_path_buf(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| SimError::Config { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+fn config_err(path: &Path, reason: impl Into<String>) -> SimError {
+    SimError::Config { path: path.to_path_buf(), reason: reason.into() }
+}
+
+fn positive(path: &Path, field: &str, v: f64) -> Result<f64, SimError> {
+    if v.is_finite() && v > 0.0 { Ok(v) } else { Err(config_err(path, format!("{field} must be positive, got {v}"))) }
+}
+
+fn non_negative(path: &Path, field: &str, v: f64) -> Result<f64, SimError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(config_err(path, format!("{field} must be a non-negative number, got {v}")))
+    }
+}
+
+impl Scenario {
+    /// Reads the scenario at `path` and the catalog and profile it names.
+    pub fn load(path: &Path) -> Result<Scenario, SimError> {
+        let file: ScenarioFile = read_toml(path)?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Scenario::from_file(path, base_dir, file)
+    }
+
+    /// Checks a parsed scenario file (e.g. after command-line overrides) and loads what it names.
+    pub fn from_file(path: &Path, base_dir: PathBuf, file: ScenarioFile) -> Result<Scenario, SimError> {
+        let slo = Slo {
+            rt_max: Nanos::from_millis_f64(positive(path, "slo.rt_max_ms", file.slo.rt_max_ms)?),
+            sl_min: file.slo.sl_min,
+        };
+        if !(0.0..=1.0).contains(&slo.sl_min) {
+            return Err(config_err(path, format!("slo.sl_min must be within 0..=1, got {}", slo.sl_min)));
+        }
+        let s = &file.sim;
+        positive(path, "sim.report_interval_s", s.report_interval_s)?;
+        positive(path, "sim.arrival_window_s", s.arrival_window_s)?;
+        non_negative(path, "sim.drain_limit_s", s.drain_limit_s)?;
+        non_negative(path, "sim.trace_offset_s", s.trace_offset_s)?;
+        if s.arrival_history == 0 {
+            return Err(config_err(path, "sim.arrival_history must be at least 1"));
+        }
+        if s.vm_queue_limit == 0 {
+            return Err(config_err(path, "sim.vm_queue_limit must be at least 1"));
+        }
+        non_negative(path, "spot.hazard_scale", file.spot.hazard_scale)?;
+        non_negative(path, "spot.notice_s", file.spot.notice_s)?;
+
+        let catalog_path = base_dir.join(&file.catalog);
+        let profile_path = base_dir.join(&file.profile);
+        let catalog_file: CatalogFile = read_toml(&catalog_path)?;
+        let profile: ProfileFile = read_toml(&profile_path)?;
+        let (catalog, vm_models, function_model) =
+            build_catalog(&catalog_path, &catalog_file, &profile_path, &profile, file.spot.hazard_scale)?;
+
+        let mut spot_events = Vec::new();
+        for (i, e) in file.spot.events.iter().enumerate() {
+            let at = non_negative(path, &format!("spot.events[{i}].at_s"), e.at_s)?;
+            let id = catalog.vm_id(&e.vm_type).map_err(|err| config_err(path, format!("spot.events[{i}]: {err}")))?;
+            spot_events.push((Nanos::from_secs_f64(at), id, e.count));
+        }
+        spot_events.sort_by_key(|e| e.0);
+        Ok(Scenario {
+            path: path.to_path_buf(),
+            base_dir,
+            file,
+            catalog: Arc::new(catalog),
+            vm_models,
+            function_model,
+            slo,
+            spot_events,
+        })
+    }
+}
+
+fn build_catalog(
+    catalog_path: &Path,
+    c: &CatalogFile,
+    profile_path: &Path,
+    p: &ProfileFile,
+    hazard_scale: f64,
+) -> Result<(Catalog, Vec<VmModel>, FunctionModel), SimError> {
+    let model = &p.model;
+    non_negative(profile_path, "model.size_mb", model.size_mb)?;
+    non_negative(profile_path, "model.per_request_mb", model.per_request_mb)?;
+    positive(profile_path, "model.max_vcpus_per_request", model.max_vcpus_per_request)?;
+    for h in &p.hardware {
+        if h.hardware != "function" && !c.vm.iter().any(|v| v.name == h.hardware) {
+            return Err(config_err(
+                profile_path,
+                format!("hardware '{}' is neither 'function' nor a VM type in {}", h.hardware, catalog_path.display()),
+            ));
+        }
+    }
+    let mut vm_types = Vec::new();
+    let mut vm_models = Vec::new();
+    for v in &c.vm {
+        // Types the model was not profiled on cannot serve it and are left out of the catalog.
+        let Some(entry) = p.entry(&v.name) else { continue };
+        let table = entry.table().map_err(|e| config_err(profile_path, e.to_string()))?;
+        let field = |f: &str| format!("vm '{}'.{f}", v.name);
+        positive(catalog_path, &field("price_on_demand_per_h"), v.price_on_demand_per_h)?;
+        if let Some(s) = v.price_spot_per_h {
+            positive(catalog_path, &field("price_spot_per_h"), s)?;
+        }
+        non_negative(catalog_path, &field("spot_interruptions_per_h"), v.spot_interruptions_per_h)?;
+        positive(catalog_path, &field("model_load_mb_per_s"), v.model_load_mb_per_s)?;
+        let launch_boot_s =
+            v.launch_boot_s.build().map_err(|e| config_err(catalog_path, format!("{}: {e}", field("launch_boot_s"))))?;
+        let model_load = Nanos::from_secs_f64(model.size_mb / v.model_load_mb_per_s);
+        let id = VmTypeId(vm_types.len() as u16);
+        vm_types.push(VmType {
+            id,
+            name: v.name.clone(),
+            vcpus: v.vcpus,
+            gpus: v.gpus,
+            memory_gib: v.memory_gib,
+            price_on_demand_per_h: v.price_on_demand_per_h,
+            price_spot_per_h: v.price_spot_per_h,
+            provision_mean: Nanos::from_secs_f64(launch_boot_s.mean()) + model_load,
+            service: table,
+        });
+        vm_models.push(VmModel {
+            launch_boot_s,
+            model_load,
+            spot_hazard_per_h: v.spot_interruptions_per_h * hazard_scale,
+            service_cv: entry.cv,
+        });
+    }
+    let f = &c.functions;
+    let fentry = p.entry("function").ok_or_else(|| {
+        config_err(profile_path, "no [[hardware]] entry for 'function' (the model's latency at one vCPU)")
+    })?;
+    let ftable = fentry.table().map_err(|e| config_err(profile_path, e.to_string()))?;
+    let sandbox = f.sandbox_init_s.build().map_err(|e| config_err(catalog_path, format!("functions.sandbox_init_s: {e}")))?;
+    let bandwidth =
+        f.model_load_mb_per_s.build().map_err(|e| config_err(catalog_path, format!("functions.model_load_mb_per_s: {e}")))?;
+    if bandwidth.mean() <= 0.0 {
+        return Err(config_err(catalog_path, "functions.model_load_mb_per_s must have a positive mean"));
+    }
+    positive(catalog_path, "functions.mb_per_vcpu", f.mb_per_vcpu)?;
+    non_negative(catalog_path, "functions.default_keep_alive_s", f.default_keep_alive_s)?;
+    non_negative(catalog_path, "functions.billing_granularity_ms", f.billing_granularity_ms)?;
+    if f.memory_min_mb == 0 || f.memory_min_mb > f.memory_max_mb {
+        return Err(config_err(catalog_path, "functions: needs 0 < memory_min_mb <= memory_max_mb"));
+    }
+    let platform = FunctionPlatform {
+        price_per_gb_s: non_negative(catalog_path, "functions.price_per_gb_s", f.price_per_gb_s)?,
+        price_per_request: non_negative(catalog_path, "functions.price_per_request", f.price_per_request)?,
+        provisioned_price_per_gb_s: non_negative(
+            catalog_path,
+            "functions.provisioned_price_per_gb_s",
+            f.provisioned_price_per_gb_s,
+        )?,
+        billing_granularity: Nanos::from_millis_f64(f.billing_granularity_ms),
+        bill_init: f.bill_init,
+        memory_min_mb: f.memory_min_mb,
+        memory_max_mb: f.memory_max_mb,
+        mb_per_vcpu: f.mb_per_vcpu,
+        regional_concurrency: f.regional_concurrency,
+        default_keep_alive: Nanos::from_secs_f64(f.default_keep_alive_s),
+        default_memory_mb: f.default_memory_mb,
+        cold_start_mean: Nanos::from_secs_f64(sandbox.mean() + model.size_mb / bandwidth.mean()),
+        service: ftable,
+        model_size_mb: model.size_mb,
+        per_request_mb: model.per_request_mb,
+        max_vcpus_per_request: model.max_vcpus_per_request,
+    };
+    platform
+        .check_settings(f.default_memory_mb, 1)
+        .map_err(|e| config_err(catalog_path, format!("functions.default_memory_mb: {e}")))?;
+    let catalog = Catalog { model: model.name.clone(), vm_types, functions: platform };
+    let function_model =
+        FunctionModel { sandbox_init_s: sandbox, model_load_mb_per_s: bandwidth, service_cv: fentry.cv };
+    Ok((catalog, vm_models, function_model))
+}
