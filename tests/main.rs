@@ -1,1 +1,8 @@
+//! Cross-crate tests, one binary; files are named by the behaviour they check.
 
+mod support;
+
+mod cli;
+mod conservation;
+mod determinism;
+mod hand_computed;

@@ -21,6 +21,7 @@ pub mod action;
 pub mod batching;
 pub mod billing;
 pub mod catalog;
+pub mod clock;
 pub mod error;
 pub mod function_only;
 pub mod ledger;
@@ -36,6 +37,7 @@ pub use action::{Action, Pool, Route};
 pub use batching::{BatchDecision, BatchRule};
 pub use billing::CostBreakdown;
 pub use catalog::{Catalog, FunctionPlatform, Market, VmType, VmTypeId};
+pub use clock::Clock;
 pub use error::PolicyError;
 pub use ledger::{DropReason, Ledger, RejectReason, Slo};
 pub use policy::{Policy, Router, Scaler};
@@ -43,6 +45,6 @@ pub use profile::LatencyTable;
 pub use spec::{POLICY_NAMES, PolicyConfigs};
 pub use time::Nanos;
 pub use view::{
-    ArrivalWindow, FunctionSettings, FunctionView, InstanceId, MarketCounts, PoolView, RecentStats, RequestInfo,
-    SpotNotice, View, VmInstanceView, VmState,
+    ArrivalWindow, FunctionSettings, FunctionView, InstanceId, MarketCounts, PoolView, RecentStats,
+    RequestInfo, SpotNotice, View, VmInstanceView, VmState,
 };

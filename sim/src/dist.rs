@@ -61,7 +61,11 @@ impl DistSpec {
     /// Validates and builds the sampler; the error says what is wrong with which parameter.
     pub fn build(&self) -> Result<Dist, String> {
         let check = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(format!("{name} must be a non-negative number, got {v}")) }
+            if v.is_finite() && v >= 0.0 {
+                Ok(v)
+            } else {
+                Err(format!("{name} must be a non-negative number, got {v}"))
+            }
         };
         match *self {
             DistSpec::Fixed { value } => Ok(Dist::Fixed(check("value", value)?)),
@@ -81,7 +85,10 @@ impl DistSpec {
                 if m == 0.0 {
                     return Ok(Dist::Fixed(0.0));
                 }
-                Ok(Dist::Exponential(Exp::new(1.0 / m).map_err(|e| e.to_string())?, m))
+                Ok(Dist::Exponential(
+                    Exp::new(1.0 / m).map_err(|e| e.to_string())?,
+                    m,
+                ))
             }
             DistSpec::Lognormal { p50, p99 } => {
                 let (p50, p99) = (check("p50", p50)?, check("p99", p99)?);
@@ -134,7 +141,12 @@ mod tests {
 
     #[test]
     fn lognormal_matches_its_quantiles() {
-        let d = DistSpec::Lognormal { p50: 40.0, p99: 90.0 }.build().unwrap();
+        let d = DistSpec::Lognormal {
+            p50: 40.0,
+            p99: 90.0,
+        }
+        .build()
+        .unwrap();
         let mut rng = SimRng::seed_from_u64(3);
         let mut xs: Vec<f64> = (0..20_000).map(|_| d.sample(&mut rng)).collect();
         xs.sort_by(|a, b| a.total_cmp(b));
@@ -146,9 +158,24 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_explained() {
-        assert!(DistSpec::Lognormal { p50: 5.0, p99: 2.0 }.build().unwrap_err().contains("p50 < p99"));
-        assert!(DistSpec::Uniform { min: 2.0, max: 1.0 }.build().unwrap_err().contains("below min"));
-        assert!(DistSpec::Fixed { value: -1.0 }.build().unwrap_err().contains("non-negative"));
+        assert!(
+            DistSpec::Lognormal { p50: 5.0, p99: 2.0 }
+                .build()
+                .unwrap_err()
+                .contains("p50 < p99")
+        );
+        assert!(
+            DistSpec::Uniform { min: 2.0, max: 1.0 }
+                .build()
+                .unwrap_err()
+                .contains("below min")
+        );
+        assert!(
+            DistSpec::Fixed { value: -1.0 }
+                .build()
+                .unwrap_err()
+                .contains("non-negative")
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub enum TraceError {
         found: String,
     },
     /// A timestamp is earlier than the row before it.
-    #[error("{path}:{line}: timestamp goes back {back_ms:.3} ms before the previous row; traces must be sorted by time")]
+    #[error(
+        "{path}:{line}: timestamp goes back {back_ms:.3} ms before the previous row; traces must be sorted by time"
+    )]
     Unsorted {
         /// The file.
         path: PathBuf,

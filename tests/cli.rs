@@ -1,0 +1,129 @@
+//! The command line: the quick start works, and bad input gets exit code 2 and a message that names it.
+
+use std::process::Command;
+
+use crate::support::write;
+
+fn hyscale(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hyscale"))
+        .args(args)
+        .output()
+        .expect("hyscale runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_quick_start_prints_a_report_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let (code, stdout, stderr) = hyscale(&[
+        "simulate",
+        "--scenario",
+        "scenarios/conv_static.toml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("requests           19366"), "{stdout}");
+    assert!(stdout.contains("SLO"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json["requests"]["arrivals"], 19366);
+    assert_eq!(json["policy"], "static");
+}
+
+#[test]
+fn overrides_change_policy_seed_and_trace() {
+    let (code, stdout, stderr) = hyscale(&[
+        "simulate",
+        "--scenario",
+        "scenarios/conv_static.toml",
+        "--policy",
+        "function-only",
+        "--seed",
+        "9",
+        "--trace",
+        "poisson:5:60",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["policy"], "function-only");
+    assert_eq!(json["seed"], 9);
+    assert!(json["trace"].as_str().unwrap().starts_with("poisson:5/s"));
+}
+
+#[test]
+fn a_bad_scenario_field_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "s.toml",
+        "name = \"x\"\nseed = \"not a number\"\npolicy = \"static\"\n",
+    );
+    let path = dir.path().join("s.toml");
+    let (code, _, stderr) = hyscale(&["simulate", "--scenario", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("s.toml"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_policy_lists_the_known_ones() {
+    let (code, _, stderr) = hyscale(&[
+        "simulate",
+        "--scenario",
+        "scenarios/conv_static.toml",
+        "--policy",
+        "magic",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no such policy") && stderr.contains("function-only"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_malformed_trace_row_is_named_by_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "t.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,1,1\n2023-11-16 18:15:47.1,12x,1\n",
+    );
+    let trace = dir.path().join("t.csv");
+    let (code, _, stderr) = hyscale(&[
+        "simulate",
+        "--scenario",
+        "scenarios/conv_static.toml",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("t.csv:3: column 'ContextTokens'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_catalog_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "s.toml",
+        "name = \"x\"\npolicy = \"static\"\ncatalog = \"nope.toml\"\nprofile = \"p.toml\"\n[trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n",
+    );
+    let (code, _, stderr) = hyscale(&[
+        "simulate",
+        "--scenario",
+        dir.path().join("s.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("nope.toml"), "{stderr}");
+}

@@ -1,0 +1,162 @@
+//! Builds small scenarios in a temporary folder, with the production loaders.
+
+use std::path::Path;
+
+use hyscale_policies::Nanos;
+use hyscale_policies::report::Report;
+use hyscale_sim::Scenario;
+use hyscale_traces::{Arrival, ArrivalStream};
+use tempfile::TempDir;
+
+/// One VM type `vm1` ($3.60/h, so $0.001 per second) with fixed `BOOT_S` seconds to provision, spot at
+/// $1.80/h; functions with a fixed `COLD_S` cold start and a model of size 0 (so no load time).
+pub const CATALOG: &str = r#"
+[[vm]]
+name = "vm1"
+vcpus = 2
+memory_gib = 4
+price_on_demand_per_h = 3.6
+price_spot_per_h = 1.8
+spot_interruptions_per_h = HAZARD
+launch_boot_s = { kind = "fixed", value = BOOT_S }
+model_load_mb_per_s = 100.0
+
+[functions]
+price_per_gb_s = 0.001
+price_per_request = 0.01
+provisioned_price_per_gb_s = 0.0001
+billing_granularity_ms = 1.0
+bill_init = true
+memory_min_mb = 128
+memory_max_mb = 10240
+mb_per_vcpu = 1024.0
+regional_concurrency = REGIONAL
+default_memory_mb = 1024
+default_keep_alive_s = 600.0
+sandbox_init_s = { kind = "fixed", value = COLD_S }
+model_load_mb_per_s = { kind = "fixed", value = 100.0 }
+"#;
+
+/// vm1 serves a batch in 100 ms + 10 ms per extra request; a function with one vCPU in 200 ms.
+pub const PROFILE: &str = r#"
+[model]
+name = "tiny"
+size_mb = 0.0
+
+[[hardware]]
+hardware = "vm1"
+batch = [1, 4]
+latency_ms = [100.0, 130.0]
+
+[[hardware]]
+hardware = "function"
+batch = [1]
+latency_ms = [200.0]
+"#;
+
+/// Knobs of the fixture catalog.
+pub struct Cloud {
+    pub boot_s: f64,
+    pub cold_s: f64,
+    pub regional: u32,
+    pub hazard_per_h: f64,
+}
+
+impl Default for Cloud {
+    fn default() -> Cloud {
+        Cloud {
+            boot_s: 30.0,
+            cold_s: 0.8,
+            regional: 1000,
+            hazard_per_h: 0.0,
+        }
+    }
+}
+
+/// A scenario folder: `scenario.toml` (header + `body`), `catalog.toml`, `profile.toml`.
+pub struct Fixture {
+    pub _dir: TempDir,
+    pub scenario: Scenario,
+}
+
+pub fn fixture(cloud: &Cloud, body: &str) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = CATALOG
+        .replace("BOOT_S", &format!("{:?}", cloud.boot_s))
+        .replace("COLD_S", &format!("{:?}", cloud.cold_s))
+        .replace("REGIONAL", &cloud.regional.to_string())
+        .replace("HAZARD", &format!("{:?}", cloud.hazard_per_h));
+    write(dir.path(), "catalog.toml", &catalog);
+    write(dir.path(), "profile.toml", PROFILE);
+    let scenario = format!(
+        "name = \"test\"\ncatalog = \"catalog.toml\"\nprofile = \"profile.toml\"\n{body}\n{}",
+        if body.contains("[trace]") {
+            ""
+        } else {
+            "[trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n"
+        }
+    );
+    let path = dir.path().join("scenario.toml");
+    write(dir.path(), "scenario.toml", &scenario);
+    let scenario = Scenario::load(&path)
+        .unwrap_or_else(|e| panic!("fixture scenario does not load: {e}\n{scenario}"));
+    Fixture {
+        _dir: dir,
+        scenario,
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write fixture file");
+}
+
+/// Arrivals at the given times (seconds).
+pub fn arrivals(times_s: &[f64]) -> ArrivalStream {
+    let v: Vec<_> = times_s
+        .iter()
+        .map(|&t| {
+            Ok(Arrival {
+                time: Nanos::from_secs_f64(t),
+                model: 0,
+                input_size: 0,
+                output_size: 0,
+            })
+        })
+        .collect();
+    Box::new(v.into_iter())
+}
+
+/// Runs the fixture's own policy on `times_s`.
+pub fn run(f: &Fixture, times_s: &[f64]) -> Report {
+    let s = &f.scenario;
+    let mut policy = s
+        .file
+        .policies
+        .build(&s.file.policy, &s.catalog)
+        .expect("policy builds");
+    hyscale_sim::simulate(s, policy.as_mut(), arrivals(times_s), None).expect("simulation runs")
+}
+
+/// Asserts that every request ended in exactly one way.
+pub fn assert_conserved(r: &Report) {
+    let q = &r.requests;
+    assert_eq!(
+        q.arrivals,
+        q.completed + q.rejected + q.dropped,
+        "requests lost: {q:?}"
+    );
+    assert_eq!(q.rejected, q.rejected_by_reason.values().sum::<u64>());
+    assert_eq!(q.dropped, q.dropped_by_reason.values().sum::<u64>());
+    let t: u64 = r.timeline.iter().map(|row| row.arrivals).sum();
+    assert_eq!(t, q.arrivals, "timeline arrivals disagree with the total");
+    let c: u64 = r
+        .timeline
+        .iter()
+        .map(|row| row.completed + row.rejected + row.dropped)
+        .sum();
+    assert_eq!(c, q.arrivals, "timeline outcomes disagree with the total");
+}
+
+pub fn approx(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
