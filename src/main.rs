@@ -74,26 +74,21 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<BadInput>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            if e.downcast_ref::<BadInput>().is_some() { ExitCode::from(2) } else { ExitCode::from(1) }
         }
     }
 }
 
 fn load_scenario(args: &SimulateArgs) -> anyhow::Result<Scenario> {
-    let text = std::fs::read_to_string(&args.scenario)
-        .map_err(|e| BadInput(format!("{}: {e}", args.scenario.display())))?;
+    let text =
+        std::fs::read_to_string(&args.scenario).map_err(|e| BadInput(format!("{}: {e}", args.scenario.display())))?;
     let mut file: hyscale_sim::scenario::ScenarioFile =
         toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", args.scenario.display())))?;
     if let Some(t) = &args.trace {
         let mut spec = TraceSpec::from_arg(t).map_err(|e| BadInput(format!("--trace: {e}")))?;
         // A path on the command line is relative to the working directory, not to the scenario.
         if let TraceSpec::AzureLlm { path } = &mut spec {
-            *path = std::path::absolute(&*path)
-                .with_context(|| format!("--trace {}", path.display()))?;
+            *path = std::path::absolute(&*path).with_context(|| format!("--trace {}", path.display()))?;
         }
         file.trace = spec;
     }
@@ -103,11 +98,7 @@ fn load_scenario(args: &SimulateArgs) -> anyhow::Result<Scenario> {
     if let Some(s) = args.seed {
         file.seed = s;
     }
-    let base = args
-        .scenario
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base = args.scenario.parent().map(Path::to_path_buf).unwrap_or_default();
     Scenario::from_file(&args.scenario, base, file).map_err(bad_input)
 }
 
@@ -116,21 +107,16 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let policy = scenario.file.policy.clone();
     let started = Instant::now();
     let mut progress = |t: hyscale_policies::Nanos, arrivals: u64| {
-        eprintln!(
-            "  ... simulated {:.0} s, {arrivals} requests",
-            t.as_secs_f64()
-        );
+        eprintln!("  ... simulated {:.0} s, {arrivals} requests", t.as_secs_f64());
     };
-    let report = hyscale_sim::run_scenario_with(&scenario, &policy, Some(&mut progress))
-        .map_err(bad_input)?;
+    let report = hyscale_sim::run_scenario_with(&scenario, &policy, Some(&mut progress)).map_err(bad_input)?;
     let wall = started.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(out, format!("{json}\n"))
-            .with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, format!("{json}\n")).with_context(|| format!("writing {}", out.display()))?;
     }
     if args.json {
         println!("{json}");
@@ -141,33 +127,19 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         }
     }
     let rate = report.requests.arrivals as f64 / wall.max(1e-9);
-    eprintln!(
-        "simulated {:.0} s of traffic in {wall:.3} s of wall time ({rate:.0} requests/s)",
-        report.duration_s
-    );
+    eprintln!("simulated {:.0} s of traffic in {wall:.3} s of wall time ({rate:.0} requests/s)", report.duration_s);
     Ok(())
 }
 
 fn print_table(r: &Report) {
     let q = &r.requests;
-    println!(
-        "scenario {}  policy {}  seed {}  model {}",
-        r.scenario, r.policy, r.seed, r.model
-    );
+    println!("scenario {}  policy {}  seed {}  model {}", r.scenario, r.policy, r.seed, r.model);
     println!("trace    {}  ({:.0} s simulated)", r.trace, r.duration_s);
     println!();
     println!("requests      {:>10}", q.arrivals);
     println!("  completed   {:>10}", q.completed);
-    println!(
-        "  rejected    {:>10}  {}",
-        q.rejected,
-        reasons(&q.rejected_by_reason)
-    );
-    println!(
-        "  dropped     {:>10}  {}",
-        q.dropped,
-        reasons(&q.dropped_by_reason)
-    );
+    println!("  rejected    {:>10}  {}", q.rejected, reasons(&q.rejected_by_reason));
+    println!("  dropped     {:>10}  {}", q.dropped, reasons(&q.dropped_by_reason));
     println!(
         "SLO           {:>9.3}%  of requests within {} ms (target {:.1}%: {})",
         r.slo.attainment * 100.0,
@@ -183,34 +155,18 @@ fn print_table(r: &Report) {
     let c = &r.cost;
     println!(
         "cost $        {:.4} total = VM on-demand {:.4} + VM spot {:.4} + fn compute {:.4} + fn requests {:.4}  ({:.2} per 1M)",
-        c.total,
-        c.vm_on_demand,
-        c.vm_spot,
-        c.function_compute,
-        c.function_requests,
-        c.per_million_completed
+        c.total, c.vm_on_demand, c.vm_spot, c.function_compute, c.function_requests, c.per_million_completed
     );
     let i = &r.instances;
     println!(
         "instances     VM h on-demand {:.2}, spot {:.2}; spot interruptions {}; fn cold starts {}, peak {}",
-        i.vm_hours_on_demand,
-        i.vm_hours_spot,
-        i.spot_interruptions,
-        i.function_cold_starts,
-        i.function_instances_peak
+        i.vm_hours_on_demand, i.vm_hours_spot, i.spot_interruptions, i.function_cold_starts, i.function_instances_peak
     );
     if !r.actions.refused.is_empty() {
-        println!(
-            "actions       {} applied, refused: {}",
-            r.actions.applied,
-            reasons(&r.actions.refused)
-        );
+        println!("actions       {} applied, refused: {}", r.actions.applied, reasons(&r.actions.refused));
     }
 }
 
 fn reasons(m: &std::collections::BTreeMap<String, u64>) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }

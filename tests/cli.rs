@@ -5,10 +5,7 @@ use std::process::Command;
 use crate::support::write;
 
 fn hyscale(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hyscale"))
-        .args(args)
-        .output()
-        .expect("hyscale runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_hyscale")).args(args).output().expect("hyscale runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -20,18 +17,12 @@ fn hyscale(args: &[&str]) -> (i32, String, String) {
 fn the_quick_start_prints_a_report_and_writes_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.json");
-    let (code, stdout, stderr) = hyscale(&[
-        "simulate",
-        "--scenario",
-        "scenarios/conv_static.toml",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (code, stdout, stderr) =
+        hyscale(&["simulate", "--scenario", "scenarios/conv_static.toml", "--out", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("requests           19366"), "{stdout}");
     assert!(stdout.contains("SLO"), "{stdout}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(json["requests"]["arrivals"], 19366);
     assert_eq!(json["policy"], "static");
 }
@@ -60,11 +51,7 @@ fn overrides_change_policy_seed_and_trace() {
 #[test]
 fn a_bad_scenario_field_is_named_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "s.toml",
-        "name = \"x\"\nseed = \"not a number\"\npolicy = \"static\"\n",
-    );
+    write(dir.path(), "s.toml", "name = \"x\"\nseed = \"not a number\"\npolicy = \"static\"\n");
     let path = dir.path().join("s.toml");
     let (code, _, stderr) = hyscale(&["simulate", "--scenario", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
@@ -74,18 +61,9 @@ fn a_bad_scenario_field_is_named_with_its_line() {
 
 #[test]
 fn an_unknown_policy_lists_the_known_ones() {
-    let (code, _, stderr) = hyscale(&[
-        "simulate",
-        "--scenario",
-        "scenarios/conv_static.toml",
-        "--policy",
-        "magic",
-    ]);
+    let (code, _, stderr) = hyscale(&["simulate", "--scenario", "scenarios/conv_static.toml", "--policy", "magic"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("no such policy") && stderr.contains("function-only"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("no such policy") && stderr.contains("function-only"), "{stderr}");
 }
 
 #[test]
@@ -97,18 +75,10 @@ fn a_malformed_trace_row_is_named_by_file_line_and_column() {
         "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,1,1\n2023-11-16 18:15:47.1,12x,1\n",
     );
     let trace = dir.path().join("t.csv");
-    let (code, _, stderr) = hyscale(&[
-        "simulate",
-        "--scenario",
-        "scenarios/conv_static.toml",
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
+    let (code, _, stderr) =
+        hyscale(&["simulate", "--scenario", "scenarios/conv_static.toml", "--trace", trace.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("t.csv:3: column 'ContextTokens'"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("t.csv:3: column 'ContextTokens'"), "{stderr}");
 }
 
 #[test]
@@ -119,11 +89,7 @@ fn a_missing_catalog_is_named() {
         "s.toml",
         "name = \"x\"\npolicy = \"static\"\ncatalog = \"nope.toml\"\nprofile = \"p.toml\"\n[trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n",
     );
-    let (code, _, stderr) = hyscale(&[
-        "simulate",
-        "--scenario",
-        dir.path().join("s.toml").to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = hyscale(&["simulate", "--scenario", dir.path().join("s.toml").to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nope.toml"), "{stderr}");
 }

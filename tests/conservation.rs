@@ -29,33 +29,10 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        (
-            any::<u64>(),
-            any::<bool>(),
-            0u32..4,
-            any::<bool>(),
-            1u32..9,
-            0.0f64..100.0,
-        ),
-        (
-            0.5f64..60.0,
-            1.0f64..90.0,
-            0.0f64..40.0,
-            0.0f64..2.0,
-            1u32..40,
-            1u32..50,
-        ),
-        (
-            0.0f64..60.0,
-            prop_oneof![Just(0.0), 10.0f64..500.0],
-            0.0f64..130.0,
-        ),
-        (
-            proptest::collection::vec((0.0f64..120.0, 1u32..3), 0..3),
-            128u32..4096,
-            0.0f64..30.0,
-            0u32..3,
-        ),
+        (any::<u64>(), any::<bool>(), 0u32..4, any::<bool>(), 1u32..9, 0.0f64..100.0),
+        (0.5f64..60.0, 1.0f64..90.0, 0.0f64..40.0, 0.0f64..2.0, 1u32..40, 1u32..50),
+        (0.0f64..60.0, prop_oneof![Just(0.0), 10.0f64..500.0], 0.0f64..130.0),
+        (proptest::collection::vec((0.0f64..120.0, 1u32..3), 0..3), 128u32..4096, 0.0f64..30.0, 0u32..3),
     )
         .prop_map(|(a, b, c, d)| Case {
             seed: a.0,
@@ -81,11 +58,8 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 fn scenario_body(c: &Case) -> String {
-    let events: Vec<String> = c
-        .events
-        .iter()
-        .map(|(t, n)| format!("{{ at_s = {t:?}, vm_type = \"vm1\", count = {n} }}"))
-        .collect();
+    let events: Vec<String> =
+        c.events.iter().map(|(t, n)| format!("{{ at_s = {t:?}, vm_type = \"vm1\", count = {n} }}")).collect();
     format!(
         "seed = {seed}\npolicy = \"{policy}\"\n\
          [trace]\nkind = \"poisson\"\nrate_per_s = {rate:?}\nduration_s = {dur:?}\n\
@@ -94,11 +68,7 @@ fn scenario_body(c: &Case) -> String {
          [policies.static]\nfleet = [{{ vm_type = \"vm1\", count = {count}, market = \"{market}\", max_batch = {mb}, max_wait_ms = {mw:?} }}]\n\
          [policies.function-only]\nmemory_mb = {mem}\nkeep_alive_s = {ka:?}\nprewarm = {pw}\n",
         seed = c.seed,
-        policy = if c.function_only {
-            "function-only"
-        } else {
-            "static"
-        },
+        policy = if c.function_only { "function-only" } else { "static" },
         rate = c.rate,
         dur = c.duration_s,
         ql = c.queue_limit,

@@ -14,16 +14,8 @@ fn report_bytes(path: &str, seed: Option<u64>) -> String {
 
 #[test]
 fn the_same_seed_gives_identical_report_bytes() {
-    for path in [
-        "scenarios/conv_static.toml",
-        "scenarios/conv_function_only.toml",
-        "scenarios/code_spot.toml",
-    ] {
-        assert_eq!(
-            report_bytes(path, None),
-            report_bytes(path, None),
-            "{path} is not deterministic"
-        );
+    for path in ["scenarios/conv_static.toml", "scenarios/conv_function_only.toml", "scenarios/code_spot.toml"] {
+        assert_eq!(report_bytes(path, None), report_bytes(path, None), "{path} is not deterministic");
     }
 }
 

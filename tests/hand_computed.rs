@@ -2,34 +2,19 @@
 
 use crate::support::{Cloud, approx, assert_conserved, fixture, run};
 
-const STATIC_ONE: &str =
-    "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1 }]\n";
+const STATIC_ONE: &str = "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1 }]\n";
 
 #[test]
 fn a_request_at_time_zero_waits_for_provisioning_then_its_service() {
     // One VM takes 30 s to provision; the request arrives at t = 0 and is served in 100 ms.
-    let f = fixture(
-        &Cloud {
-            boot_s: 30.0,
-            ..Cloud::default()
-        },
-        STATIC_ONE,
-    );
+    let f = fixture(&Cloud { boot_s: 30.0, ..Cloud::default() }, STATIC_ONE);
     let r = run(&f, &[0.0]);
     assert_conserved(&r);
     assert_eq!(r.requests.completed, 1);
-    assert!(
-        approx(r.latency_ms.mean, 30_100.0),
-        "latency {}",
-        r.latency_ms.mean
-    );
+    assert!(approx(r.latency_ms.mean, 30_100.0), "latency {}", r.latency_ms.mean);
     assert!(approx(r.duration_s, 30.1));
     // Billed 30.1 s, raised to the 60 s minimum, at $3.60/h.
-    assert!(
-        approx(r.cost.vm_on_demand, 0.06),
-        "cost {}",
-        r.cost.vm_on_demand
-    );
+    assert!(approx(r.cost.vm_on_demand, 0.06), "cost {}", r.cost.vm_on_demand);
     assert!(approx(r.instances.vm_hours_on_demand, 60.0 / 3600.0));
     assert_eq!(r.slo.fulfilled, 0);
 }
@@ -43,17 +28,9 @@ fn two_requests_within_the_keep_alive_pay_one_cold_start() {
     assert_conserved(&r);
     assert_eq!(r.instances.function_cold_starts, 1);
     // Latencies 1000 ms (cold) and 200 ms (warm).
-    assert!(
-        approx(r.latency_ms.mean, 600.0),
-        "mean {}",
-        r.latency_ms.mean
-    );
+    assert!(approx(r.latency_ms.mean, 600.0), "mean {}", r.latency_ms.mean);
     // Init 0.8 s + two executions of 0.2 s, at 1 GB and $0.001/GB-s; two invocations at $0.01.
-    assert!(
-        approx(r.cost.function_compute, 0.0012),
-        "compute {}",
-        r.cost.function_compute
-    );
+    assert!(approx(r.cost.function_compute, 0.0012), "compute {}", r.cost.function_compute);
     assert!(approx(r.cost.function_requests, 0.02));
     assert_eq!(r.model_memory.copies_peak, 1);
 }
@@ -73,52 +50,26 @@ fn a_partial_batch_starts_when_its_oldest_request_has_waited_max_wait() {
     // Batch up to 4, wait at most 50 ms; the VM is ready at t = 0. Three requests at 0, 10 and 20 ms:
     // the batch starts at 50 ms and takes 120 ms (100 ms at 1, 130 ms at 4, linear between).
     let body = "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1, max_batch = 4, max_wait_ms = 50.0 }]\n";
-    let f = fixture(
-        &Cloud {
-            boot_s: 0.0,
-            ..Cloud::default()
-        },
-        body,
-    );
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, body);
     let r = run(&f, &[0.0, 0.010, 0.020]);
     assert_conserved(&r);
     // Completed at 170 ms: latencies 170, 160, 150.
-    assert!(
-        approx(r.latency_ms.mean, 160.0),
-        "mean {}",
-        r.latency_ms.mean
-    );
+    assert!(approx(r.latency_ms.mean, 160.0), "mean {}", r.latency_ms.mean);
     assert!(approx(r.duration_s, 0.170));
 }
 
 #[test]
 fn a_full_batch_starts_at_once() {
     let body = "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1, max_batch = 4, max_wait_ms = 50.0 }]\n";
-    let f = fixture(
-        &Cloud {
-            boot_s: 0.0,
-            ..Cloud::default()
-        },
-        body,
-    );
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, body);
     let r = run(&f, &[0.0, 0.010, 0.020, 0.030]);
     // The fourth request fills the batch at 30 ms; 130 ms later all four complete: 160, 150, 140, 130.
-    assert!(
-        approx(r.latency_ms.mean, 145.0),
-        "mean {}",
-        r.latency_ms.mean
-    );
+    assert!(approx(r.latency_ms.mean, 145.0), "mean {}", r.latency_ms.mean);
 }
 
 #[test]
 fn the_regional_concurrency_limit_throttles() {
-    let f = fixture(
-        &Cloud {
-            regional: 2,
-            ..Cloud::default()
-        },
-        "policy = \"function-only\"\n",
-    );
+    let f = fixture(&Cloud { regional: 2, ..Cloud::default() }, "policy = \"function-only\"\n");
     let r = run(&f, &[0.0, 0.0, 0.0]);
     assert_conserved(&r);
     assert_eq!(r.requests.rejected_by_reason.get("throttled"), Some(&1));
@@ -142,23 +93,13 @@ fn work_of_an_interrupted_spot_instance_is_routed_again() {
     // to vm 1, which finishes its own five at 500 ms and the three at 800 ms.
     let body = "policy = \"static\"\n[spot]\nnotice_s = 0.2\nevents = [{ at_s = 0.05, vm_type = \"vm1\", count = 1 }]\n\
                 [policies.static]\nfleet = [{ vm_type = \"vm1\", count = 2, market = \"spot\" }]\n";
-    let f = fixture(
-        &Cloud {
-            boot_s: 0.0,
-            ..Cloud::default()
-        },
-        body,
-    );
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, body);
     let r = run(&f, &[0.0; 10]);
     assert_conserved(&r);
     assert_eq!(r.requests.completed, 10);
     assert_eq!(r.instances.spot_interruptions, 1);
     assert_eq!(r.instances.rerouted, 3);
-    assert!(
-        (r.latency_ms.max - 800.0).abs() < 1.0,
-        "max {}",
-        r.latency_ms.max
-    );
+    assert!((r.latency_ms.max - 800.0).abs() < 1.0, "max {}", r.latency_ms.max);
     // Both spot VMs billed the 60 s minimum at $1.80/h.
     assert!(approx(r.cost.vm_spot, 0.06), "spot cost {}", r.cost.vm_spot);
 }
@@ -167,35 +108,18 @@ fn work_of_an_interrupted_spot_instance_is_routed_again() {
 fn work_that_cannot_be_routed_again_is_dropped_with_a_reason() {
     let body = "policy = \"static\"\n[spot]\nnotice_s = 0.2\nevents = [{ at_s = 0.05, vm_type = \"vm1\" }]\n\
                 [policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1, market = \"spot\" }]\n";
-    let f = fixture(
-        &Cloud {
-            boot_s: 0.0,
-            ..Cloud::default()
-        },
-        body,
-    );
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, body);
     let r = run(&f, &[0.0; 4]);
     assert_conserved(&r);
     // Two complete (100 and 200 ms); the third (in service) and fourth (queued) are lost with their VM.
     assert_eq!(r.requests.completed, 2);
-    assert_eq!(
-        r.requests
-            .dropped_by_reason
-            .get("reroute_failed:no_vm_capacity"),
-        Some(&2)
-    );
+    assert_eq!(r.requests.dropped_by_reason.get("reroute_failed:no_vm_capacity"), Some(&2));
 }
 
 #[test]
 fn the_drain_limit_drops_what_is_still_outstanding() {
     let body = format!("{STATIC_ONE}[sim]\ndrain_limit_s = 10.0\n");
-    let f = fixture(
-        &Cloud {
-            boot_s: 30.0,
-            ..Cloud::default()
-        },
-        &body,
-    );
+    let f = fixture(&Cloud { boot_s: 30.0, ..Cloud::default() }, &body);
     let r = run(&f, &[0.0]);
     assert_conserved(&r);
     assert_eq!(r.requests.dropped_by_reason.get("run_ended"), Some(&1));
@@ -205,24 +129,15 @@ fn the_drain_limit_drops_what_is_still_outstanding() {
 
 #[test]
 fn prewarmed_functions_skip_the_cold_start_and_bill_provisioned_capacity() {
-    let body =
-        "policy = \"function-only\"\n[policies.function-only]\nmemory_mb = 1024\nprewarm = 1\n";
+    let body = "policy = \"function-only\"\n[policies.function-only]\nmemory_mb = 1024\nprewarm = 1\n";
     let f = fixture(&Cloud::default(), body);
     // The pre-warmed instance is warm at 0.8 s; a request at 5 s finds it warm.
     let r = run(&f, &[5.0]);
     assert_eq!(r.instances.function_cold_starts, 1);
-    assert!(
-        approx(r.latency_ms.mean, 200.0),
-        "mean {}",
-        r.latency_ms.mean
-    );
+    assert!(approx(r.latency_ms.mean, 200.0), "mean {}", r.latency_ms.mean);
     // Provisioned capacity 1 GB for 5.2 s at $0.0001/GB-s, init 0.8 s and execution 0.2 s at $0.001/GB-s.
     let expected = 5.2 * 0.0001 + 0.8 * 0.001 + 0.2 * 0.001;
-    assert!(
-        approx(r.cost.function_compute, expected),
-        "compute {} vs {expected}",
-        r.cost.function_compute
-    );
+    assert!(approx(r.cost.function_compute, expected), "compute {} vs {expected}", r.cost.function_compute);
 }
 
 #[test]

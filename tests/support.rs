@@ -64,12 +64,7 @@ pub struct Cloud {
 
 impl Default for Cloud {
     fn default() -> Cloud {
-        Cloud {
-            boot_s: 30.0,
-            cold_s: 0.8,
-            regional: 1000,
-            hazard_per_h: 0.0,
-        }
+        Cloud { boot_s: 30.0, cold_s: 0.8, regional: 1000, hazard_per_h: 0.0 }
     }
 }
 
@@ -90,20 +85,12 @@ pub fn fixture(cloud: &Cloud, body: &str) -> Fixture {
     write(dir.path(), "profile.toml", PROFILE);
     let scenario = format!(
         "name = \"test\"\ncatalog = \"catalog.toml\"\nprofile = \"profile.toml\"\n{body}\n{}",
-        if body.contains("[trace]") {
-            ""
-        } else {
-            "[trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n"
-        }
+        if body.contains("[trace]") { "" } else { "[trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n" }
     );
     let path = dir.path().join("scenario.toml");
     write(dir.path(), "scenario.toml", &scenario);
-    let scenario = Scenario::load(&path)
-        .unwrap_or_else(|e| panic!("fixture scenario does not load: {e}\n{scenario}"));
-    Fixture {
-        _dir: dir,
-        scenario,
-    }
+    let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("fixture scenario does not load: {e}\n{scenario}"));
+    Fixture { _dir: dir, scenario }
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) {
@@ -114,14 +101,7 @@ pub fn write(dir: &Path, name: &str, text: &str) {
 pub fn arrivals(times_s: &[f64]) -> ArrivalStream {
     let v: Vec<_> = times_s
         .iter()
-        .map(|&t| {
-            Ok(Arrival {
-                time: Nanos::from_secs_f64(t),
-                model: 0,
-                input_size: 0,
-                output_size: 0,
-            })
-        })
+        .map(|&t| Ok(Arrival { time: Nanos::from_secs_f64(t), model: 0, input_size: 0, output_size: 0 }))
         .collect();
     Box::new(v.into_iter())
 }
@@ -129,31 +109,19 @@ pub fn arrivals(times_s: &[f64]) -> ArrivalStream {
 /// Runs the fixture's own policy on `times_s`.
 pub fn run(f: &Fixture, times_s: &[f64]) -> Report {
     let s = &f.scenario;
-    let mut policy = s
-        .file
-        .policies
-        .build(&s.file.policy, &s.catalog)
-        .expect("policy builds");
+    let mut policy = s.file.policies.build(&s.file.policy, &s.catalog).expect("policy builds");
     hyscale_sim::simulate(s, policy.as_mut(), arrivals(times_s), None).expect("simulation runs")
 }
 
 /// Asserts that every request ended in exactly one way.
 pub fn assert_conserved(r: &Report) {
     let q = &r.requests;
-    assert_eq!(
-        q.arrivals,
-        q.completed + q.rejected + q.dropped,
-        "requests lost: {q:?}"
-    );
+    assert_eq!(q.arrivals, q.completed + q.rejected + q.dropped, "requests lost: {q:?}");
     assert_eq!(q.rejected, q.rejected_by_reason.values().sum::<u64>());
     assert_eq!(q.dropped, q.dropped_by_reason.values().sum::<u64>());
     let t: u64 = r.timeline.iter().map(|row| row.arrivals).sum();
     assert_eq!(t, q.arrivals, "timeline arrivals disagree with the total");
-    let c: u64 = r
-        .timeline
-        .iter()
-        .map(|row| row.completed + row.rejected + row.dropped)
-        .sum();
+    let c: u64 = r.timeline.iter().map(|row| row.completed + row.rejected + row.dropped).sum();
     assert_eq!(c, q.arrivals, "timeline outcomes disagree with the total");
 }
 

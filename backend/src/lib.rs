@@ -19,9 +19,7 @@ pub struct WallClock {
 impl WallClock {
     /// A clock reading zero now.
     pub fn start() -> WallClock {
-        WallClock {
-            start: Instant::now(),
-        }
+        WallClock { start: Instant::now() }
     }
 
     /// The wall-clock instant that corresponds to `t` on this clock (for sleeping until a deadline).

@@ -29,17 +29,11 @@ pub enum BatchDecision {
 
 impl BatchRule {
     /// One request at a time, no waiting.
-    pub const NONE: BatchRule = BatchRule {
-        max_batch: 1,
-        max_wait: Nanos::ZERO,
-    };
+    pub const NONE: BatchRule = BatchRule { max_batch: 1, max_wait: Nanos::ZERO };
 
     /// A rule; `max_batch` of 0 is raised to 1.
     pub fn new(max_batch: u32, max_wait: Nanos) -> BatchRule {
-        BatchRule {
-            max_batch: max_batch.max(1),
-            max_wait,
-        }
+        BatchRule { max_batch: max_batch.max(1), max_wait }
     }
 
     /// The decision for a free executor at `now`, with `queued` requests whose oldest joined at `oldest`.
@@ -52,11 +46,7 @@ impl BatchRule {
             return BatchDecision::Start(max);
         }
         let deadline = oldest.saturating_add(self.max_wait);
-        if now >= deadline {
-            BatchDecision::Start(queued as u32)
-        } else {
-            BatchDecision::WaitUntil(deadline)
-        }
+        if now >= deadline { BatchDecision::Start(queued as u32) } else { BatchDecision::WaitUntil(deadline) }
     }
 }
 
@@ -82,26 +72,14 @@ mod tests {
     #[test]
     fn partial_batch_waits_for_the_oldest_request() {
         let r = BatchRule::new(4, Nanos(50 * MS));
-        assert_eq!(
-            r.decide(3, Nanos(10 * MS), Nanos(20 * MS)),
-            BatchDecision::WaitUntil(Nanos(60 * MS))
-        );
-        assert_eq!(
-            r.decide(3, Nanos(10 * MS), Nanos(60 * MS)),
-            BatchDecision::Start(3)
-        );
+        assert_eq!(r.decide(3, Nanos(10 * MS), Nanos(20 * MS)), BatchDecision::WaitUntil(Nanos(60 * MS)));
+        assert_eq!(r.decide(3, Nanos(10 * MS), Nanos(60 * MS)), BatchDecision::Start(3));
         assert_eq!(r.decide(0, Nanos(0), Nanos(60 * MS)), BatchDecision::Idle);
     }
 
     #[test]
     fn no_batching_starts_every_request_alone() {
-        assert_eq!(
-            BatchRule::NONE.decide(1, Nanos(5), Nanos(5)),
-            BatchDecision::Start(1)
-        );
-        assert_eq!(
-            BatchRule::NONE.decide(3, Nanos(5), Nanos(5)),
-            BatchDecision::Start(1)
-        );
+        assert_eq!(BatchRule::NONE.decide(1, Nanos(5), Nanos(5)), BatchDecision::Start(1));
+        assert_eq!(BatchRule::NONE.decide(3, Nanos(5), Nanos(5)), BatchDecision::Start(1));
     }
 }

@@ -31,11 +31,7 @@ pub fn function_compute_charge(platform: &FunctionPlatform, memory_mb: u32, ran:
 }
 
 /// Dollars for keeping `memory_mb` of pre-warmed capacity for `held`.
-pub fn function_provisioned_charge(
-    platform: &FunctionPlatform,
-    memory_mb: u32,
-    held: Nanos,
-) -> f64 {
+pub fn function_provisioned_charge(platform: &FunctionPlatform, memory_mb: u32, held: Nanos) -> f64 {
     platform.provisioned_price_per_gb_s * gb(memory_mb) * held.as_secs_f64()
 }
 

@@ -16,9 +16,7 @@ use crate::time::Nanos;
 pub struct VmTypeId(pub u16);
 
 /// How a VM is bought.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Market {
     /// Full price, never taken back.
@@ -141,9 +139,7 @@ impl FunctionPlatform {
             )));
         }
         if concurrency == 0 {
-            return Err(PolicyError::InvalidAction(
-                "function concurrency must be at least 1".into(),
-            ));
+            return Err(PolicyError::InvalidAction("function concurrency must be at least 1".into()));
         }
         let need = self.memory_needed_mb(concurrency);
         if need > memory_mb as f64 {
@@ -176,18 +172,9 @@ impl Catalog {
 
     /// Looks a VM type up by name; the error lists the known names.
     pub fn vm_id(&self, name: &str) -> Result<VmTypeId, PolicyError> {
-        self.vm_types
-            .iter()
-            .find(|t| t.name == name)
-            .map(|t| t.id)
-            .ok_or_else(|| PolicyError::UnknownVmType {
-                name: name.to_string(),
-                known: self
-                    .vm_types
-                    .iter()
-                    .map(|t| t.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+        self.vm_types.iter().find(|t| t.name == name).map(|t| t.id).ok_or_else(|| PolicyError::UnknownVmType {
+            name: name.to_string(),
+            known: self.vm_types.iter().map(|t| t.name.clone()).collect::<Vec<_>>().join(", "),
+        })
     }
 }

@@ -37,17 +37,11 @@ pub struct FunctionOnly {
 
 impl FunctionOnly {
     /// Resolves the configuration against the catalog.
-    pub fn new(
-        config: &FunctionOnlyConfig,
-        catalog: &Catalog,
-    ) -> Result<FunctionOnly, PolicyError> {
+    pub fn new(config: &FunctionOnlyConfig, catalog: &Catalog) -> Result<FunctionOnly, PolicyError> {
         let f = &catalog.functions;
         let memory_mb = config.memory_mb.unwrap_or(f.default_memory_mb);
         f.check_settings(memory_mb, 1)
-            .map_err(|e| PolicyError::InvalidConfig {
-                policy: "function-only".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| PolicyError::InvalidConfig { policy: "function-only".into(), reason: e.to_string() })?;
         let keep_alive = match config.keep_alive_s {
             Some(s) if !(s.is_finite() && s >= 0.0) => {
                 return Err(PolicyError::InvalidConfig {
@@ -58,11 +52,7 @@ impl FunctionOnly {
             Some(s) => Nanos::from_secs_f64(s),
             None => f.default_keep_alive,
         };
-        Ok(FunctionOnly {
-            memory_mb,
-            keep_alive,
-            prewarm: config.prewarm,
-        })
+        Ok(FunctionOnly { memory_mb, keep_alive, prewarm: config.prewarm })
     }
 }
 

@@ -27,10 +27,7 @@ pub struct Slo {
 
 impl Slo {
     /// MArk's SLO: 98% of requests within 200 ms.
-    pub const MARK: Slo = Slo {
-        rt_max: Nanos::from_millis(200),
-        sl_min: 0.98,
-    };
+    pub const MARK: Slo = Slo { rt_max: Nanos::from_millis(200), sl_min: 0.98 };
 
     /// Whether one request's latency fulfils the SLO.
     pub fn fulfilled(&self, latency: Nanos) -> bool {
@@ -196,20 +193,12 @@ impl Ledger {
 
     /// Fraction of arrivals fulfilled (1 when nothing arrived).
     pub fn attainment(&self) -> f64 {
-        if self.arrivals == 0 {
-            1.0
-        } else {
-            self.fulfilled as f64 / self.arrivals as f64
-        }
+        if self.arrivals == 0 { 1.0 } else { self.fulfilled as f64 / self.arrivals as f64 }
     }
 
     /// Latency at quantile `q` (0..=1) of completed requests, in ms; 0 when none completed.
     pub fn latency_ms_at(&self, q: f64) -> f64 {
-        if self.completed == 0 {
-            0.0
-        } else {
-            self.latency_us.value_at_quantile(q) as f64 / 1000.0
-        }
+        if self.completed == 0 { 0.0 } else { self.latency_us.value_at_quantile(q) as f64 / 1000.0 }
     }
 
     /// Adds another ledger's counts into this one (shards of one run, or live workers).
@@ -248,22 +237,14 @@ impl Ledger {
             attainment,
             met: attainment >= self.slo.sl_min,
         };
-        let mean_ms = if self.completed == 0 {
-            0.0
-        } else {
-            self.latency_sum_ns as f64 / self.completed as f64 / 1e6
-        };
+        let mean_ms = if self.completed == 0 { 0.0 } else { self.latency_sum_ns as f64 / self.completed as f64 / 1e6 };
         let latency = LatencySummary {
             p50: self.latency_ms_at(0.5),
             p90: self.latency_ms_at(0.9),
             p99: self.latency_ms_at(0.99),
             p999: self.latency_ms_at(0.999),
             mean: mean_ms,
-            max: if self.completed == 0 {
-                0.0
-            } else {
-                self.latency_us.max() as f64 / 1000.0
-            },
+            max: if self.completed == 0 { 0.0 } else { self.latency_us.max() as f64 / 1000.0 },
         };
         (requests, slo, latency)
     }

@@ -26,35 +26,20 @@ impl LatencyTable {
     ///
     /// The batch sizes must be positive and strictly increasing, the latencies positive and non-decreasing,
     /// and both lists of the same, non-zero length.
-    pub fn new(
-        what: &str,
-        batch: Vec<u32>,
-        latency: Vec<Nanos>,
-    ) -> Result<LatencyTable, PolicyError> {
-        let bad = |reason: String| PolicyError::InvalidProfile {
-            what: what.to_string(),
-            reason,
-        };
+    pub fn new(what: &str, batch: Vec<u32>, latency: Vec<Nanos>) -> Result<LatencyTable, PolicyError> {
+        let bad = |reason: String| PolicyError::InvalidProfile { what: what.to_string(), reason };
         if batch.is_empty() {
             return Err(bad("no measured points".into()));
         }
         if batch.len() != latency.len() {
-            return Err(bad(format!(
-                "{} batch sizes but {} latencies",
-                batch.len(),
-                latency.len()
-            )));
+            return Err(bad(format!("{} batch sizes but {} latencies", batch.len(), latency.len())));
         }
         if batch[0] == 0 {
             return Err(bad("batch sizes must be at least 1".into()));
         }
         for i in 1..batch.len() {
             if batch[i] <= batch[i - 1] {
-                return Err(bad(format!(
-                    "batch sizes must increase strictly: {} after {}",
-                    batch[i],
-                    batch[i - 1]
-                )));
+                return Err(bad(format!("batch sizes must increase strictly: {} after {}", batch[i], batch[i - 1])));
             }
             if latency[i] < latency[i - 1] {
                 return Err(bad(format!(
@@ -73,21 +58,14 @@ impl LatencyTable {
     }
 
     /// Builds a table from milliseconds, as written in profile files.
-    pub fn from_millis(
-        what: &str,
-        batch: Vec<u32>,
-        latency_ms: &[f64],
-    ) -> Result<LatencyTable, PolicyError> {
+    pub fn from_millis(what: &str, batch: Vec<u32>, latency_ms: &[f64]) -> Result<LatencyTable, PolicyError> {
         if let Some(bad) = latency_ms.iter().find(|l| !l.is_finite() || **l <= 0.0) {
             return Err(PolicyError::InvalidProfile {
                 what: what.to_string(),
                 reason: format!("latency {bad} ms is not a positive number"),
             });
         }
-        let latency = latency_ms
-            .iter()
-            .map(|&ms| Nanos::from_millis_f64(ms))
-            .collect();
+        let latency = latency_ms.iter().map(|&ms| Nanos::from_millis_f64(ms)).collect();
         LatencyTable::new(what, batch, latency)
     }
 
@@ -213,11 +191,7 @@ impl HardwareProfile {
                 reason: format!("cv must be a non-negative number, got {}", self.cv),
             });
         }
-        LatencyTable::from_millis(
-            &format!("hardware '{}'", self.hardware),
-            self.batch.clone(),
-            &self.latency_ms,
-        )
+        LatencyTable::from_millis(&format!("hardware '{}'", self.hardware), self.batch.clone(), &self.latency_ms)
     }
 }
 
@@ -250,21 +224,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_tables_with_reasons() {
-        let e = LatencyTable::from_millis("p", vec![1, 1], &[1.0, 2.0])
-            .unwrap_err()
-            .to_string();
+        let e = LatencyTable::from_millis("p", vec![1, 1], &[1.0, 2.0]).unwrap_err().to_string();
         assert!(e.contains("increase strictly"), "{e}");
-        let e = LatencyTable::from_millis("p", vec![1, 2], &[3.0, 2.0])
-            .unwrap_err()
-            .to_string();
+        let e = LatencyTable::from_millis("p", vec![1, 2], &[3.0, 2.0]).unwrap_err().to_string();
         assert!(e.contains("must not fall"), "{e}");
-        let e = LatencyTable::from_millis("p", vec![1], &[1.0, 2.0])
-            .unwrap_err()
-            .to_string();
+        let e = LatencyTable::from_millis("p", vec![1], &[1.0, 2.0]).unwrap_err().to_string();
         assert!(e.contains("1 batch sizes but 2 latencies"), "{e}");
-        let e = LatencyTable::from_millis("p", vec![1], &[-2.0])
-            .unwrap_err()
-            .to_string();
+        let e = LatencyTable::from_millis("p", vec![1], &[-2.0]).unwrap_err().to_string();
         assert!(e.contains("not a positive number"), "{e}");
     }
 
@@ -272,13 +238,9 @@ mod tests {
     fn sizes_batches_to_a_budget() {
         let t = table(&[(1, 50.0), (8, 120.0)]);
         // 50 ms of waiting plus the batch must fit 200 ms: 150 ms of service allows batch 8 (120 ms).
-        assert_eq!(
-            t.largest_batch_within(Nanos::from_millis(200), Nanos::from_millis(50), 8),
-            8
-        );
-        assert_eq!(
-            t.largest_batch_within(Nanos::from_millis(100), Nanos::from_millis(40), 8),
-            1
-        );
+        assert_eq!(t.largest_batch_within(Nanos::from_millis(200), Nanos::from_millis(50), 8), 8);
+        // 60 ms of service: batch 2 takes exactly 60 ms (50 + 10 per request), batch 3 would take 70.
+        assert_eq!(t.largest_batch_within(Nanos::from_millis(100), Nanos::from_millis(40), 8), 2);
+        assert_eq!(t.largest_batch_within(Nanos::from_millis(80), Nanos::from_millis(40), 8), 1);
     }
 }

@@ -32,15 +32,10 @@ impl PolicyConfigs {
     pub fn build(&self, name: &str, catalog: &Catalog) -> Result<Box<dyn Policy>, PolicyError> {
         match name {
             "static" => {
-                let config =
-                    self.static_fleet
-                        .as_ref()
-                        .ok_or_else(|| PolicyError::InvalidConfig {
-                            policy: "static".into(),
-                            reason:
-                                "needs a fleet: add a [policies.static] section with fleet entries"
-                                    .into(),
-                        })?;
+                let config = self.static_fleet.as_ref().ok_or_else(|| PolicyError::InvalidConfig {
+                    policy: "static".into(),
+                    reason: "needs a fleet: add a [policies.static] section with fleet entries".into(),
+                })?;
                 Ok(Box::new(StaticFleet::new(config, catalog)?))
             }
             "function-only" => {
@@ -49,10 +44,7 @@ impl PolicyConfigs {
             }
             other => Err(PolicyError::InvalidConfig {
                 policy: other.to_string(),
-                reason: format!(
-                    "no such policy; the policies are: {}",
-                    POLICY_NAMES.join(", ")
-                ),
+                reason: format!("no such policy; the policies are: {}", POLICY_NAMES.join(", ")),
             }),
         }
     }

@@ -56,42 +56,25 @@ pub struct StaticFleet {
 impl StaticFleet {
     /// Resolves the configuration against the catalog.
     pub fn new(config: &StaticConfig, catalog: &Catalog) -> Result<StaticFleet, PolicyError> {
-        let invalid = |reason: String| PolicyError::InvalidConfig {
-            policy: "static".into(),
-            reason,
-        };
+        let invalid = |reason: String| PolicyError::InvalidConfig { policy: "static".into(), reason };
         if config.fleet.is_empty() {
-            return Err(invalid(
-                "the fleet is empty; give at least one [[policies.static.fleet]] entry".into(),
-            ));
+            return Err(invalid("the fleet is empty; give at least one [[policies.static.fleet]] entry".into()));
         }
         let mut fleet = Vec::new();
         let mut types: Vec<VmTypeId> = Vec::new();
         for e in &config.fleet {
             let id = catalog.vm_id(&e.vm_type)?;
             if catalog.vm(id).price_per_h(e.market).is_none() {
-                return Err(invalid(format!(
-                    "{} is not sold on the {} market",
-                    e.vm_type,
-                    e.market.name()
-                )));
+                return Err(invalid(format!("{} is not sold on the {} market", e.vm_type, e.market.name())));
             }
             if !(e.max_wait_ms.is_finite() && e.max_wait_ms >= 0.0) {
-                return Err(invalid(format!(
-                    "max_wait_ms of {} must be a non-negative number",
-                    e.vm_type
-                )));
+                return Err(invalid(format!("max_wait_ms of {} must be a non-negative number", e.vm_type)));
             }
             let rule = BatchRule::new(e.max_batch, Nanos::from_millis_f64(e.max_wait_ms));
-            if let Some(prev) = fleet
-                .iter()
-                .find(|(t, _, _, _): &&(VmTypeId, Market, u32, BatchRule)| *t == id)
+            if let Some(prev) = fleet.iter().find(|(t, _, _, _): &&(VmTypeId, Market, u32, BatchRule)| *t == id)
                 && prev.3 != rule
             {
-                return Err(invalid(format!(
-                    "{} is listed twice with different batching",
-                    e.vm_type
-                )));
+                return Err(invalid(format!("{} is listed twice with different batching", e.vm_type)));
             }
             // Entries of the same (type, market) add up.
             match fleet.iter_mut().find(|f| f.0 == id && f.1 == e.market) {
@@ -113,10 +96,7 @@ impl Scaler for StaticFleet {
 
     fn start(&mut self, view: &View, out: &mut Vec<Action>) {
         for &(vm_type, _, _, rule) in &self.fleet {
-            out.push(Action::SetBatching {
-                pool: Pool::Vm(vm_type),
-                rule,
-            });
+            out.push(Action::SetBatching { pool: Pool::Vm(vm_type), rule });
         }
         self.tick(view, out);
     }
@@ -127,11 +107,7 @@ impl Scaler for StaticFleet {
             let pool = view.pool(vm_type);
             let have = pool.provisioning.get(market) + pool.ready.get(market);
             if have < want {
-                out.push(Action::Provision {
-                    vm_type,
-                    market,
-                    count: want - have,
-                });
+                out.push(Action::Provision { vm_type, market, count: want - have });
             }
         }
     }
@@ -139,8 +115,7 @@ impl Scaler for StaticFleet {
 
 impl Router for StaticFleet {
     fn route(&mut self, _request: &RequestInfo, view: &View) -> Route {
-        least_backlog_pool(view, &self.types)
-            .map_or(Route::Reject(RejectReason::NoVmCapacity), Route::Vm)
+        least_backlog_pool(view, &self.types).map_or(Route::Reject(RejectReason::NoVmCapacity), Route::Vm)
     }
 }
 
@@ -154,12 +129,7 @@ pub fn least_backlog_pool(view: &View, types: &[VmTypeId]) -> Option<VmTypeId> {
         if n == 0 {
             continue;
         }
-        let rate = n as f64
-            * view
-                .catalog
-                .vm(t)
-                .service
-                .throughput_per_s(pool.batching.max_batch);
+        let rate = n as f64 * view.catalog.vm(t).service.throughput_per_s(pool.batching.max_batch);
         let backlog = (pool.queued + pool.in_service) as f64 / rate;
         if best.is_none_or(|(b, _)| backlog < b) {
             best = Some((backlog, t));

@@ -39,11 +39,7 @@ impl Nanos {
             return Nanos::ZERO;
         }
         let ns = (s * 1e9).round();
-        if ns >= u64::MAX as f64 {
-            Nanos::MAX
-        } else {
-            Nanos(ns as u64)
-        }
+        if ns >= u64::MAX as f64 { Nanos::MAX } else { Nanos(ns as u64) }
     }
 
     /// Milliseconds as a float (see [`Nanos::from_secs_f64`]).
@@ -96,12 +92,7 @@ impl AddAssign for Nanos {
 impl Sub for Nanos {
     type Output = Nanos;
     fn sub(self, rhs: Nanos) -> Nanos {
-        debug_assert!(
-            self.0 >= rhs.0,
-            "time went backwards: {} - {}",
-            self.0,
-            rhs.0
-        );
+        debug_assert!(self.0 >= rhs.0, "time went backwards: {} - {}", self.0, rhs.0);
         Nanos(self.0 - rhs.0)
     }
 }

@@ -164,12 +164,7 @@ pub struct ArrivalWindow {
 impl ArrivalWindow {
     /// An empty window.
     pub fn new(interval: Nanos, capacity: usize) -> ArrivalWindow {
-        ArrivalWindow {
-            interval,
-            counts: VecDeque::with_capacity(capacity),
-            capacity: capacity.max(1),
-            current: 0,
-        }
+        ArrivalWindow { interval, counts: VecDeque::with_capacity(capacity), capacity: capacity.max(1), current: 0 }
     }
 
     /// Closes the running interval.
@@ -194,11 +189,7 @@ impl ArrivalWindow {
     /// Highest per-second rate among the last `n` completed intervals.
     pub fn peak_rate_per_s(&self, n: usize) -> f64 {
         let max = self.counts.iter().rev().take(n).copied().max().unwrap_or(0);
-        if self.interval.0 == 0 {
-            0.0
-        } else {
-            max as f64 / self.interval.as_secs_f64()
-        }
+        if self.interval.0 == 0 { 0.0 } else { max as f64 / self.interval.as_secs_f64() }
     }
 }
 
@@ -264,12 +255,7 @@ pub struct View {
 
 impl View {
     /// A view of an empty cluster at time zero.
-    pub fn new(
-        catalog: Arc<Catalog>,
-        slo: Slo,
-        window: ArrivalWindow,
-        functions: FunctionSettings,
-    ) -> View {
+    pub fn new(catalog: Arc<Catalog>, slo: Slo, window: ArrivalWindow, functions: FunctionSettings) -> View {
         let pools = catalog
             .vm_types
             .iter()

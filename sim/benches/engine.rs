@@ -17,21 +17,15 @@ fn engine(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements((REQUESTS_PER_S * DURATION_S) as u64));
     for (name, fleet) in [("static", 30), ("function-only", 0)] {
-        let mut scenario = Scenario::load(&root.join("scenarios/conv_static.toml"))
-            .expect("shipped scenario loads");
+        let mut scenario = Scenario::load(&root.join("scenarios/conv_static.toml")).expect("shipped scenario loads");
         if let Some(s) = scenario.file.policies.static_fleet.as_mut() {
             s.fleet[0].count = fleet.max(1);
         }
         group.bench_function(name, |b| {
             b.iter(|| {
-                let mut policy = scenario
-                    .file
-                    .policies
-                    .build(name, &scenario.catalog)
-                    .expect("policy builds");
+                let mut policy = scenario.file.policies.build(name, &scenario.catalog).expect("policy builds");
                 let seed = SeedFan::new(1).seed("arrivals");
-                let arrivals =
-                    Box::new(Poisson::new(REQUESTS_PER_S, DURATION_S, seed).expect("valid rate"));
+                let arrivals = Box::new(Poisson::new(REQUESTS_PER_S, DURATION_S, seed).expect("valid rate"));
                 hyscale_sim::simulate(&scenario, policy.as_mut(), arrivals, None).expect("runs")
             })
         });

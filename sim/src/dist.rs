@@ -85,10 +85,7 @@ impl DistSpec {
                 if m == 0.0 {
                     return Ok(Dist::Fixed(0.0));
                 }
-                Ok(Dist::Exponential(
-                    Exp::new(1.0 / m).map_err(|e| e.to_string())?,
-                    m,
-                ))
+                Ok(Dist::Exponential(Exp::new(1.0 / m).map_err(|e| e.to_string())?, m))
             }
             DistSpec::Lognormal { p50, p99 } => {
                 let (p50, p99) = (check("p50", p50)?, check("p99", p99)?);
@@ -141,12 +138,7 @@ mod tests {
 
     #[test]
     fn lognormal_matches_its_quantiles() {
-        let d = DistSpec::Lognormal {
-            p50: 40.0,
-            p99: 90.0,
-        }
-        .build()
-        .unwrap();
+        let d = DistSpec::Lognormal { p50: 40.0, p99: 90.0 }.build().unwrap();
         let mut rng = SimRng::seed_from_u64(3);
         let mut xs: Vec<f64> = (0..20_000).map(|_| d.sample(&mut rng)).collect();
         xs.sort_by(|a, b| a.total_cmp(b));
@@ -158,24 +150,9 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_explained() {
-        assert!(
-            DistSpec::Lognormal { p50: 5.0, p99: 2.0 }
-                .build()
-                .unwrap_err()
-                .contains("p50 < p99")
-        );
-        assert!(
-            DistSpec::Uniform { min: 2.0, max: 1.0 }
-                .build()
-                .unwrap_err()
-                .contains("below min")
-        );
-        assert!(
-            DistSpec::Fixed { value: -1.0 }
-                .build()
-                .unwrap_err()
-                .contains("non-negative")
-        );
+        assert!(DistSpec::Lognormal { p50: 5.0, p99: 2.0 }.build().unwrap_err().contains("p50 < p99"));
+        assert!(DistSpec::Uniform { min: 2.0, max: 1.0 }.build().unwrap_err().contains("below min"));
+        assert!(DistSpec::Fixed { value: -1.0 }.build().unwrap_err().contains("non-negative"));
     }
 
     #[test]

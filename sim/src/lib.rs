@@ -37,10 +37,7 @@ pub fn run_scenario_with(
     policy_name: &str,
     progress: Option<&mut dyn FnMut(hyscale_policies::Nanos, u64)>,
 ) -> Result<Report, SimError> {
-    let mut policy = scenario
-        .file
-        .policies
-        .build(policy_name, &scenario.catalog)?;
+    let mut policy = scenario.file.policies.build(policy_name, &scenario.catalog)?;
     let seed = rng::SeedFan::new(scenario.file.seed).seed("arrivals");
     let arrivals = scenario.file.trace.open(&scenario.base_dir, seed)?;
     simulate(scenario, policy.as_mut(), arrivals, progress)

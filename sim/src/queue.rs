@@ -19,10 +19,7 @@ pub struct EventQueue<E: Ord> {
 impl<E: Ord> EventQueue<E> {
     /// An empty queue.
     pub fn new() -> Self {
-        EventQueue {
-            heap: BinaryHeap::new(),
-            seq: 0,
-        }
+        EventQueue { heap: BinaryHeap::new(), seq: 0 }
     }
 
     /// Schedules `event` at `time`.

@@ -61,10 +61,7 @@ pub struct SloFile {
 
 impl Default for SloFile {
     fn default() -> SloFile {
-        SloFile {
-            rt_max_ms: 200.0,
-            sl_min: 0.98,
-        }
+        SloFile { rt_max_ms: 200.0, sl_min: 0.98 }
     }
 }
 
@@ -114,11 +111,7 @@ pub struct SpotSettings {
 
 impl Default for SpotSettings {
     fn default() -> SpotSettings {
-        SpotSettings {
-            hazard_scale: 1.0,
-            notice_s: 120.0,
-            events: Vec::new(),
-        }
+        SpotSettings { hazard_scale: 1.0, notice_s: 120.0, events: Vec::new() }
     }
 }
 
@@ -254,42 +247,24 @@ pub struct Scenario {
 }
 
 fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, SimError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SimError::Config {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    toml::from_str(&text).map_err(|e| SimError::Config {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SimError::Config { path: path.to_path_buf(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| SimError::Config { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 fn config_err(path: &Path, reason: impl Into<String>) -> SimError {
-    SimError::Config {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    SimError::Config { path: path.to_path_buf(), reason: reason.into() }
 }
 
 fn positive(path: &Path, field: &str, v: f64) -> Result<f64, SimError> {
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(config_err(
-            path,
-            format!("{field} must be positive, got {v}"),
-        ))
-    }
+    if v.is_finite() && v > 0.0 { Ok(v) } else { Err(config_err(path, format!("{field} must be positive, got {v}"))) }
 }
 
 fn non_negative(path: &Path, field: &str, v: f64) -> Result<f64, SimError> {
     if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
-        Err(config_err(
-            path,
-            format!("{field} must be a non-negative number, got {v}"),
-        ))
+        Err(config_err(path, format!("{field} must be a non-negative number, got {v}")))
     }
 }
 
@@ -302,20 +277,13 @@ impl Scenario {
     }
 
     /// Checks a parsed scenario file (e.g. after command-line overrides) and loads what it names.
-    pub fn from_file(
-        path: &Path,
-        base_dir: PathBuf,
-        file: ScenarioFile,
-    ) -> Result<Scenario, SimError> {
+    pub fn from_file(path: &Path, base_dir: PathBuf, file: ScenarioFile) -> Result<Scenario, SimError> {
         let slo = Slo {
             rt_max: Nanos::from_millis_f64(positive(path, "slo.rt_max_ms", file.slo.rt_max_ms)?),
             sl_min: file.slo.sl_min,
         };
         if !(0.0..=1.0).contains(&slo.sl_min) {
-            return Err(config_err(
-                path,
-                format!("slo.sl_min must be within 0..=1, got {}", slo.sl_min),
-            ));
+            return Err(config_err(path, format!("slo.sl_min must be within 0..=1, got {}", slo.sl_min)));
         }
         let s = &file.sim;
         positive(path, "sim.report_interval_s", s.report_interval_s)?;
@@ -335,20 +303,13 @@ impl Scenario {
         let profile_path = base_dir.join(&file.profile);
         let catalog_file: CatalogFile = read_toml(&catalog_path)?;
         let profile: ProfileFile = read_toml(&profile_path)?;
-        let (catalog, vm_models, function_model) = build_catalog(
-            &catalog_path,
-            &catalog_file,
-            &profile_path,
-            &profile,
-            file.spot.hazard_scale,
-        )?;
+        let (catalog, vm_models, function_model) =
+            build_catalog(&catalog_path, &catalog_file, &profile_path, &profile, file.spot.hazard_scale)?;
 
         let mut spot_events = Vec::new();
         for (i, e) in file.spot.events.iter().enumerate() {
             let at = non_negative(path, &format!("spot.events[{i}].at_s"), e.at_s)?;
-            let id = catalog
-                .vm_id(&e.vm_type)
-                .map_err(|err| config_err(path, format!("spot.events[{i}]: {err}")))?;
+            let id = catalog.vm_id(&e.vm_type).map_err(|err| config_err(path, format!("spot.events[{i}]: {err}")))?;
             spot_events.push((Nanos::from_secs_f64(at), id, e.count));
         }
         spot_events.sort_by_key(|e| e.0);
@@ -375,20 +336,12 @@ fn build_catalog(
     let model = &p.model;
     non_negative(profile_path, "model.size_mb", model.size_mb)?;
     non_negative(profile_path, "model.per_request_mb", model.per_request_mb)?;
-    positive(
-        profile_path,
-        "model.max_vcpus_per_request",
-        model.max_vcpus_per_request,
-    )?;
+    positive(profile_path, "model.max_vcpus_per_request", model.max_vcpus_per_request)?;
     for h in &p.hardware {
         if h.hardware != "function" && !c.vm.iter().any(|v| v.name == h.hardware) {
             return Err(config_err(
                 profile_path,
-                format!(
-                    "hardware '{}' is neither 'function' nor a VM type in {}",
-                    h.hardware,
-                    catalog_path.display()
-                ),
+                format!("hardware '{}' is neither 'function' nor a VM type in {}", h.hardware, catalog_path.display()),
             ));
         }
     }
@@ -399,28 +352,14 @@ fn build_catalog(
         let Some(entry) = p.entry(&v.name) else {
             continue;
         };
-        let table = entry
-            .table()
-            .map_err(|e| config_err(profile_path, e.to_string()))?;
+        let table = entry.table().map_err(|e| config_err(profile_path, e.to_string()))?;
         let field = |f: &str| format!("vm '{}'.{f}", v.name);
-        positive(
-            catalog_path,
-            &field("price_on_demand_per_h"),
-            v.price_on_demand_per_h,
-        )?;
+        positive(catalog_path, &field("price_on_demand_per_h"), v.price_on_demand_per_h)?;
         if let Some(s) = v.price_spot_per_h {
             positive(catalog_path, &field("price_spot_per_h"), s)?;
         }
-        non_negative(
-            catalog_path,
-            &field("spot_interruptions_per_h"),
-            v.spot_interruptions_per_h,
-        )?;
-        positive(
-            catalog_path,
-            &field("model_load_mb_per_s"),
-            v.model_load_mb_per_s,
-        )?;
+        non_negative(catalog_path, &field("spot_interruptions_per_h"), v.spot_interruptions_per_h)?;
+        positive(catalog_path, &field("model_load_mb_per_s"), v.model_load_mb_per_s)?;
         let launch_boot_s = v
             .launch_boot_s
             .build()
@@ -447,52 +386,27 @@ fn build_catalog(
     }
     let f = &c.functions;
     let fentry = p.entry("function").ok_or_else(|| {
-        config_err(
-            profile_path,
-            "no [[hardware]] entry for 'function' (the model's latency at one vCPU)",
-        )
+        config_err(profile_path, "no [[hardware]] entry for 'function' (the model's latency at one vCPU)")
     })?;
-    let ftable = fentry
-        .table()
-        .map_err(|e| config_err(profile_path, e.to_string()))?;
-    let sandbox = f
-        .sandbox_init_s
-        .build()
-        .map_err(|e| config_err(catalog_path, format!("functions.sandbox_init_s: {e}")))?;
+    let ftable = fentry.table().map_err(|e| config_err(profile_path, e.to_string()))?;
+    let sandbox =
+        f.sandbox_init_s.build().map_err(|e| config_err(catalog_path, format!("functions.sandbox_init_s: {e}")))?;
     let bandwidth = f
         .model_load_mb_per_s
         .build()
         .map_err(|e| config_err(catalog_path, format!("functions.model_load_mb_per_s: {e}")))?;
     if bandwidth.mean() <= 0.0 {
-        return Err(config_err(
-            catalog_path,
-            "functions.model_load_mb_per_s must have a positive mean",
-        ));
+        return Err(config_err(catalog_path, "functions.model_load_mb_per_s must have a positive mean"));
     }
     positive(catalog_path, "functions.mb_per_vcpu", f.mb_per_vcpu)?;
-    non_negative(
-        catalog_path,
-        "functions.default_keep_alive_s",
-        f.default_keep_alive_s,
-    )?;
-    non_negative(
-        catalog_path,
-        "functions.billing_granularity_ms",
-        f.billing_granularity_ms,
-    )?;
+    non_negative(catalog_path, "functions.default_keep_alive_s", f.default_keep_alive_s)?;
+    non_negative(catalog_path, "functions.billing_granularity_ms", f.billing_granularity_ms)?;
     if f.memory_min_mb == 0 || f.memory_min_mb > f.memory_max_mb {
-        return Err(config_err(
-            catalog_path,
-            "functions: needs 0 < memory_min_mb <= memory_max_mb",
-        ));
+        return Err(config_err(catalog_path, "functions: needs 0 < memory_min_mb <= memory_max_mb"));
     }
     let platform = FunctionPlatform {
         price_per_gb_s: non_negative(catalog_path, "functions.price_per_gb_s", f.price_per_gb_s)?,
-        price_per_request: non_negative(
-            catalog_path,
-            "functions.price_per_request",
-            f.price_per_request,
-        )?,
+        price_per_request: non_negative(catalog_path, "functions.price_per_request", f.price_per_request)?,
         provisioned_price_per_gb_s: non_negative(
             catalog_path,
             "functions.provisioned_price_per_gb_s",
@@ -515,15 +429,8 @@ fn build_catalog(
     platform
         .check_settings(f.default_memory_mb, 1)
         .map_err(|e| config_err(catalog_path, format!("functions.default_memory_mb: {e}")))?;
-    let catalog = Catalog {
-        model: model.name.clone(),
-        vm_types,
-        functions: platform,
-    };
-    let function_model = FunctionModel {
-        sandbox_init_s: sandbox,
-        model_load_mb_per_s: bandwidth,
-        service_cv: fentry.cv,
-    };
+    let catalog = Catalog { model: model.name.clone(), vm_types, functions: platform };
+    let function_model =
+        FunctionModel { sandbox_init_s: sandbox, model_load_mb_per_s: bandwidth, service_cv: fentry.cv };
     Ok((catalog, vm_models, function_model))
 }

@@ -10,14 +10,12 @@ use std::mem;
 
 use hyscale_policies::billing::{self, CostBreakdown};
 use hyscale_policies::report::{
-    ActionSummary, CostSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report,
-    TimelineRow,
+    ActionSummary, CostSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report, TimelineRow,
 };
 use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
-    Action, ArrivalWindow, BatchDecision, DropReason, FunctionSettings, InstanceId, Ledger, Market,
-    Nanos, Policy, Pool, RecentStats, RejectReason, RequestInfo, Route, SpotNotice, View,
-    VmInstanceView, VmState, VmTypeId,
+    Action, ArrivalWindow, BatchDecision, DropReason, FunctionSettings, InstanceId, Ledger, Market, Nanos, Policy,
+    Pool, RecentStats, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
 };
 use hyscale_traces::{Arrival, ArrivalStream, TraceError};
 use rand_distr::{Distribution, Exp, LogNormal};
@@ -52,11 +50,7 @@ enum Event {
     /// A function instance's batching deadline.
     FnBatchTimer { idx: u32, epoch: u32 },
     /// A function instance idle since `idle_since` reaches its keep-alive.
-    FnExpire {
-        idx: u32,
-        epoch: u32,
-        idle_since: Nanos,
-    },
+    FnExpire { idx: u32, epoch: u32, idle_since: Nanos },
     /// The policy's control tick.
     Tick,
     /// The arrival-count window closes an interval.
@@ -208,11 +202,7 @@ pub fn simulate(
     while !w.finished() {
         let Some((t, ev)) = w.queue.pop() else {
             // Unreachable while requests are outstanding: each is held by an instance with a pending event.
-            debug_assert!(
-                false,
-                "event queue ran dry with {} requests outstanding",
-                w.ledger.outstanding()
-            );
+            debug_assert!(false, "event queue ran dry with {} requests outstanding", w.ledger.outstanding());
             break;
         };
         debug_assert!(t >= w.now, "event at {t} before now {}", w.now);
@@ -241,8 +231,7 @@ impl<'a> World<'a> {
             batching: hyscale_policies::BatchRule::NONE,
         };
         let s = &sc.file.sim;
-        let window =
-            ArrivalWindow::new(Nanos::from_secs_f64(s.arrival_window_s), s.arrival_history);
+        let window = ArrivalWindow::new(Nanos::from_secs_f64(s.arrival_window_s), s.arrival_history);
         let mut view = View::new(sc.catalog.clone(), sc.slo, window, settings);
         for p in &mut view.pools {
             p.queue_limit = s.vm_queue_limit;
@@ -269,11 +258,7 @@ impl<'a> World<'a> {
             rng_cold: fan.stream("cold-start"),
             rng_service: fan.stream("service"),
             rng_spot: fan.stream("spot"),
-            vm_noise: sc
-                .vm_models
-                .iter()
-                .map(|m| unit_mean_noise(m.service_cv))
-                .collect(),
+            vm_noise: sc.vm_models.iter().map(|m| unit_mean_noise(m.service_cv)).collect(),
             fn_noise: unit_mean_noise(sc.function_model.service_cv),
             usage: Usage::default(),
             interval: IntervalCounts::default(),
@@ -295,14 +280,9 @@ impl<'a> World<'a> {
         self.actions = actions;
         self.pull_arrival()?;
         let s = &self.sc.file.sim;
-        self.queue
-            .push(self.policy.control_interval().max(Nanos(1)), Event::Tick);
-        self.queue
-            .push(self.view.arrivals.interval.max(Nanos(1)), Event::WindowRoll);
-        self.queue.push(
-            Nanos::from_secs_f64(s.report_interval_s).max(Nanos(1)),
-            Event::Sample,
-        );
+        self.queue.push(self.policy.control_interval().max(Nanos(1)), Event::Tick);
+        self.queue.push(self.view.arrivals.interval.max(Nanos(1)), Event::WindowRoll);
+        self.queue.push(Nanos::from_secs_f64(s.report_interval_s).max(Nanos(1)), Event::Sample);
         for (k, e) in self.sc.spot_events.iter().enumerate() {
             self.queue.push(e.0, Event::SpotListed(k as u32));
         }
@@ -332,8 +312,7 @@ impl<'a> World<'a> {
             None => {
                 self.trace_done = true;
                 let limit = Nanos::from_secs_f64(self.sc.file.sim.drain_limit_s);
-                self.queue
-                    .push(self.now.saturating_add(limit), Event::DrainDeadline);
+                self.queue.push(self.now.saturating_add(limit), Event::DrainDeadline);
             }
         }
         Ok(())
@@ -349,12 +328,7 @@ impl<'a> World<'a> {
                 self.view.arrivals.current += 1;
                 self.interval.arrivals += 1;
                 self.recent.arrivals += 1;
-                self.dispatch(Req {
-                    arrival: self.now,
-                    enqueued: self.now,
-                    attempt: 0,
-                    model: a.model,
-                });
+                self.dispatch(Req { arrival: self.now, enqueued: self.now, attempt: 0, model: a.model });
                 self.pull_arrival()?;
             }
             Event::VmReady(i) => {
@@ -434,11 +408,7 @@ impl<'a> World<'a> {
                     self.fn_try_start(idx);
                 }
             }
-            Event::FnExpire {
-                idx,
-                epoch,
-                idle_since,
-            } => {
+            Event::FnExpire { idx, epoch, idle_since } => {
                 let inst = &self.fns[idx as usize];
                 if inst.epoch != epoch
                     || inst.phase != FnPhase::Warm
@@ -450,17 +420,8 @@ impl<'a> World<'a> {
                 let fresh_live = self.fn_live - self.fn_stale_live;
                 if !inst.stale && fresh_live <= self.view.functions.settings.prewarm {
                     // Pre-warmed capacity never expires; look again after another keep-alive.
-                    let next = self
-                        .now
-                        .saturating_add(self.view.functions.settings.keep_alive.max(Nanos(1)));
-                    self.queue.push(
-                        next,
-                        Event::FnExpire {
-                            idx,
-                            epoch,
-                            idle_since,
-                        },
-                    );
+                    let next = self.now.saturating_add(self.view.functions.settings.keep_alive.max(Nanos(1)));
+                    self.queue.push(next, Event::FnExpire { idx, epoch, idle_since });
                 } else {
                     self.fn_retire(idx);
                 }
@@ -472,17 +433,11 @@ impl<'a> World<'a> {
                 self.apply_all(&mut actions);
                 self.actions = actions;
                 self.recent = RecentStats::default();
-                self.queue.push(
-                    self.now + self.policy.control_interval().max(Nanos(1)),
-                    Event::Tick,
-                );
+                self.queue.push(self.now + self.policy.control_interval().max(Nanos(1)), Event::Tick);
             }
             Event::WindowRoll => {
                 self.view.arrivals.roll();
-                self.queue.push(
-                    self.now + self.view.arrivals.interval.max(Nanos(1)),
-                    Event::WindowRoll,
-                );
+                self.queue.push(self.now + self.view.arrivals.interval.max(Nanos(1)), Event::WindowRoll);
             }
             Event::Sample => {
                 self.sample();
@@ -506,11 +461,7 @@ impl<'a> World<'a> {
     // ----- requests -----
 
     fn dispatch(&mut self, req: Req) {
-        let info = RequestInfo {
-            arrival: req.arrival,
-            model: req.model,
-            attempt: req.attempt,
-        };
+        let info = RequestInfo { arrival: req.arrival, model: req.model, attempt: req.attempt };
         let route = self.policy.route(&info, &self.view);
         let result = match route {
             Route::Vm(t) => self.vm_admit(t, req),
@@ -542,11 +493,7 @@ impl<'a> World<'a> {
     fn reroute(&mut self, reqs: Vec<Req>) {
         self.usage.rerouted += reqs.len() as u64;
         for r in reqs {
-            self.dispatch(Req {
-                enqueued: self.now,
-                attempt: r.attempt + 1,
-                ..r
-            });
+            self.dispatch(Req { enqueued: self.now, attempt: r.attempt + 1, ..r });
         }
     }
 
@@ -600,25 +547,14 @@ impl<'a> World<'a> {
             .get(vm_type.0 as usize)
             .ok_or_else(|| format!("provision: no VM type with id {}", vm_type.0))?;
         if t.price_per_h(market).is_none() {
-            return Err(format!(
-                "provision: {} is not sold on the {} market",
-                t.name,
-                market.name()
-            ));
+            return Err(format!("provision: {} is not sold on the {} market", t.name, market.name()));
         }
         let model = &self.sc.vm_models[vm_type.0 as usize];
-        *self
-            .usage
-            .launched
-            .entry(format!("{}/{}", t.name, market.name()))
-            .or_insert(0) += count as u64;
+        *self.usage.launched.entry(format!("{}/{}", t.name, market.name())).or_insert(0) += count as u64;
         for _ in 0..count {
             let i = self.vms.len() as u32;
             let boot = Nanos::from_secs_f64(model.launch_boot_s.sample(&mut self.rng_provision));
-            let ready_at = self
-                .now
-                .saturating_add(boot)
-                .saturating_add(model.model_load);
+            let ready_at = self.now.saturating_add(boot).saturating_add(model.model_load);
             self.vms.push(Vm {
                 vm_type,
                 market,
@@ -649,9 +585,7 @@ impl<'a> World<'a> {
                 // The hazard is positive and finite (checked at load), so the rate is valid.
                 if let Ok(exp) = Exp::new(model.spot_hazard_per_h) {
                     let hours: f64 = exp.sample(&mut self.rng_spot);
-                    let at = self
-                        .now
-                        .saturating_add(Nanos::from_secs_f64(hours * 3600.0));
+                    let at = self.now.saturating_add(Nanos::from_secs_f64(hours * 3600.0));
                     if at < Nanos::MAX {
                         self.queue.push(at, Event::SpotNotice(i));
                     }
@@ -662,10 +596,7 @@ impl<'a> World<'a> {
     }
 
     fn vm_admit(&mut self, vm_type: VmTypeId, req: Req) -> Result<(), RejectReason> {
-        let members = self
-            .pool_members
-            .get(vm_type.0 as usize)
-            .ok_or(RejectReason::Policy("unknown VM type"))?;
+        let members = self.pool_members.get(vm_type.0 as usize).ok_or(RejectReason::Policy("unknown VM type"))?;
         let limit = self.sc.file.sim.vm_queue_limit as usize;
         let mut any = false;
         let mut best: Option<(usize, u8, u32)> = None;
@@ -683,11 +614,7 @@ impl<'a> World<'a> {
             }
         }
         let Some((_, _, i)) = best else {
-            return Err(if any {
-                RejectReason::QueueFull
-            } else {
-                RejectReason::NoVmCapacity
-            });
+            return Err(if any { RejectReason::QueueFull } else { RejectReason::NoVmCapacity });
         };
         let before = self.vm_snapshot(i);
         self.vms[i as usize].queue.push_back(req);
@@ -752,18 +679,9 @@ impl<'a> World<'a> {
     }
 
     fn bill_vm(&mut self, vm_type: VmTypeId, market: Market, ran: Nanos) {
-        let price = self
-            .sc
-            .catalog
-            .vm(vm_type)
-            .price_per_h(market)
-            .unwrap_or(0.0);
+        let price = self.sc.catalog.vm(vm_type).price_per_h(market).unwrap_or(0.0);
         let charge = billing::vm_charge(price, ran);
-        let hours = ran
-            .max(billing::VM_MIN_BILLED)
-            .round_up_to(billing::VM_GRANULARITY)
-            .as_secs_f64()
-            / 3600.0;
+        let hours = ran.max(billing::VM_MIN_BILLED).round_up_to(billing::VM_GRANULARITY).as_secs_f64() / 3600.0;
         match market {
             Market::OnDemand => self.usage.cost.vm_on_demand += charge,
             Market::Spot => self.usage.cost.vm_spot += charge,
@@ -777,21 +695,14 @@ impl<'a> World<'a> {
             return;
         }
         vm.noticed = true;
-        let deadline = self
-            .now
-            .saturating_add(Nanos::from_secs_f64(self.sc.file.spot.notice_s));
-        let notice = SpotNotice {
-            instance: InstanceId(i as u64),
-            vm_type: vm.vm_type,
-            deadline,
-        };
+        let deadline = self.now.saturating_add(Nanos::from_secs_f64(self.sc.file.spot.notice_s));
+        let notice = SpotNotice { instance: InstanceId(i as u64), vm_type: vm.vm_type, deadline };
         let view_idx = vm.view_idx;
         self.view.vms[view_idx].interruption_at = Some(deadline);
         self.view.notices.push(notice);
         self.queue.push(deadline, Event::SpotTerminate(i));
         let mut actions = mem::take(&mut self.actions);
-        self.policy
-            .on_spot_notice(&notice, &self.view, &mut actions);
+        self.policy.on_spot_notice(&notice, &self.view, &mut actions);
         self.apply_all(&mut actions);
         self.actions = actions;
     }
@@ -829,9 +740,7 @@ impl<'a> World<'a> {
             }
             match vm.state {
                 Some(VmState::Provisioning) => provisioning.push(i),
-                Some(VmState::Ready) => {
-                    ready.push((vm.queue.len() + vm.batch.len(), std::cmp::Reverse(i)))
-                }
+                Some(VmState::Ready) => ready.push((vm.queue.len() + vm.batch.len(), std::cmp::Reverse(i))),
                 _ => {}
             }
         }
@@ -851,8 +760,7 @@ impl<'a> World<'a> {
     // ----- functions -----
 
     fn fn_capacity(&self, inst: &FnInst) -> u32 {
-        inst.concurrency
-            .saturating_mul(self.view.functions.settings.batching.max_batch)
+        inst.concurrency.saturating_mul(self.view.functions.settings.batching.max_batch)
     }
 
     fn fn_class(&self, idx: u32) -> FnClass {
@@ -931,8 +839,7 @@ impl<'a> World<'a> {
         let m = &self.sc.function_model;
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
         let bandwidth = m.model_load_mb_per_s.sample(&mut self.rng_cold).max(1e-9);
-        let cold =
-            Nanos::from_secs_f64(sandbox + self.sc.catalog.functions.model_size_mb / bandwidth);
+        let cold = Nanos::from_secs_f64(sandbox + self.sc.catalog.functions.model_size_mb / bandwidth);
         let idx = match self.fn_free.pop() {
             Some(i) => i,
             None => {
@@ -973,8 +880,7 @@ impl<'a> World<'a> {
         self.usage.fn_live_peak = self.usage.fn_live_peak.max(self.fn_live as u64);
         self.view.functions.cold_starts_total += 1;
         self.fn_sync(idx, FnClass::Gone);
-        self.queue
-            .push(self.now + cold, Event::FnWarm { idx, epoch });
+        self.queue.push(self.now + cold, Event::FnWarm { idx, epoch });
         idx
     }
 
@@ -997,17 +903,8 @@ impl<'a> World<'a> {
                         }
                         let epoch = inst.epoch;
                         self.fns[idx as usize].idle_since = Some(self.now);
-                        let expire = self
-                            .now
-                            .saturating_add(self.view.functions.settings.keep_alive);
-                        self.queue.push(
-                            expire,
-                            Event::FnExpire {
-                                idx,
-                                epoch,
-                                idle_since: self.now,
-                            },
-                        );
+                        let expire = self.now.saturating_add(self.view.functions.settings.keep_alive);
+                        self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
                     }
                     break;
                 }
@@ -1044,16 +941,8 @@ impl<'a> World<'a> {
                     inst.idle_since = None;
                     let epoch = inst.epoch;
                     self.fn_in_service += n as u64;
-                    self.usage.fn_in_service_peak =
-                        self.usage.fn_in_service_peak.max(self.fn_in_service);
-                    self.queue.push(
-                        now + service,
-                        Event::FnBatchDone {
-                            idx,
-                            epoch,
-                            slot: slot as u32,
-                        },
-                    );
+                    self.usage.fn_in_service_peak = self.usage.fn_in_service_peak.max(self.fn_in_service);
+                    self.queue.push(now + service, Event::FnBatchDone { idx, epoch, slot: slot as u32 });
                 }
             }
         }
@@ -1095,11 +984,7 @@ impl<'a> World<'a> {
         }
         self.integrate();
         let inst = &mut self.fns[idx as usize];
-        debug_assert_eq!(
-            inst.outstanding(),
-            0,
-            "retiring a function instance with work"
-        );
+        debug_assert_eq!(inst.outstanding(), 0, "retiring a function instance with work");
         inst.phase = FnPhase::Gone;
         if inst.stale {
             self.fn_stale_live -= 1;
@@ -1119,11 +1004,7 @@ impl<'a> World<'a> {
         let old = self.view.functions.settings;
         let memory = memory_mb.unwrap_or(old.memory_mb);
         let conc = concurrency.unwrap_or(old.concurrency);
-        self.sc
-            .catalog
-            .functions
-            .check_settings(memory, conc)
-            .map_err(|e| format!("configure functions: {e}"))?;
+        self.sc.catalog.functions.check_settings(memory, conc).map_err(|e| format!("configure functions: {e}"))?;
         self.settle_prewarm();
         let settings = &mut self.view.functions.settings;
         settings.memory_mb = memory;
@@ -1150,9 +1031,7 @@ impl<'a> World<'a> {
         let target = self.view.functions.settings.prewarm;
         while self.fn_live - self.fn_stale_live < target {
             if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
-                return Err(
-                    "configure functions: prewarm exceeds the regional concurrency limit".into(),
-                );
+                return Err("configure functions: prewarm exceeds the regional concurrency limit".into());
             }
             self.fn_spawn();
         }
@@ -1164,29 +1043,17 @@ impl<'a> World<'a> {
         let s = self.view.functions.settings;
         if s.prewarm > 0 {
             let held = self.now - self.prewarm_since;
-            self.usage.cost.function_compute += s.prewarm as f64
-                * billing::function_provisioned_charge(
-                    &self.sc.catalog.functions,
-                    s.memory_mb,
-                    held,
-                );
+            self.usage.cost.function_compute +=
+                s.prewarm as f64 * billing::function_provisioned_charge(&self.sc.catalog.functions, s.memory_mb, held);
         }
         self.prewarm_since = self.now;
     }
 
-    fn set_batching(
-        &mut self,
-        pool: Pool,
-        rule: hyscale_policies::BatchRule,
-    ) -> Result<(), String> {
+    fn set_batching(&mut self, pool: Pool, rule: hyscale_policies::BatchRule) -> Result<(), String> {
         let rule = hyscale_policies::BatchRule::new(rule.max_batch, rule.max_wait);
         match pool {
             Pool::Vm(t) => {
-                let p = self
-                    .view
-                    .pools
-                    .get_mut(t.0 as usize)
-                    .ok_or_else(|| format!("batching: no VM type {}", t.0))?;
+                let p = self.view.pools.get_mut(t.0 as usize).ok_or_else(|| format!("batching: no VM type {}", t.0))?;
                 p.batching = rule;
                 for i in self.pool_members[t.0 as usize].clone() {
                     self.vm_try_start(i);
@@ -1209,25 +1076,12 @@ impl<'a> World<'a> {
     fn apply_all(&mut self, actions: &mut Vec<Action>) {
         for a in actions.drain(..) {
             let result = match a {
-                Action::Provision {
-                    vm_type,
-                    market,
-                    count,
-                } => self.provision(vm_type, market, count),
-                Action::Release { instance } => {
-                    self.release(u32::try_from(instance.0).unwrap_or(u32::MAX))
+                Action::Provision { vm_type, market, count } => self.provision(vm_type, market, count),
+                Action::Release { instance } => self.release(u32::try_from(instance.0).unwrap_or(u32::MAX)),
+                Action::ReleaseVms { vm_type, market, count } => self.release_vms(vm_type, market, count),
+                Action::ConfigureFunctions { memory_mb, concurrency, keep_alive, prewarm } => {
+                    self.configure_functions(memory_mb, concurrency, keep_alive, prewarm)
                 }
-                Action::ReleaseVms {
-                    vm_type,
-                    market,
-                    count,
-                } => self.release_vms(vm_type, market, count),
-                Action::ConfigureFunctions {
-                    memory_mb,
-                    concurrency,
-                    keep_alive,
-                    prewarm,
-                } => self.configure_functions(memory_mb, concurrency, keep_alive, prewarm),
                 Action::SetBatching { pool, rule } => self.set_batching(pool, rule),
             };
             match result {
@@ -1243,12 +1097,7 @@ impl<'a> World<'a> {
     fn cost_so_far(&self) -> f64 {
         let mut total = self.usage.cost.total();
         for vm in &self.view.vms {
-            let price = self
-                .sc
-                .catalog
-                .vm(vm.vm_type)
-                .price_per_h(vm.market)
-                .unwrap_or(0.0);
+            let price = self.sc.catalog.vm(vm.vm_type).price_per_h(vm.market).unwrap_or(0.0);
             total += price * (self.now - vm.launched_at).as_secs_f64() / 3600.0;
         }
         let s = self.view.functions.settings;
@@ -1304,19 +1153,12 @@ impl<'a> World<'a> {
                 );
             }
         }
-        let live: Vec<(VmTypeId, Market, Nanos)> = self
-            .view
-            .vms
-            .iter()
-            .map(|v| (v.vm_type, v.market, self.now - v.launched_at))
-            .collect();
+        let live: Vec<(VmTypeId, Market, Nanos)> =
+            self.view.vms.iter().map(|v| (v.vm_type, v.market, self.now - v.launched_at)).collect();
         for (t, m, ran) in live {
             self.bill_vm(t, m, ran);
         }
-        let sampled_to = self
-            .timeline
-            .last()
-            .map_or(Nanos::ZERO, |r| Nanos::from_secs_f64(r.t_s));
+        let sampled_to = self.timeline.last().map_or(Nanos::ZERO, |r| Nanos::from_secs_f64(r.t_s));
         if self.timeline.is_empty() || self.now > sampled_to {
             self.sample();
         }
@@ -1365,13 +1207,9 @@ impl<'a> World<'a> {
                 gb_hours: self.usage.fn_live_ns as f64 / ns_per_h * model_gb,
                 copies_peak: self.usage.fn_live_peak,
                 one_copy_per_request_peak: self.usage.fn_in_service_peak,
-                one_copy_per_request_gb_hours: self.usage.fn_in_service_ns as f64 / ns_per_h
-                    * model_gb,
+                one_copy_per_request_gb_hours: self.usage.fn_in_service_ns as f64 / ns_per_h * model_gb,
             },
-            actions: ActionSummary {
-                applied: self.usage.actions_applied,
-                refused: self.usage.actions_refused,
-            },
+            actions: ActionSummary { applied: self.usage.actions_applied, refused: self.usage.actions_refused },
             timeline: self.timeline,
         }
     }

@@ -6,28 +6,16 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hyscale_traces::{AzureLlmReader, Poisson};
 
 fn loaders(c: &mut Criterion) {
-    let conv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/azure_llm_2023/AzureLLMInferenceTrace_conv.csv");
+    let conv = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/azure_llm_2023/AzureLLMInferenceTrace_conv.csv");
     let mut group = c.benchmark_group("traces");
     group.sample_size(10);
     group.throughput(Throughput::Elements(19_366));
     group.bench_function("azure-llm conv", |b| {
-        b.iter(|| {
-            AzureLlmReader::open(&conv)
-                .expect("shipped trace opens")
-                .map(|a| a.expect("valid row"))
-                .count()
-        })
+        b.iter(|| AzureLlmReader::open(&conv).expect("shipped trace opens").map(|a| a.expect("valid row")).count())
     });
     group.throughput(Throughput::Elements(1_000_000));
     group.bench_function("poisson 1M", |b| {
-        b.iter(|| {
-            Poisson::new(1000.0, 1000.0, 7)
-                .expect("valid")
-                .take(1_000_000)
-                .map(|a| a.expect("ok"))
-                .count()
-        })
+        b.iter(|| Poisson::new(1000.0, 1000.0, 7).expect("valid").take(1_000_000).map(|a| a.expect("ok")).count())
     });
     group.finish();
 }

@@ -28,24 +28,16 @@ pub struct AzureLlmReader {
 impl AzureLlmReader {
     /// Opens `path` and checks its header.
     pub fn open(path: &Path) -> Result<AzureLlmReader, TraceError> {
-        let io = |source| TraceError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| TraceError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(BufReader::new(file));
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file));
         let header = reader.headers().map_err(|e| csv_error(path, e))?.clone();
         let find = |name: &str| {
-            header
-                .iter()
-                .position(|h| h.trim() == name)
-                .ok_or_else(|| TraceError::MissingColumn {
-                    path: path.to_path_buf(),
-                    column: name.to_string(),
-                    found: header.iter().collect::<Vec<_>>().join(","),
-                })
+            header.iter().position(|h| h.trim() == name).ok_or_else(|| TraceError::MissingColumn {
+                path: path.to_path_buf(),
+                column: name.to_string(),
+                found: header.iter().collect::<Vec<_>>().join(","),
+            })
         };
         let columns = [find(TIMESTAMP)?, find(CONTEXT)?, find(GENERATED)?];
         Ok(AzureLlmReader {
@@ -62,14 +54,12 @@ impl AzureLlmReader {
     fn parse(&mut self, record: &csv::StringRecord) -> Result<Arrival, TraceError> {
         let line = record.position().map_or(0, |p| p.line());
         let field = |i: usize, name: &str| {
-            record
-                .get(self.columns[i])
-                .ok_or_else(|| TraceError::Malformed {
-                    path: self.path.clone(),
-                    line,
-                    column: name.to_string(),
-                    reason: "missing field".into(),
-                })
+            record.get(self.columns[i]).ok_or_else(|| TraceError::Malformed {
+                path: self.path.clone(),
+                line,
+                column: name.to_string(),
+                reason: "missing field".into(),
+            })
         };
         let malformed = |column: &str, reason: String| TraceError::Malformed {
             path: self.path.clone(),
@@ -78,52 +68,32 @@ impl AzureLlmReader {
             reason,
         };
         let ts_text = field(0, TIMESTAMP)?;
-        let ts =
-            NaiveDateTime::parse_from_str(ts_text.trim(), "%Y-%m-%d %H:%M:%S%.f").map_err(|e| {
-                malformed(
-                    TIMESTAMP,
-                    format!("'{ts_text}' is not a timestamp like 2023-11-16 18:15:46.68: {e}"),
-                )
-            })?;
+        let ts = NaiveDateTime::parse_from_str(ts_text.trim(), "%Y-%m-%d %H:%M:%S%.f").map_err(|e| {
+            malformed(TIMESTAMP, format!("'{ts_text}' is not a timestamp like 2023-11-16 18:15:46.68: {e}"))
+        })?;
         let tokens = |i: usize, name: &str| -> Result<u32, TraceError> {
             let text = field(i, name)?;
-            text.trim()
-                .parse::<u32>()
-                .map_err(|e| malformed(name, format!("'{text}' is not a token count: {e}")))
+            text.trim().parse::<u32>().map_err(|e| malformed(name, format!("'{text}' is not a token count: {e}")))
         };
         let input_size = tokens(1, CONTEXT)?;
         let output_size = tokens(2, GENERATED)?;
         let first = *self.first.get_or_insert(ts);
         let delta = ts.signed_duration_since(first);
-        let ns = delta
-            .num_nanoseconds()
-            .ok_or_else(|| malformed(TIMESTAMP, "too far from the first row".into()))?;
+        let ns = delta.num_nanoseconds().ok_or_else(|| malformed(TIMESTAMP, "too far from the first row".into()))?;
         if ns < 0 || Nanos(ns as u64) < self.previous {
             let back = self.previous.0 as f64 - ns as f64;
-            return Err(TraceError::Unsorted {
-                path: self.path.clone(),
-                line,
-                back_ms: back / 1e6,
-            });
+            return Err(TraceError::Unsorted { path: self.path.clone(), line, back_ms: back / 1e6 });
         }
         let time = Nanos(ns as u64);
         self.previous = time;
-        Ok(Arrival {
-            time,
-            model: 0,
-            input_size,
-            output_size,
-        })
+        Ok(Arrival { time, model: 0, input_size, output_size })
     }
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> TraceError {
     let line = e.position().map_or(0, |p| p.line());
     match e.into_kind() {
-        csv::ErrorKind::Io(source) => TraceError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+        csv::ErrorKind::Io(source) => TraceError::Io { path: path.to_path_buf(), source },
         other => TraceError::Malformed {
             path: path.to_path_buf(),
             line,
@@ -141,9 +111,7 @@ impl Iterator for AzureLlmReader {
             return None;
         }
         let item = match self.records.next() {
-            None if self.rows == 0 => Err(TraceError::Empty {
-                path: self.path.clone(),
-            }),
+            None if self.rows == 0 => Err(TraceError::Empty { path: self.path.clone() }),
             None => {
                 self.done = true;
                 return None;
@@ -188,9 +156,8 @@ mod tests {
 
     #[test]
     fn bad_rows_name_line_and_column() {
-        let rows = read(
-            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.5,374,44\n2023-11-16 18:15:47,x,2\n",
-        );
+        let rows =
+            read("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.5,374,44\n2023-11-16 18:15:47,x,2\n");
         let e = rows[1].as_ref().unwrap_err().to_string();
         assert!(e.contains(":3: column 'ContextTokens'"), "{e}");
         let rows = read("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n");
@@ -200,14 +167,8 @@ mod tests {
 
     #[test]
     fn unsorted_and_empty_and_missing_columns_are_errors() {
-        let rows = read(
-            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47,1,1\n2023-11-16 18:15:46,1,1\n",
-        );
-        assert!(
-            matches!(rows[1], Err(TraceError::Unsorted { line: 3, .. })),
-            "{:?}",
-            rows[1]
-        );
+        let rows = read("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47,1,1\n2023-11-16 18:15:46,1,1\n");
+        assert!(matches!(rows[1], Err(TraceError::Unsorted { line: 3, .. })), "{:?}", rows[1]);
         let rows = read("TIMESTAMP,ContextTokens,GeneratedTokens\n");
         assert!(matches!(rows[0], Err(TraceError::Empty { .. })));
         let f = write("TIMESTAMP,Tokens\n2023-11-16 18:15:47,1\n");

@@ -28,12 +28,7 @@ impl Poisson {
             )));
         }
         let gap = Exp::new(rate_per_s).map_err(|e| TraceError::InvalidParameters(e.to_string()))?;
-        Ok(Poisson {
-            rng: Pcg64Mcg::seed_from_u64(seed),
-            gap,
-            end: Nanos::from_secs_f64(duration_s),
-            now_s: 0.0,
-        })
+        Ok(Poisson { rng: Pcg64Mcg::seed_from_u64(seed), gap, end: Nanos::from_secs_f64(duration_s), now_s: 0.0 })
     }
 }
 
@@ -44,11 +39,6 @@ impl Iterator for Poisson {
         // Time accumulates in f64 seconds and is rounded once per arrival, so gaps never drift.
         self.now_s += self.gap.sample(&mut self.rng);
         let time = Nanos::from_secs_f64(self.now_s);
-        (time <= self.end).then_some(Ok(Arrival {
-            time,
-            model: 0,
-            input_size: 0,
-            output_size: 0,
-        }))
+        (time <= self.end).then_some(Ok(Arrival { time, model: 0, input_size: 0, output_size: 0 }))
     }
 }

@@ -37,10 +37,7 @@ impl TraceSpec {
     pub fn open(&self, base: &Path, seed: u64) -> Result<ArrivalStream, TraceError> {
         Ok(match self {
             TraceSpec::AzureLlm { path } => Box::new(AzureLlmReader::open(&base.join(path))?),
-            TraceSpec::Poisson {
-                rate_per_s,
-                duration_s,
-            } => Box::new(Poisson::new(*rate_per_s, *duration_s, seed)?),
+            TraceSpec::Poisson { rate_per_s, duration_s } => Box::new(Poisson::new(*rate_per_s, *duration_s, seed)?),
         })
     }
 
@@ -48,10 +45,7 @@ impl TraceSpec {
     pub fn describe(&self) -> String {
         match self {
             TraceSpec::AzureLlm { path } => format!("azure-llm:{}", path.display()),
-            TraceSpec::Poisson {
-                rate_per_s,
-                duration_s,
-            } => format!("poisson:{rate_per_s}/s for {duration_s}s"),
+            TraceSpec::Poisson { rate_per_s, duration_s } => format!("poisson:{rate_per_s}/s for {duration_s}s"),
         }
     }
 
@@ -60,22 +54,16 @@ impl TraceSpec {
         if let Some(rest) = arg.strip_prefix("poisson:") {
             let parts: Vec<&str> = rest.split(':').collect();
             let num = |s: &str, what: &str| {
-                s.parse::<f64>().map_err(|_| {
-                    TraceError::InvalidParameters(format!("'{arg}': {what} '{s}' is not a number"))
-                })
+                s.parse::<f64>()
+                    .map_err(|_| TraceError::InvalidParameters(format!("'{arg}': {what} '{s}' is not a number")))
             };
             return match parts.as_slice() {
-                [rate, dur] => Ok(TraceSpec::Poisson {
-                    rate_per_s: num(rate, "rate")?,
-                    duration_s: num(dur, "duration")?,
-                }),
-                _ => Err(TraceError::InvalidParameters(format!(
-                    "'{arg}': expected poisson:RATE_PER_S:DURATION_S"
-                ))),
+                [rate, dur] => {
+                    Ok(TraceSpec::Poisson { rate_per_s: num(rate, "rate")?, duration_s: num(dur, "duration")? })
+                }
+                _ => Err(TraceError::InvalidParameters(format!("'{arg}': expected poisson:RATE_PER_S:DURATION_S"))),
             };
         }
-        Ok(TraceSpec::AzureLlm {
-            path: PathBuf::from(arg),
-        })
+        Ok(TraceSpec::AzureLlm { path: PathBuf::from(arg) })
     }
 }

@@ -1,0 +1,56 @@
+"""Runs every notebook in this folder on freshly simulated reports and checks what it produced.
+
+Used by scripts/test.sh: `python notebooks/check.py HYSCALE_BINARY`. Prints one line per check and a closing
+'N passed, N failed' line; exits non-zero on any failure.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCENARIOS = ["conv_static", "conv_function_only", "code_spot", "poisson_gpu_batching"]
+
+
+def main() -> int:
+    binary = sys.argv[1]
+    passed = failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in SCENARIOS:
+            out = os.path.join(tmp, f"{name}.json")
+            subprocess.run(
+                [binary, "simulate", "--scenario", os.path.join(ROOT, "scenarios", f"{name}.toml"), "--out", out],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        os.environ["HYSCALE_REPORTS"] = tmp
+        os.environ["HYSCALE_FIGURES"] = os.path.join(tmp, "figures")
+        for nb_name in sorted(f for f in os.listdir(HERE) if f.endswith(".ipynb")):
+            nb = nbformat.read(os.path.join(HERE, nb_name), as_version=4)
+            try:
+                NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": HERE}}).execute()
+                text = "".join(
+                    o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                )
+                missing = [s for s in ["conv-static", "conv-function-only", "code-spot"] if s not in text]
+                figures = os.listdir(os.environ["HYSCALE_FIGURES"])
+                assert not missing, f"summary lacks {missing}"
+                assert "cost_vs_slo.png" in figures, f"no cost_vs_slo.png among {figures}"
+                assert sum(f.startswith("timeline_") for f in figures) == len(SCENARIOS), figures
+                print(f"ok: {nb_name}")
+                passed += 1
+            except Exception as e:  # report every notebook, then fail
+                print(f"FAILED: {nb_name}: {e}")
+                failed += 1
+    print(f"notebooks: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
