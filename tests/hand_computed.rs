@@ -148,3 +148,18 @@ fn an_empty_trace_ends_at_once() {
     assert_eq!(r.requests.arrivals, 0);
     assert!(approx(r.slo.attainment, 1.0));
 }
+
+#[test]
+fn a_spot_hazard_interrupts_at_random_and_the_fleet_is_replaced() {
+    // A hazard of 60 per hour: a spot VM lasts a minute on average, so 20 minutes of traffic see dozens of
+    // interruptions; the static policy keeps replacing them (every 10 s) and no request goes unaccounted.
+    let body = "policy = \"static\"\nseed = 5\n[spot]\nnotice_s = 2.0\n\
+                [trace]\nkind = \"poisson\"\nrate_per_s = 2.0\nduration_s = 1200.0\n\
+                [policies.static]\nfleet = [{ vm_type = \"vm1\", count = 2, market = \"spot\" }]\n";
+    let f = fixture(&Cloud { boot_s: 1.0, hazard_per_h: 60.0, ..Cloud::default() }, body);
+    let r = hyscale_sim::run_scenario(&f.scenario).expect("runs");
+    assert_conserved(&r);
+    assert!(r.instances.spot_interruptions > 20, "only {} interruptions", r.instances.spot_interruptions);
+    assert!(r.instances.vms_launched["vm1/spot"] > r.instances.spot_interruptions);
+    assert!(r.requests.completed > r.requests.arrivals * 8 / 10, "{:?}", r.requests);
+}
