@@ -10,6 +10,10 @@ use hyscale_policies::report::Report;
 use hyscale_sim::{Scenario, SimError};
 use hyscale_traces::TraceSpec;
 
+mod compare;
+mod predict;
+mod trace_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "hyscale",
@@ -25,6 +29,10 @@ struct Cli {
 enum Command {
     /// Simulate a scenario: a policy on a trace, with a catalog and a model profile.
     Simulate(SimulateArgs),
+    /// Compare arrival predictors on a trace: fit on its start, score forecasts on the rest.
+    Predict(predict::PredictArgs),
+    /// Look at, convert or generate traces.
+    Trace(trace_cmd::TraceArgs),
 }
 
 #[derive(clap::Args)]
@@ -32,12 +40,17 @@ struct SimulateArgs {
     /// The scenario file (TOML; see scenarios/README.md).
     #[arg(long)]
     scenario: PathBuf,
-    /// Replace the scenario's trace: a path to an Azure LLM CSV, or poisson:RATE_PER_S:DURATION_S.
+    /// Replace the scenario's trace: FILE.csv (Azure LLM or canonical), FILE.jsonl, FILE.toml (a trace spec),
+    /// azure-functions:SPREAD:FILE, count-series:SPREAD:FILE, poisson:RATE:SECONDS or gen:KIND:key=value,...
     #[arg(long)]
     trace: Option<String>,
-    /// Replace the scenario's policy (static, function-only).
+    /// Replace the scenario's policy; a comma-separated list (or `all`) runs each and prints one comparison
+    /// table with the offline oracle's lower bound.
     #[arg(long)]
     policy: Option<String>,
+    /// With several policies: write the comparison table here (.csv or .json).
+    #[arg(long)]
+    table: Option<PathBuf>,
     /// Replace the scenario's master seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -69,6 +82,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Trace(args) => trace_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,9 +102,7 @@ fn load_scenario(args: &SimulateArgs) -> anyhow::Result<Scenario> {
     if let Some(t) = &args.trace {
         let mut spec = TraceSpec::from_arg(t).map_err(|e| BadInput(format!("--trace: {e}")))?;
         // A path on the command line is relative to the working directory, not to the scenario.
-        if let TraceSpec::AzureLlm { path } = &mut spec {
-            *path = std::path::absolute(&*path).with_context(|| format!("--trace {}", path.display()))?;
-        }
+        spec.rebase(&std::env::current_dir().context("reading the working directory")?);
         file.trace = spec;
     }
     if let Some(p) = &args.policy {
@@ -103,6 +116,17 @@ fn load_scenario(args: &SimulateArgs) -> anyhow::Result<Scenario> {
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if let Some(list) = args.policy.as_deref().filter(|p| p.contains(',') || *p == "all") {
+        let policies = compare::names(list)?;
+        if args.out.is_some() || args.json {
+            return Err(
+                BadInput("--out and --json take one policy; for several, use --table FILE.csv|.json".into()).into()
+            );
+        }
+        let table = args.table.clone();
+        let scenario = load_scenario(&SimulateArgs { policy: None, ..args })?;
+        return compare::run(&scenario, &policies, table.as_deref());
+    }
     let scenario = load_scenario(&args)?;
     let policy = scenario.file.policy.clone();
     let started = Instant::now();

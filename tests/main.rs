@@ -6,3 +6,6 @@ mod cli;
 mod conservation;
 mod determinism;
 mod hand_computed;
+mod policies;
+mod predict;
+mod trace_cli;

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use hyscale_policies::Nanos;
 use hyscale_policies::report::Report;
+use hyscale_policies::{Action, Nanos, Policy, RequestInfo, Route, Router, Scaler, SpotNotice, View};
 use hyscale_sim::Scenario;
 use hyscale_traces::{Arrival, ArrivalStream};
 use tempfile::TempDir;
@@ -127,4 +127,85 @@ pub fn assert_conserved(r: &Report) {
 
 pub fn approx(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// One call of a recorded policy: when, what it returned, what it saw, and what `probe` read from it after.
+#[derive(Clone, Debug)]
+pub struct Decision<S> {
+    /// Simulated time, seconds.
+    pub t_s: f64,
+    /// The actions the policy returned.
+    pub actions: Vec<Action>,
+    /// Warm function instances (idle or busy) in the view it saw.
+    pub fn_warm: u32,
+    /// Function instances alive (cold ones included) in the view it saw.
+    pub fn_live: u32,
+    /// What the probe read from the policy after it decided.
+    pub probe: S,
+}
+
+/// Wraps a policy and records every `start` and `tick`, so tests can check the decisions themselves.
+pub struct Recorder<P, S> {
+    pub policy: P,
+    probe: fn(&P) -> S,
+    pub log: Vec<Decision<S>>,
+}
+
+impl<P: Policy, S: Send> Recorder<P, S> {
+    fn record(&mut self, view: &View, out: &[Action]) {
+        let f = &view.functions;
+        self.log.push(Decision {
+            t_s: view.now.as_secs_f64(),
+            actions: out.to_vec(),
+            fn_warm: f.idle_warm + f.busy,
+            fn_live: f.instances(),
+            probe: (self.probe)(&self.policy),
+        });
+    }
+}
+
+impl<P: Policy, S: Send> Scaler for Recorder<P, S> {
+    fn control_interval(&self) -> Nanos {
+        self.policy.control_interval()
+    }
+
+    fn start(&mut self, view: &View, out: &mut Vec<Action>) {
+        let before = out.len();
+        self.policy.start(view, out);
+        self.record(view, &out[before..]);
+    }
+
+    fn tick(&mut self, view: &View, out: &mut Vec<Action>) {
+        let before = out.len();
+        self.policy.tick(view, out);
+        self.record(view, &out[before..]);
+    }
+
+    fn on_spot_notice(&mut self, notice: &SpotNotice, view: &View, out: &mut Vec<Action>) {
+        self.policy.on_spot_notice(notice, view, out);
+    }
+}
+
+impl<P: Policy, S: Send> Router for Recorder<P, S> {
+    fn route(&mut self, request: &RequestInfo, view: &View) -> Route {
+        self.policy.route(request, view)
+    }
+}
+
+impl<P: Policy, S: Send> Policy for Recorder<P, S> {
+    fn name(&self) -> &str {
+        self.policy.name()
+    }
+}
+
+/// Runs `policy` on the fixture's scenario with arrivals at `times_s`, recording its decisions.
+pub fn run_recorded<P: Policy, S: Send>(
+    f: &Fixture,
+    policy: P,
+    probe: fn(&P) -> S,
+    times_s: &[f64],
+) -> (Report, Vec<Decision<S>>) {
+    let mut rec = Recorder { policy, probe, log: Vec::new() };
+    let report = hyscale_sim::simulate(&f.scenario, &mut rec, arrivals(times_s), None).expect("simulation runs");
+    (report, rec.log)
 }

@@ -18,18 +18,26 @@
 //! ```
 
 pub mod action;
+pub mod batch_fn;
 pub mod batching;
 pub mod billing;
 pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod function_only;
+pub mod hybrid;
+pub mod kpa;
 pub mod ledger;
+pub mod mark;
+pub mod oracle;
 pub mod policy;
+pub mod predict;
 pub mod profile;
 pub mod report;
 pub mod spec;
 pub mod static_fleet;
+pub mod static_peak;
+pub mod target_tracking;
 pub mod time;
 pub mod view;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hyscale_sim::Scenario;
 use hyscale_sim::rng::SeedFan;
-use hyscale_traces::Poisson;
+use hyscale_traces::GeneratorSpec;
 
 const REQUESTS_PER_S: f64 = 200.0;
 const DURATION_S: f64 = 500.0;
@@ -25,7 +25,11 @@ fn engine(c: &mut Criterion) {
             b.iter(|| {
                 let mut policy = scenario.file.policies.build(name, &scenario.catalog).expect("policy builds");
                 let seed = SeedFan::new(1).seed("arrivals");
-                let arrivals = Box::new(Poisson::new(REQUESTS_PER_S, DURATION_S, seed).expect("valid rate"));
+                let arrivals = Box::new(
+                    GeneratorSpec::Poisson { rate_per_s: REQUESTS_PER_S, duration_s: DURATION_S }
+                        .open(seed)
+                        .expect("valid rate"),
+                );
                 hyscale_sim::simulate(&scenario, policy.as_mut(), arrivals, None).expect("runs")
             })
         });

@@ -599,7 +599,7 @@ impl<'a> World<'a> {
         let members = self.pool_members.get(vm_type.0 as usize).ok_or(RejectReason::Policy("unknown VM type"))?;
         let limit = self.sc.file.sim.vm_queue_limit as usize;
         let mut any = false;
-        let mut best: Option<(usize, u8, u32)> = None;
+        let mut best: Option<(u8, usize, u32)> = None;
         for &i in members {
             let vm = &self.vms[i as usize];
             let rank = match vm.state {
@@ -609,8 +609,10 @@ impl<'a> World<'a> {
             };
             any = true;
             let load = vm.queue.len() + vm.batch.len();
-            if load < limit && best.is_none_or(|b| (load, rank, i) < b) {
-                best = Some((load, rank, i));
+            // Like a load balancer, send to instances in service (least outstanding requests first); queue at
+            // an instance still provisioning only when no instance in service has room.
+            if load < limit && best.is_none_or(|b| (rank, load, i) < b) {
+                best = Some((rank, load, i));
             }
         }
         let Some((_, _, i)) = best else {

@@ -2,29 +2,50 @@
 //!
 //! Every source is an iterator of [`Arrival`]s in time order, yielding `Result` so that a malformed row
 //! ends the stream with an error naming the file, line and column instead of a panic. Nothing here holds
-//! a whole trace in memory.
+//! a trace's arrivals in memory: files are read row by row (binned traces one bin at a time), generators
+//! draw as they go, and transforms wrap streams.
+//!
+//! - per-request files: the Azure LLM 2023 CSV ([`AzureLlmReader`]) and generic CSV / JSON Lines with
+//!   configurable columns ([`RequestReader`], which also reads the canonical CSV of `hyscale trace convert`);
+//! - per-minute counts per function: the Azure Functions 2019 schema ([`AzureFunctionsReader`]);
+//! - per-bin count series, straight from a `.tbz2` ([`CountSeriesReader`], the NASA 1995 trace);
+//! - generators ([`GeneratorSpec`]): Poisson, 2-state MMPP, diurnal, surge, gamma renewal;
+//! - transforms ([`transform`]): window, rate scaling, time compression, k-way merge, model mix;
+//! - [`TraceSpec`] names any of them in a scenario or on the command line; [`TraceStats`] summarises a stream.
 //!
 //! ```
-//! use hyscale_traces::{Poisson, Arrival};
+//! use hyscale_traces::{Arrival, GeneratorSpec};
 //!
 //! // Ten seconds of Poisson arrivals at 5 per second, seeded.
-//! let arrivals: Vec<Arrival> = Poisson::new(5.0, 10.0, 7).unwrap().map(Result::unwrap).collect();
+//! let spec = GeneratorSpec::Poisson { rate_per_s: 5.0, duration_s: 10.0 };
+//! let arrivals: Vec<Arrival> = spec.open(7).unwrap().map(Result::unwrap).collect();
 //! assert!(arrivals.windows(2).all(|w| w[0].time <= w[1].time));
 //! ```
 
+mod azure_functions;
 mod azure_llm;
+mod count_series;
+mod counts;
 mod error;
 mod generate;
+mod per_request;
 mod spec;
+mod stats;
+pub mod transform;
 
+pub use azure_functions::{AzureFunctionsReader, AzureFunctionsSpec, DurationPercentiles, FunctionInfo, Selection};
 pub use azure_llm::AzureLlmReader;
+pub use count_series::{CountSeriesReader, CountSeriesSpec, Outage, OutageMode, OutageRule};
+pub use counts::Spread;
 pub use error::TraceError;
-pub use generate::Poisson;
+pub use generate::{Generator, GeneratorSpec};
 pub use hyscale_policies::Nanos;
-pub use spec::TraceSpec;
+pub use per_request::{CANONICAL_HEADER, Origin, RequestFormat, RequestReader, Syntax, TimeUnit, write_canonical};
+pub use spec::{SourceSpec, TraceSpec, TransformSpec};
+pub use stats::{BinStats, TraceStats};
 
 /// One request arrival.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Arrival {
     /// Time since the start of the trace.
     pub time: Nanos,

@@ -1,0 +1,490 @@
+//! The Azure Functions trace 2019 ("Serverless in the Wild", ATC'20): invocation counts per minute per
+//! function, `HashOwner,HashApp,HashFunction,Trigger,<minute>,<minute>,...`, with optional per-function
+//! execution-time percentiles (`durations`) and per-app (or per-function) memory percentiles (`memory`).
+//!
+//! The reader keeps the per-minute counts of the *selected* functions (4 bytes per function-minute: the
+//! trace's own size, never per-request arrivals) and makes arrivals one minute at a time, spreading each
+//! minute's count by the chosen [`Spread`]. Each selected function becomes one model id, numbered in the
+//! order of the selection (file order; by volume, largest first, for a top-N selection).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand_pcg::Pcg64Mcg;
+use serde::Deserialize;
+
+use crate::counts::Spread;
+use crate::per_request::csv_error;
+use crate::{Arrival, Nanos, TraceError};
+
+const KEY_COLUMNS: [&str; 4] = ["HashOwner", "HashApp", "HashFunction", "Trigger"];
+const MINUTE: Nanos = Nanos::from_secs(60);
+
+/// Which functions of the trace to replay. Filters apply in order: trigger, ids, then top N by volume.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Selection {
+    /// Keep functions with one of these triggers (`http`, `timer`, `queue`, `event`, `storage`,
+    /// `orchestration`, `others`); empty keeps all.
+    pub triggers: Vec<String>,
+    /// Keep these functions, by `HashFunction` (a unique prefix of at least 8 characters is enough); empty
+    /// keeps all. Every id must match.
+    pub ids: Vec<String>,
+    /// Keep only the N functions with the most invocations.
+    pub top: Option<usize>,
+}
+
+/// Execution-time percentiles of one function, ms (the trace's `durations` file).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DurationPercentiles {
+    /// Mean execution time.
+    pub average_ms: f64,
+    /// `(percentile, ms)` for the percentiles 0, 1, 25, 50, 75, 99, 100.
+    pub percentiles: Vec<(f64, f64)>,
+}
+
+impl DurationPercentiles {
+    /// The execution time at quantile `q` in [0, 1], interpolated linearly between the trace's percentiles:
+    /// feed it a uniform random number to sample a duration that follows the trace.
+    pub fn at_quantile(&self, q: f64) -> f64 {
+        let p = q.clamp(0.0, 1.0) * 100.0;
+        let pts = &self.percentiles;
+        let i = pts.partition_point(|&(pc, _)| pc < p);
+        match i {
+            0 => pts.first().map_or(self.average_ms, |x| x.1),
+            i if i >= pts.len() => pts.last().map_or(self.average_ms, |x| x.1),
+            i => {
+                let (p0, v0) = pts[i - 1];
+                let (p1, v1) = pts[i];
+                if p1 > p0 { v0 + (v1 - v0) * (p - p0) / (p1 - p0) } else { v1 }
+            }
+        }
+    }
+}
+
+/// One selected function.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunctionInfo {
+    /// The model id its arrivals carry.
+    pub model: u32,
+    /// `HashOwner`.
+    pub owner: String,
+    /// `HashApp`.
+    pub app: String,
+    /// `HashFunction`.
+    pub function: String,
+    /// `Trigger`.
+    pub trigger: String,
+    /// Invocations over the whole trace.
+    pub invocations: u64,
+    /// Its execution-time percentiles, when a durations file was given and lists it.
+    pub duration: Option<DurationPercentiles>,
+    /// Its app's (or its own) mean allocated memory, MB, when a memory file was given and lists it.
+    pub memory_mb: Option<f64>,
+}
+
+/// A whole Azure Functions 2019 source, as a scenario names it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AzureFunctionsSpec {
+    /// The invocations-per-minute CSV.
+    pub path: PathBuf,
+    /// How each minute's count is spread over the minute (required: there is no neutral choice).
+    pub spread: Spread,
+    /// Which functions to replay.
+    #[serde(default)]
+    pub select: Selection,
+    /// The per-function durations CSV, to attach execution times.
+    #[serde(default)]
+    pub durations: Option<PathBuf>,
+    /// The memory CSV, to attach memory sizes.
+    #[serde(default)]
+    pub memory: Option<PathBuf>,
+}
+
+/// Streams arrivals from an Azure Functions 2019 invocations file.
+pub struct AzureFunctionsReader {
+    functions: Vec<FunctionInfo>,
+    counts: Vec<Vec<u32>>,
+    minutes: usize,
+    spread: Spread,
+    rng: Pcg64Mcg,
+    minute: usize,
+    buffer: Vec<(Nanos, u32)>,
+    times: Vec<Nanos>,
+    next: usize,
+}
+
+impl AzureFunctionsReader {
+    /// Reads and selects functions from `spec` (paths relative to `base`); `seed` drives the spreading.
+    pub fn open(spec: &AzureFunctionsSpec, base: &Path, seed: u64) -> Result<AzureFunctionsReader, TraceError> {
+        let path = base.join(&spec.path);
+        let (mut functions, mut counts, minutes) = read_invocations(&path, &spec.select)?;
+        if let Some(d) = &spec.durations {
+            attach_durations(&base.join(d), &mut functions)?;
+        }
+        if let Some(m) = &spec.memory {
+            attach_memory(&base.join(m), &mut functions)?;
+        }
+        if functions.is_empty() {
+            return Err(TraceError::InvalidParameters(format!(
+                "{}: no function matches the selection {:?}",
+                path.display(),
+                spec.select
+            )));
+        }
+        for (i, f) in functions.iter_mut().enumerate() {
+            f.model = i as u32;
+        }
+        counts.shrink_to_fit();
+        Ok(AzureFunctionsReader {
+            functions,
+            counts,
+            minutes,
+            spread: spec.spread,
+            rng: Pcg64Mcg::seed_from_u64(seed),
+            minute: 0,
+            buffer: Vec::new(),
+            times: Vec::new(),
+            next: 0,
+        })
+    }
+
+    /// The selected functions, indexed by model id.
+    pub fn functions(&self) -> &[FunctionInfo] {
+        &self.functions
+    }
+
+    /// How many minutes the trace covers.
+    pub fn minutes(&self) -> usize {
+        self.minutes
+    }
+
+    /// Total invocations of the selected functions, as counted in the file.
+    pub fn invocations(&self) -> u64 {
+        self.functions.iter().map(|f| f.invocations).sum()
+    }
+
+    fn fill(&mut self) {
+        self.buffer.clear();
+        self.next = 0;
+        let start = Nanos(MINUTE.0 * self.minute as u64);
+        for (model, row) in self.counts.iter().enumerate() {
+            self.times.clear();
+            self.spread.place(start, MINUTE, row[self.minute], &mut self.rng, &mut self.times);
+            self.buffer.extend(self.times.iter().map(|&t| (t, model as u32)));
+        }
+        self.buffer.sort_unstable();
+        self.minute += 1;
+    }
+}
+
+impl Iterator for AzureFunctionsReader {
+    type Item = Result<Arrival, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.next == self.buffer.len() {
+            if self.minute == self.minutes {
+                return None;
+            }
+            self.fill();
+        }
+        let (time, model) = self.buffer[self.next];
+        self.next += 1;
+        Some(Ok(Arrival { time, model, input_size: 0, output_size: 0 }))
+    }
+}
+
+fn open_csv(path: &Path) -> Result<csv::Reader<BufReader<File>>, TraceError> {
+    let file = File::open(path).map_err(|source| TraceError::Io { path: path.to_path_buf(), source })?;
+    Ok(csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file)))
+}
+
+fn header_index(path: &Path, header: &csv::StringRecord, name: &str) -> Result<usize, TraceError> {
+    header.iter().position(|h| h.trim() == name).ok_or_else(|| TraceError::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        found: abbreviated(header),
+    })
+}
+
+fn abbreviated(header: &csv::StringRecord) -> String {
+    let all: Vec<&str> = header.iter().collect();
+    if all.len() <= 12 { all.join(",") } else { format!("{},... ({} columns)", all[..8].join(","), all.len()) }
+}
+
+type Invocations = (Vec<FunctionInfo>, Vec<Vec<u32>>, usize);
+
+fn read_invocations(path: &Path, select: &Selection) -> Result<Invocations, TraceError> {
+    let mut reader = open_csv(path)?;
+    let header = reader.headers().map_err(|e| csv_error(path, e))?.clone();
+    for (i, name) in KEY_COLUMNS.iter().enumerate() {
+        if header.get(i).map(str::trim) != Some(name) {
+            return Err(TraceError::MissingColumn {
+                path: path.to_path_buf(),
+                column: format!("{name} (as column {})", i + 1),
+                found: abbreviated(&header),
+            });
+        }
+    }
+    // Minute columns: consecutive integers.
+    let mut previous: Option<i64> = None;
+    for (i, name) in header.iter().enumerate().skip(4) {
+        let minute = name.trim().parse::<i64>().map_err(|_| TraceError::Malformed {
+            path: path.to_path_buf(),
+            line: 1,
+            column: name.to_string(),
+            reason: format!("column {} of the header should be a minute number", i + 1),
+        })?;
+        if previous.is_some_and(|p| minute != p + 1) {
+            return Err(TraceError::Malformed {
+                path: path.to_path_buf(),
+                line: 1,
+                column: name.to_string(),
+                reason: format!("minute columns must be consecutive; {minute} follows {}", previous.unwrap_or(0)),
+            });
+        }
+        previous = Some(minute);
+    }
+    let minutes = header.len() - 4;
+    if minutes == 0 {
+        return Err(TraceError::MissingColumn {
+            path: path.to_path_buf(),
+            column: "a minute column".into(),
+            found: abbreviated(&header),
+        });
+    }
+    let mut found_ids = vec![false; select.ids.len()];
+    let mut functions = Vec::new();
+    let mut counts = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let mut row = Vec::with_capacity(minutes);
+        let mut total = 0u64;
+        for (i, text) in record.iter().enumerate().skip(4) {
+            let text = text.trim();
+            let n = text.parse::<i64>().map_err(|_| TraceError::Malformed {
+                path: path.to_path_buf(),
+                line,
+                column: header[i].to_string(),
+                reason: format!("'{text}' is not a count"),
+            })?;
+            let n = u32::try_from(n).map_err(|_| TraceError::Malformed {
+                path: path.to_path_buf(),
+                line,
+                column: header[i].to_string(),
+                reason: format!("count {n} is out of range (counts are 0 to 4294967295)"),
+            })?;
+            total += n as u64;
+            row.push(n);
+        }
+        let trigger = record[3].trim().to_string();
+        if !select.triggers.is_empty() && !select.triggers.iter().any(|t| t.eq_ignore_ascii_case(&trigger)) {
+            continue;
+        }
+        let function = record[2].trim().to_string();
+        if !select.ids.is_empty() {
+            let Some(k) = select.ids.iter().position(|id| id.len() >= 8 && function.starts_with(id.as_str())) else {
+                continue;
+            };
+            found_ids[k] = true;
+        }
+        functions.push(FunctionInfo {
+            model: 0,
+            owner: record[0].trim().to_string(),
+            app: record[1].trim().to_string(),
+            function,
+            trigger,
+            invocations: total,
+            duration: None,
+            memory_mb: None,
+        });
+        counts.push(row);
+    }
+    if let Some(k) = found_ids.iter().position(|f| !f) {
+        let id = &select.ids[k];
+        let why = if id.len() < 8 { " (ids need at least 8 characters)" } else { "" };
+        return Err(TraceError::InvalidParameters(format!(
+            "{}: no function with id '{id}'{why} (after the trigger filter)",
+            path.display()
+        )));
+    }
+    if let Some(n) = select.top {
+        let mut order: Vec<usize> = (0..functions.len()).collect();
+        order.sort_by(|&a, &b| functions[b].invocations.cmp(&functions[a].invocations).then(a.cmp(&b)));
+        order.truncate(n);
+        let mut f: Vec<Option<FunctionInfo>> = functions.into_iter().map(Some).collect();
+        let mut c: Vec<Option<Vec<u32>>> = counts.into_iter().map(Some).collect();
+        functions = order.iter().filter_map(|&i| f[i].take()).collect();
+        counts = order.iter().filter_map(|&i| c[i].take()).collect();
+    }
+    Ok((functions, counts, minutes))
+}
+
+fn number(path: &Path, record: &csv::StringRecord, header: &csv::StringRecord, i: usize) -> Result<f64, TraceError> {
+    let text = record.get(i).unwrap_or("").trim();
+    text.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| TraceError::Malformed {
+        path: path.to_path_buf(),
+        line: record.position().map_or(0, |p| p.line()),
+        column: header.get(i).unwrap_or("?").to_string(),
+        reason: format!("'{text}' is not a non-negative number"),
+    })
+}
+
+fn attach_durations(path: &Path, functions: &mut [FunctionInfo]) -> Result<(), TraceError> {
+    let mut reader = open_csv(path)?;
+    let header = reader.headers().map_err(|e| csv_error(path, e))?.clone();
+    let owner = header_index(path, &header, "HashOwner")?;
+    let app = header_index(path, &header, "HashApp")?;
+    let function = header_index(path, &header, "HashFunction")?;
+    let average = header_index(path, &header, "Average")?;
+    let mut pcts = Vec::new();
+    for p in [0, 1, 25, 50, 75, 99, 100] {
+        pcts.push((p as f64, header_index(path, &header, &format!("percentile_Average_{p}"))?));
+    }
+    let mut by_key: HashMap<(String, String, String), usize> = HashMap::new();
+    for (i, f) in functions.iter().enumerate() {
+        by_key.insert((f.owner.clone(), f.app.clone(), f.function.clone()), i);
+    }
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let key = (record[owner].trim().to_string(), record[app].trim().to_string(), record[function].trim().into());
+        let Some(&i) = by_key.get(&key) else { continue };
+        let mut percentiles = Vec::with_capacity(pcts.len());
+        for &(p, col) in &pcts {
+            percentiles.push((p, number(path, &record, &header, col)?));
+        }
+        functions[i].duration =
+            Some(DurationPercentiles { average_ms: number(path, &record, &header, average)?, percentiles });
+    }
+    Ok(())
+}
+
+fn attach_memory(path: &Path, functions: &mut [FunctionInfo]) -> Result<(), TraceError> {
+    let mut reader = open_csv(path)?;
+    let header = reader.headers().map_err(|e| csv_error(path, e))?.clone();
+    let owner = header_index(path, &header, "HashOwner")?;
+    let app = header_index(path, &header, "HashApp")?;
+    // The published 2019 schema is per app; some samples add HashFunction, which then refines the match.
+    let function = header.iter().position(|h| h.trim() == "HashFunction");
+    let average = header_index(path, &header, "AverageAllocatedMb")?;
+    let mut per_app: HashMap<(String, String), f64> = HashMap::new();
+    let mut per_function: HashMap<(String, String, String), f64> = HashMap::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let mb = number(path, &record, &header, average)?;
+        let key = (record[owner].trim().to_string(), record[app].trim().to_string());
+        if let Some(fc) = function {
+            per_function.insert((key.0.clone(), key.1.clone(), record[fc].trim().to_string()), mb);
+        }
+        per_app.entry(key).or_insert(mb);
+    }
+    for f in functions {
+        let exact = per_function.get(&(f.owner.clone(), f.app.clone(), f.function.clone()));
+        f.memory_mb = exact.or_else(|| per_app.get(&(f.owner.clone(), f.app.clone()))).copied();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(content: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+        f
+    }
+
+    const SMALL: &str = "HashOwner,HashApp,HashFunction,Trigger,1,2,3\n\
+        o1,a1,f1aaaaaaaa,http,2,0,1\n\
+        o1,a1,f2bbbbbbbb,timer,0,5,0\n\
+        o2,a2,f3cccccccc,http,1,1,1\n";
+
+    fn spec(f: &tempfile::NamedTempFile, spread: Spread, select: Selection) -> AzureFunctionsSpec {
+        AzureFunctionsSpec { path: f.path().to_path_buf(), spread, select, durations: None, memory: None }
+    }
+
+    #[test]
+    fn counts_per_minute_become_sorted_arrivals() {
+        let f = file(SMALL);
+        let r = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1).unwrap();
+        assert_eq!(r.minutes(), 3);
+        assert_eq!(r.invocations(), 11);
+        let a: Vec<Arrival> = r.map(Result::unwrap).collect();
+        assert_eq!(a.len(), 11);
+        assert!(a.windows(2).all(|w| w[0].time <= w[1].time));
+        // Minute 0: f1 twice (15 s, 45 s), f3 once (30 s).
+        let first: Vec<(u64, u32)> = a[..3].iter().map(|a| (a.time.0 / 1_000_000_000, a.model)).collect();
+        assert_eq!(first, [(15, 0), (30, 2), (45, 0)]);
+    }
+
+    #[test]
+    fn selection_by_trigger_id_and_top() {
+        let f = file(SMALL);
+        let http = Selection { triggers: vec!["HTTP".into()], ..Selection::default() };
+        let r = AzureFunctionsReader::open(&spec(&f, Spread::Uniform, http), Path::new(""), 1).unwrap();
+        assert_eq!(r.functions().iter().map(|f| f.function.as_str()).collect::<Vec<_>>(), ["f1aaaaaaaa", "f3cccccccc"]);
+        let top = Selection { top: Some(1), ..Selection::default() };
+        let r = AzureFunctionsReader::open(&spec(&f, Spread::Uniform, top), Path::new(""), 1).unwrap();
+        assert_eq!(r.functions()[0].function, "f2bbbbbbbb");
+        assert_eq!(r.count(), 5);
+        let ids = Selection { ids: vec!["f3cccccc".into()], ..Selection::default() };
+        let r = AzureFunctionsReader::open(&spec(&f, Spread::Uniform, ids), Path::new(""), 1).unwrap();
+        assert_eq!(r.functions().len(), 1);
+        let missing = Selection { ids: vec!["f9zzzzzz".into()], ..Selection::default() };
+        let e = AzureFunctionsReader::open(&spec(&f, Spread::Uniform, missing), Path::new(""), 1).err().unwrap();
+        assert!(e.to_string().contains("no function with id 'f9zzzzzz'"), "{e}");
+    }
+
+    #[test]
+    fn bad_counts_and_headers_are_named() {
+        let f = file("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f,http,1,-2\n");
+        let e = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1).err();
+        let msg = e.unwrap().to_string();
+        assert!(msg.contains(":2: column '2': count -2 is out of range"), "{msg}");
+        let f = file("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f,http,1,x\n");
+        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains(":2: column '2': 'x' is not a count"), "{msg}");
+        let f = file("Owner,HashApp,HashFunction,Trigger,1\n");
+        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("missing column 'HashOwner (as column 1)'"), "{msg}");
+        let f = file("HashOwner,HashApp,HashFunction,Trigger,1,3\n");
+        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("minute columns must be consecutive"), "{msg}");
+    }
+
+    #[test]
+    fn duration_quantiles_interpolate() {
+        let d = DurationPercentiles {
+            average_ms: 10.0,
+            percentiles: vec![
+                (0.0, 1.0),
+                (1.0, 2.0),
+                (25.0, 5.0),
+                (50.0, 8.0),
+                (75.0, 12.0),
+                (99.0, 40.0),
+                (100.0, 90.0),
+            ],
+        };
+        assert_eq!(d.at_quantile(0.0), 1.0);
+        assert_eq!(d.at_quantile(0.5), 8.0);
+        assert!((d.at_quantile(0.625) - 10.0).abs() < 1e-9);
+        assert_eq!(d.at_quantile(1.0), 90.0);
+    }
+}
