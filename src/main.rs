@@ -12,6 +12,9 @@ use hyscale_traces::TraceSpec;
 
 mod compare;
 mod predict;
+mod profile_cmd;
+mod replay_cmd;
+mod serve_cmd;
 mod trace_cmd;
 
 #[derive(Parser)]
@@ -31,8 +34,17 @@ enum Command {
     Simulate(SimulateArgs),
     /// Compare arrival predictors on a trace: fit on its start, score forecasts on the rest.
     Predict(predict::PredictArgs),
+    /// Measure an ONNX model's batch-latency curve and cold start here, and write them as a simulator profile.
+    Profile(profile_cmd::ProfileArgs),
+    /// One cold-start measurement for `hyscale profile`, run in a fresh process (internal).
+    #[command(hide = true)]
+    ProfileColdStart(profile_cmd::ColdStartArgs),
     /// Look at, convert or generate traces.
     Trace(trace_cmd::TraceArgs),
+    /// Replay a trace against an Open Inference Protocol v2 endpoint, open loop, and report as the simulator does.
+    Replay(replay_cmd::ReplayArgs),
+    /// Serve ONNX models over the Open Inference Protocol v2 (KServe / Triton REST), with dynamic batching.
+    Serve(serve_cmd::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -83,7 +95,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate(args),
         Command::Predict(args) => predict::run(args),
+        Command::Profile(args) => profile_cmd::run(args),
+        Command::ProfileColdStart(args) => profile_cmd::cold_start(args),
         Command::Trace(args) => trace_cmd::run(args),
+        Command::Replay(args) => replay_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,7 +174,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 fn print_table(r: &Report) {
     let q = &r.requests;
     println!("scenario {}  policy {}  seed {}  model {}", r.scenario, r.policy, r.seed, r.model);
-    println!("trace    {}  ({:.0} s simulated)", r.trace, r.duration_s);
+    let how = if r.mode == "simulation" { "simulated" } else { "replayed" };
+    println!("trace    {}  ({:.0} s {how})", r.trace, r.duration_s);
     println!();
     println!("requests      {:>10}", q.arrivals);
     println!("  completed   {:>10}", q.completed);
@@ -186,6 +203,13 @@ fn print_table(r: &Report) {
         "instances     VM h on-demand {:.2}, spot {:.2}; spot interruptions {}; fn cold starts {}, peak {}",
         i.vm_hours_on_demand, i.vm_hours_spot, i.spot_interruptions, i.function_cold_starts, i.function_instances_peak
     );
+    let m = &r.model_memory;
+    if m.copies_peak > 0 {
+        println!(
+            "model copies  peak {} (one per request: {}); {:.4} GB-h held (one per request in service: {:.4}), {:.0} MB each",
+            m.copies_peak, m.one_copy_per_request_peak, m.gb_hours, m.one_copy_per_request_gb_hours, m.model_size_mb
+        );
+    }
     if !r.actions.refused.is_empty() {
         println!("actions       {} applied, refused: {}", r.actions.applied, reasons(&r.actions.refused));
     }

@@ -6,6 +6,7 @@ mod cli;
 mod conservation;
 mod determinism;
 mod hand_computed;
+mod live;
 mod policies;
 mod predict;
 mod trace_cli;

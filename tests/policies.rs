@@ -248,3 +248,119 @@ fn the_oracle_bound_is_below_every_policy_that_meets_the_slo() {
     }
     assert!(met.len() >= 3 && met.contains(&"mark"), "policies meeting the SLO: {met:?}");
 }
+
+/// A fixture whose model has a size, so that function instances hold real copies: the fixture catalog
+/// (instant sandbox start, 100 MB/s model load, one vCPU per 1,024 MB) with a 5 MB model (a 50 ms cold
+/// start), 10 MB per request, and 200 ms per request at one vCPU.
+fn shared_model_fixture(body: &str) -> crate::support::Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = crate::support::CATALOG
+        .replace("BOOT_S", "30.0")
+        .replace("COLD_S", "0.0")
+        .replace("REGIONAL", "1000")
+        .replace("HAZARD", "0.0");
+    let profile = "[model]\nname = \"shared\"\nsize_mb = 5.0\nper_request_mb = 10.0\n\n\
+                   [[hardware]]\nhardware = \"vm1\"\nbatch = [1]\nlatency_ms = [100.0]\n\n\
+                   [[hardware]]\nhardware = \"function\"\nbatch = [1]\nlatency_ms = [200.0]\n";
+    let scenario = format!(
+        "name = \"test\"\ncatalog = \"catalog.toml\"\nprofile = \"profile.toml\"\n{body}\n\
+         [trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n"
+    );
+    crate::support::write(dir.path(), "catalog.toml", &catalog);
+    crate::support::write(dir.path(), "profile.toml", profile);
+    crate::support::write(dir.path(), "scenario.toml", &scenario);
+    let scenario = hyscale_sim::Scenario::load(&dir.path().join("scenario.toml")).expect("fixture scenario loads");
+    crate::support::Fixture { _dir: dir, scenario }
+}
+
+#[test]
+fn hybrid_raises_concurrency_first_and_adds_instances_only_at_the_cap() {
+    use hyscale_policies::hybrid::{Hybrid, HybridPlan};
+    use hyscale_policies::{BatchRule, Nanos, Pool};
+
+    // SLO 500 ms; the service-time budget is 0.8 x 500 = 400 ms, half a vCPU per request slot: 512 MB per
+    // slot (more than the 5 MB model and 10 MB per request). Concurrency up to 4 (2,048 MB), demand filling
+    // the slots to 100%, defaults otherwise: 5 s ticks, at least one instance, scale down after 12 ticks at
+    // or below half the planned slots, 60 s keep-alive.
+    let body = "policy = \"hybrid\"\n[slo]\nrt_max_ms = 500.0\nsl_min = 0.9\n\
+                [policies.hybrid]\nmax_concurrency = 4\ntarget_utilization = 1.0\n";
+    let f = shared_model_fixture(body);
+    let config = f.scenario.file.policies.hybrid.clone().expect("section");
+    let policy = Hybrid::new(&config, &f.scenario.catalog).expect("builds");
+    // Rising load, 20 s per step, then a long quiet tail. Every request takes 400 ms at any concurrency, so
+    // Little's law gives 0.8, 1.6, 3.2 and 6.4 requests in service: 1, 2, 4 and 7 slots.
+    let times =
+        phases(&[(0.0, 20.0, 2.0), (20.0, 40.0, 4.0), (40.0, 60.0, 8.0), (60.0, 80.0, 16.0), (80.0, 160.0, 2.0)]);
+    let (r, log) = run_recorded(&f, policy, |h: &Hybrid| h.plan_in_force(), &times);
+    assert_conserved(&r);
+    assert_eq!(r.requests.arrivals, 760);
+    assert_eq!(r.requests.completed, 760);
+    let set = |memory_mb: Option<u32>, concurrency: Option<u32>, prewarm: u32| Action::ConfigureFunctions {
+        memory_mb,
+        concurrency,
+        keep_alive: None,
+        prewarm: Some(prewarm),
+    };
+    assert_eq!(
+        acted(&log),
+        vec![
+            // One instance with one slot of 512 MB, kept warm.
+            (
+                0,
+                vec![
+                    Action::SetBatching { pool: Pool::Functions, rule: BatchRule::NONE },
+                    Action::ConfigureFunctions {
+                        memory_mb: Some(512),
+                        concurrency: Some(1),
+                        keep_alive: Some(Nanos::from_secs(60)),
+                        prewarm: Some(1),
+                    },
+                ],
+            ),
+            // The tick at 20 s sees the 10 arrivals of 15..20 s (2/s: 1 slot). At 25 s: 20 arrivals in 5 s,
+            // 4/s x 0.4 s = 1.6, 2 slots: vertical, one instance of 2 at 1,024 MB.
+            (25, vec![set(Some(1024), Some(2), 1)]),
+            // 8/s from 40 s: at 45 s, 3.2, 4 slots: vertical again, to the cap (4 at 2,048 MB).
+            (45, vec![set(Some(2048), Some(4), 1)]),
+            // 16/s from 60 s: at 65 s, 6.4, 7 slots, past the cap: horizontal, a second instance of 4.
+            (65, vec![set(None, None, 2)]),
+            // 2/s from 80 s. At 85 s the window's last interval (75..80 s) still says 16/s; from 90 s on,
+            // 0.8: 1 slot, at most half of 8. The 12th such tick, at 145 s, goes back to the plan for 1.
+            (145, vec![set(Some(512), Some(1), 1)]),
+        ]
+    );
+    // The plan after each decision, as (concurrency, instances): concurrency first, instances at the cap.
+    let plans: Vec<(u32, u32)> = log
+        .iter()
+        .filter(|d| !d.actions.is_empty())
+        .map(|d| {
+            let HybridPlan { concurrency, instances, .. } = d.probe;
+            (concurrency, instances)
+        })
+        .collect();
+    assert_eq!(plans, vec![(1, 1), (2, 1), (4, 1), (4, 2), (1, 1)]);
+    // Instances: the prewarmed one from 0 s (P); at 20.125 s P still serves the request of 19.75 s, so the
+    // first request at 4/s starts Q (one slot each). At 25 s the redeploy starts X (2 slots) while P and Q
+    // finish their last requests (to 25.275 and 25.025 s). At 40.1875 s X's two slots are busy: Y starts;
+    // at 45 s Z (4 slots) starts while X and Y finish (to 45.2125 and 45.3375 s). At 60.15625 s Z is full:
+    // V starts, and at 65 s it is the second planned instance. At 145 s W (1 slot) replaces Z (idle) and V
+    // (done at 145.15 s). Seven cold starts; never more than three instances alive (at 25 s: P, Q, X; at
+    // 45 s: X, Y, Z).
+    assert_eq!(r.instances.function_cold_starts, 7);
+    // Requests: 400 ms each, except the first on Q, Y and V, which wait for its 50 ms cold start.
+    assert!(approx(r.latency_ms.mean, (757.0 * 400.0 + 3.0 * 450.0) / 760.0), "mean {}", r.latency_ms.mean);
+    // Model copies. One copy per request would hold 8 at once: at 60.59375 s, the 7 requests that arrived in
+    // the last 0.4 s at 16/s and the one that started 50 ms late on V (until 60.60625 s). The hybrid holds 3.
+    let m = &r.model_memory;
+    assert_eq!((m.copies_peak, m.one_copy_per_request_peak), (3, 8));
+    assert_eq!(r.instances.function_instances_peak, 3);
+    // GB-hours of 5 MB copies: instances alive P 25.275 + Q 4.9 + X 20.2125 + Y 5.15 + Z 100 + V 84.99375 +
+    // W 15.15 (to the end at 160.15 s) = 255.68125 s, against 760 x 0.4 s = 304 s in service.
+    let gb_h = |seconds: f64| seconds * 5.0 / 1024.0 / 3600.0;
+    assert!(approx(m.gb_hours, gb_h(255.68125)), "held {}", m.gb_hours);
+    assert!(
+        approx(m.one_copy_per_request_gb_hours, gb_h(304.0)),
+        "one per request {}",
+        m.one_copy_per_request_gb_hours
+    );
+}

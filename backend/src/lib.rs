@@ -5,6 +5,12 @@
 //! [`std::time::Instant`], so live runs measure time in the same integer nanoseconds the simulator uses.
 //! The inference server, workers and controller land here with the live-backend issue.
 
+pub mod batcher;
+pub mod engine;
+pub mod lambda;
+pub mod replay;
+pub mod server;
+
 use std::time::Instant;
 
 pub use hyscale_policies::Clock;

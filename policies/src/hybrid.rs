@@ -15,8 +15,8 @@
 //!   the interval, work behind cold starts) that the rate has not shown yet. The two estimate the same
 //!   quantity, so they are never added; and the count in flight, one sample at the tick, is not used while
 //!   it fits the plan, because at a mean near one request a single sample of 2 or 3 is noise (on the shipped
-//!   conv scenario taking the larger of the two at every tick kept twice the instances warm, for a third
-//!   more cost and no better SLO). The rate is the larger of the arrivals since the previous tick and the
+//!   conv scenario, taking the larger of the two at every tick cost 16% more, $0.54 against $0.47, for the
+//!   same SLO attainment). The rate is the larger of the arrivals since the previous tick and the
 //!   arrival window's last completed interval: the first reacts to a rise at once, the second keeps the
 //!   rate of the interval before (in the simulator the window closes an interval just after a tick at the
 //!   same instant, so it is one interval behind).

@@ -1,0 +1,172 @@
+//! Dynamic batching with the real MLP on tract: batches form by the shared rule (full batch, or the oldest
+//! request's wait), rows are concatenated and split back correctly, and a full queue refuses at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyscale_backend::batcher::{BatchError, BatchObserver, BatchRecord, Batcher, BatcherConfig};
+use hyscale_backend::engine::Tensor;
+use hyscale_policies::Nanos;
+
+use crate::support::{self, fixed_input, model, rows};
+
+/// Records every batch.
+#[derive(Default)]
+struct Recorder {
+    batches: Mutex<Vec<BatchRecord>>,
+    refused: Mutex<u32>,
+}
+
+impl BatchObserver for Recorder {
+    fn on_batch(&self, _model: &str, record: &BatchRecord) {
+        self.batches.lock().unwrap().push(record.clone());
+    }
+
+    fn on_queue_full(&self, _model: &str) {
+        *self.refused.lock().unwrap() += 1;
+    }
+}
+
+impl Recorder {
+    fn batches(&self) -> Vec<BatchRecord> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+fn batcher(model_file: &str, max_batch: u32, max_wait: Duration, capacity: usize) -> (Batcher, Arc<Recorder>) {
+    let session = support::tract().load(&model(model_file)).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let config = BatcherConfig::new(max_batch, Nanos(max_wait.as_nanos() as u64), capacity);
+    (Batcher::spawn(session, config, recorder.clone()), recorder)
+}
+
+/// The MLP's outputs for `input`, run directly (no batcher).
+fn direct(model_file: &str, input: &Tensor) -> Tensor {
+    let mut session = support::tract().load(&model(model_file)).unwrap();
+    session.run(std::slice::from_ref(input)).unwrap().remove(0)
+}
+
+fn assert_close(got: &Tensor, want: &Tensor) {
+    assert_eq!(got.shape, want.shape);
+    let diff = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(diff <= 1e-5, "max |diff| {diff}");
+}
+
+/// Sends one request per input concurrently; returns the results in input order.
+async fn concurrently(b: &Batcher, inputs: Vec<Tensor>) -> Vec<Result<Vec<Tensor>, BatchError>> {
+    let tasks: Vec<_> = inputs
+        .into_iter()
+        .map(|x| {
+            let b = b.clone();
+            tokio::spawn(async move { b.infer(vec![x]).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_requests_with_max_batch_four_run_as_two_full_batches() {
+    // A long max wait: only full batches can start.
+    let (b, recorder) = batcher("mlp.onnx", 4, Duration::from_secs(30), 64);
+    let x = fixed_input(&[8, 64]);
+    let want = direct("mlp.onnx", &x);
+    let results = concurrently(&b, (0..8).map(|i| rows(&x, i, i + 1)).collect()).await;
+    for (i, r) in results.into_iter().enumerate() {
+        let out = r.expect("served");
+        assert_close(&out[0], &rows(&want, i, i + 1));
+    }
+    let batches = recorder.batches();
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    for batch in &batches {
+        assert_eq!((batch.requests, batch.rows, batch.engine_runs), (4, 4, 1));
+        assert!(batch.ok);
+        assert_eq!(batch.queue_waits.len(), 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_request_is_served_once_it_has_waited_max_wait() {
+    let (b, recorder) = batcher("mlp.onnx", 4, Duration::from_millis(50), 64);
+    let started = Instant::now();
+    let out = b.infer(vec![fixed_input(&[1, 64])]).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(50), "served after {elapsed:?}");
+    assert_eq!(out[0].shape, [1, 10]);
+    let batches = recorder.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].requests, 1);
+    assert!(batches[0].queue_waits[0] >= Nanos::from_millis(50), "{:?}", batches[0].queue_waits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_several_rows_are_concatenated_and_split_back() {
+    let (b, recorder) = batcher("mlp.onnx", 3, Duration::from_secs(30), 64);
+    let x = fixed_input(&[6, 64]);
+    let want = direct("mlp.onnx", &x);
+    // Rows 0..1, 1..4 and 4..6 as three requests of 1, 3 and 2 rows.
+    let cuts = [(0, 1), (1, 4), (4, 6)];
+    let results = concurrently(&b, cuts.iter().map(|&(f, t)| rows(&x, f, t)).collect()).await;
+    for (&(f, t), r) in cuts.iter().zip(results) {
+        assert_close(&r.unwrap()[0], &rows(&want, f, t));
+    }
+    let batches = recorder.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!((batches[0].requests, batches[0].rows, batches[0].engine_runs), (3, 6, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_a_fixed_batch_of_one_runs_the_requests_one_by_one() {
+    let (b, recorder) = batcher("mlp_batch1.onnx", 4, Duration::from_secs(30), 64);
+    let x = fixed_input(&[5, 64]);
+    // Same weights as mlp.onnx, so the dynamic model's outputs are the reference.
+    let want = direct("mlp.onnx", &x);
+    let cuts = [(0, 1), (1, 2), (2, 4), (4, 5)];
+    let results = concurrently(&b, cuts.iter().map(|&(f, t)| rows(&x, f, t)).collect()).await;
+    for (&(f, t), r) in cuts.iter().zip(results) {
+        assert_close(&r.unwrap()[0], &rows(&want, f, t));
+    }
+    let batches = recorder.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!((batches[0].requests, batches[0].rows, batches[0].engine_runs), (4, 5, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once() {
+    let (b, recorder) = batcher("mlp.onnx", 8, Duration::from_millis(300), 2);
+    let waiting = {
+        let b1 = b.clone();
+        let b2 = b.clone();
+        (
+            tokio::spawn(async move { b1.infer(vec![fixed_input(&[1, 64])]).await }),
+            tokio::spawn(async move { b2.infer(vec![fixed_input(&[1, 64])]).await }),
+        )
+    };
+    while b.queue_depth() < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let e = b.infer(vec![fixed_input(&[1, 64])]).await.unwrap_err();
+    assert!(matches!(e, BatchError::QueueFull { capacity: 2, .. }), "{e}");
+    assert!(e.to_string().contains("queue full"), "{e}");
+    assert_eq!(*recorder.refused.lock().unwrap(), 1);
+    // The two queued requests are still served, together, once the oldest has waited 300 ms.
+    assert!(waiting.0.await.unwrap().is_ok());
+    assert!(waiting.1.await.unwrap().is_ok());
+    assert_eq!(recorder.batches().iter().map(|r| r.requests).collect::<Vec<_>>(), [2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_before_queueing() {
+    let (b, recorder) = batcher("mlp.onnx", 4, Duration::from_millis(1), 64);
+    let e = b.infer(vec![fixed_input(&[1, 32])]).await.unwrap_err().to_string();
+    assert!(e.contains("'input'") && e.contains("dimension 1 must be 64"), "{e}");
+    let e = b.infer(vec![]).await.unwrap_err().to_string();
+    assert!(e.contains("0 inputs given"), "{e}");
+    let e = b.infer(vec![fixed_input(&[0, 64])]).await.unwrap_err().to_string();
+    assert!(e.contains("no rows"), "{e}");
+    assert!(recorder.batches().is_empty());
+    assert_eq!(b.queue_depth(), 0);
+}
