@@ -309,12 +309,12 @@ async fn run(shared: Arc<Shared>, session: Session) {
                     Ok((s, results, runs)) => {
                         session = Some(s);
                         let ok = results.iter().all(Result::is_ok);
-                        let record = record(ok, runs);
+                        // Metrics first, so that they include a batch by the time its requesters have answers.
+                        shared.observer.on_batch(&shared.model, &record(ok, runs));
                         for (reply, result) in replies.into_iter().zip(results) {
                             // A requester that gave up (dropped its future) is no error.
                             let _ = reply.send(result.map_err(BatchError::from));
                         }
-                        shared.observer.on_batch(&shared.model, &record);
                     }
                     Err(panic) => {
                         // The engine panicked and took the session with it: fail this batch and stop.

@@ -123,6 +123,27 @@ async fn first_invoke_is_cold_and_right_and_the_second_is_warm_and_faster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_delay_lengthens_cold_starts_only_and_is_billed_with_the_init() {
+    let mut config = config("delayed");
+    config.cold_start_delay = Nanos::from_millis(250);
+    let service = FunctionService::start(config).await.expect("service starts");
+    let cold = invoke(&service, event(&[1, 64], 0)).await;
+    output(&cold);
+    assert!(cold.cold && cold.init_duration >= Nanos::from_millis(250), "init {}", cold.init_duration);
+    assert!(cold.billed_duration >= Nanos::from_millis(250));
+    let warm = invoke(&service, event(&[1, 64], 0)).await;
+    assert!(!warm.cold && warm.latency < Nanos::from_millis(250), "warm latency {}", warm.latency);
+
+    // Without init billing, only the invocation's own duration is billed.
+    let mut config = crate::config("delayed-unbilled");
+    config.cold_start_delay = Nanos::from_millis(250);
+    config.bill_init = false;
+    let service = FunctionService::start(config).await.expect("service starts");
+    let cold = invoke(&service, event(&[1, 64], 0)).await;
+    assert_eq!(cold.billed_duration, cold.duration.round_up_to(Nanos::from_millis(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_sandbox_expires_after_the_keep_alive_and_the_next_start_is_cold() {
     let mut config = config("keep-alive");
     config.keep_alive = Nanos::from_millis(150);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 
+use crate::per_request::csv_error;
 use crate::{Arrival, Nanos, TraceError};
 
 const TIMESTAMP: &str = "TIMESTAMP";
@@ -87,19 +88,6 @@ impl AzureLlmReader {
         let time = Nanos(ns as u64);
         self.previous = time;
         Ok(Arrival { time, model: 0, input_size, output_size })
-    }
-}
-
-fn csv_error(path: &Path, e: csv::Error) -> TraceError {
-    let line = e.position().map_or(0, |p| p.line());
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => TraceError::Io { path: path.to_path_buf(), source },
-        other => TraceError::Malformed {
-            path: path.to_path_buf(),
-            line,
-            column: "(row)".into(),
-            reason: format!("{other:?}"),
-        },
     }
 }
 

@@ -1,7 +1,9 @@
 //! Dynamic batching with the real MLP on tract: batches form by the shared rule (full batch, or the oldest
 //! request's wait), rows are concatenated and split back correctly, and a full queue refuses at once.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyscale_backend::batcher::{BatchError, BatchObserver, BatchRecord, Batcher, BatcherConfig};
@@ -137,25 +139,32 @@ async fn a_model_with_a_fixed_batch_of_one_runs_the_requests_one_by_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_at_once() {
     let (b, recorder) = batcher("mlp.onnx", 8, Duration::from_millis(300), 2);
-    let waiting = {
-        let b1 = b.clone();
-        let b2 = b.clone();
-        (
-            tokio::spawn(async move { b1.infer(vec![fixed_input(&[1, 64])]).await }),
-            tokio::spawn(async move { b2.infer(vec![fixed_input(&[1, 64])]).await }),
-        )
-    };
-    while b.queue_depth() < 2 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // Two requests join the queue (a request is queued when its future is first polled) and wait there: the
+    // batch is not full and the oldest has not waited 300 ms.
+    let mut first = Box::pin(b.infer(vec![fixed_input(&[1, 64])]));
+    let mut second = Box::pin(b.infer(vec![fixed_input(&[1, 64])]));
+    assert!(poll_once(&mut first).await.is_none());
+    assert!(poll_once(&mut second).await.is_none());
+    assert_eq!(b.queue_depth(), 2);
     let e = b.infer(vec![fixed_input(&[1, 64])]).await.unwrap_err();
     assert!(matches!(e, BatchError::QueueFull { capacity: 2, .. }), "{e}");
     assert!(e.to_string().contains("queue full"), "{e}");
     assert_eq!(*recorder.refused.lock().unwrap(), 1);
     // The two queued requests are still served, together, once the oldest has waited 300 ms.
-    assert!(waiting.0.await.unwrap().is_ok());
-    assert!(waiting.1.await.unwrap().is_ok());
+    assert!(first.await.is_ok());
+    assert!(second.await.is_ok());
     assert_eq!(recorder.batches().iter().map(|r| r.requests).collect::<Vec<_>>(), [2]);
+}
+
+/// Polls a future once: its output if it is ready, `None` if it is pending.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *f).poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
