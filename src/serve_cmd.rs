@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use hyscale_backend::live::ClusterConfig;
 use hyscale_backend::server::{AppState, ServeConfig, ServeError, serve};
 
 use crate::BadInput;
@@ -29,15 +30,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let text =
         std::fs::read_to_string(&args.config).map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
-    let mut config: ServeConfig =
+    // The `[cluster]` table is read apart from the server's own settings (see live/README.md).
+    let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
+    let cluster_table = table.remove("cluster");
+    let mut config: ServeConfig = table.try_into().map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
+    let cluster_config: Option<ClusterConfig> = cluster_table
+        .map(|t| t.try_into())
+        .transpose()
+        .map_err(|e| BadInput(format!("{}: [cluster]: {e}", args.config.display())))?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
     let base = args.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let cluster = match cluster_config {
+        Some(c) => {
+            let (catalog, slo) = cluster_catalog(&args.config, &base, &c)?;
+            Some((c, catalog, slo))
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
-        let state = AppState::load(&config, &base).map_err(|e| match e {
+        let state = AppState::start(&config, &base, cluster).await.map_err(|e| match e {
             ServeError::Io { .. } => anyhow::Error::new(e),
             other => anyhow::Error::new(BadInput(format!("{}: {other}", args.config.display()))),
         })?;
@@ -49,4 +64,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::new)
     })
+}
+
+/// The catalog and SLO of a `[cluster]` table, loaded and checked by the simulator's scenario loader (so
+/// that live and simulated runs see the same catalog for the same files).
+fn cluster_catalog(
+    config_path: &Path,
+    base: &Path,
+    c: &ClusterConfig,
+) -> anyhow::Result<(Arc<hyscale_policies::Catalog>, hyscale_policies::Slo)> {
+    let bad = |e: String| anyhow::Error::new(BadInput(format!("{}: [cluster]: {e}", config_path.display())));
+    let file = hyscale_sim::scenario::ScenarioFile {
+        name: "live".into(),
+        seed: 0,
+        policy: c.policy.clone(),
+        catalog: c.catalog.clone(),
+        profile: c.profile.clone(),
+        // The loader needs a trace; the live cluster's arrivals are its requests, so this one is never opened.
+        trace: hyscale_traces::TraceSpec::from_arg("poisson:1:1").map_err(|e| bad(e.to_string()))?,
+        slo: hyscale_sim::scenario::SloFile { rt_max_ms: c.slo.rt_max_ms, sl_min: c.slo.sl_min },
+        sim: Default::default(),
+        spot: Default::default(),
+        policies: c.policies.clone(),
+    };
+    let scenario = hyscale_sim::scenario::Scenario::from_file(config_path, base.to_path_buf(), file)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((scenario.catalog, scenario.slo))
 }

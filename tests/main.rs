@@ -7,6 +7,7 @@ mod conservation;
 mod determinism;
 mod hand_computed;
 mod live;
+mod live_policies;
 mod policies;
 mod predict;
 mod trace_cli;

@@ -8,6 +8,7 @@
 pub mod batcher;
 pub mod engine;
 pub mod lambda;
+pub mod live;
 pub mod replay;
 pub mod server;
 

@@ -38,7 +38,10 @@ use thiserror::Error;
 
 use crate::batcher::{BatchError, BatchObserver, BatchRecord, Batcher, BatcherConfig};
 use crate::engine::{Engine, EngineConfig, EngineError, Tensor};
+use crate::live::controller::ClusterError;
+use crate::live::{ClusterConfig, ClusterMetrics, ClusterSetup, Controller, LiveError};
 use hyscale_policies::Nanos;
+use hyscale_policies::{Catalog, DropReason, InstanceId, RejectReason, Slo};
 use metrics::{EngineLabel, Metrics, ModelLabel};
 use protocol::{InferRequest, InferResponse, ResponseTensor, check_request, metadata_response};
 
@@ -117,6 +120,9 @@ pub enum ServeError {
     /// The engine or a model failed to load.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The cluster could not start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The address could not be bound or the server failed.
     #[error("{what}: {source}")]
     Io {
@@ -135,6 +141,8 @@ struct Served {
 /// Shared state of the routes.
 pub struct AppState {
     models: BTreeMap<String, Served>,
+    /// Models served by a cluster under a policy, instead of their own batcher.
+    clusters: BTreeMap<String, Arc<Controller>>,
     metrics: Arc<Metrics>,
     timeout: Duration,
     retry_after: u32,
@@ -153,6 +161,48 @@ impl BatchObserver for MetricsObserver {
 impl AppState {
     /// Initialises the engine, loads every model (paths relative to `base`) and starts its batcher.
     pub fn load(config: &ServeConfig, base: &Path) -> Result<AppState, ServeError> {
+        AppState::load_with(config, base, Arc::new(Metrics::new()))
+    }
+
+    /// As [`AppState::load`], and starts a `[cluster]` (the live configuration's table, read apart from
+    /// `ServeConfig`) with its catalog and SLO (loaded by the caller: the `hyscale` binary reads them with the
+    /// simulator's scenario loader). Must run inside a tokio runtime.
+    pub async fn start(
+        config: &ServeConfig,
+        base: &Path,
+        cluster: Option<(ClusterConfig, Arc<Catalog>, Slo)>,
+    ) -> Result<AppState, ServeError> {
+        let Some((c, catalog, slo)) = cluster else {
+            return AppState::load(config, base);
+        };
+        let c = &c;
+        let m =
+            config.models.iter().find(|m| m.name == c.model).ok_or_else(|| {
+                ServeError::Config(format!("[cluster] model '{}' is not among the [[models]]", c.model))
+            })?;
+        let mut metrics = Metrics::new();
+        let cluster_metrics = ClusterMetrics::register(&mut metrics.registry);
+        let metrics = Arc::new(metrics);
+        let mut state = AppState::load_with(config, base, metrics.clone())?;
+        let engine = Engine::get().ok_or_else(|| ServeError::Config("no engine initialised".into()))?;
+        let metadata = state.models[&c.model].batcher.metadata().clone();
+        let setup = ClusterSetup {
+            config: c.clone(),
+            catalog,
+            slo,
+            model_path: std::path::absolute(base.join(&m.path)).unwrap_or_else(|_| base.join(&m.path)),
+            metadata,
+            queue_capacity: m.queue_capacity,
+            engine,
+            base: base.to_path_buf(),
+        };
+        let observer = Arc::new(MetricsObserver(metrics.clone()));
+        let controller = Controller::start(setup, metrics, cluster_metrics, observer).await?;
+        state.clusters.insert(c.model.clone(), controller);
+        Ok(state)
+    }
+
+    fn load_with(config: &ServeConfig, base: &Path, metrics: Arc<Metrics>) -> Result<AppState, ServeError> {
         if config.models.is_empty() {
             return Err(ServeError::Config("no [[models]] to serve".into()));
         }
@@ -167,7 +217,6 @@ impl AppState {
         for note in engine.notes() {
             tracing::warn!("{note}");
         }
-        let metrics = Arc::new(Metrics::new());
         let mut models = BTreeMap::new();
         for m in &config.models {
             if models.contains_key(&m.name) {
@@ -198,6 +247,7 @@ impl AppState {
         }
         Ok(AppState {
             models,
+            clusters: BTreeMap::new(),
             metrics,
             timeout: Duration::from_secs_f64(config.request_timeout_s),
             retry_after: config.retry_after_s,
@@ -223,6 +273,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
         .route("/metrics", get(metrics_text))
+        .route("/v2/cluster/{name}", get(cluster_status))
+        .route("/v2/cluster/{name}/instances/{id}/interrupt", post(cluster_interrupt))
         .with_state(state)
 }
 
@@ -334,6 +386,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             .get_or_create(&ModelLabel { model: name.clone() })
             .set(m.batcher.queue_depth() as i64);
     }
+    for c in state.clusters.values() {
+        c.export_metrics();
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }
 
@@ -400,6 +455,19 @@ async fn infer_inner(
         .into_iter()
         .map(|c| Tensor::new(c.shape, c.data).ok_or_else(|| bad("tensor data does not match its shape".into())))
         .collect::<Result<_, _>>()?;
+    if let Some(controller) = state.clusters.get(name) {
+        let outputs = match tokio::time::timeout(state.timeout, controller.infer(tensors)).await {
+            Err(_) => {
+                return Err(error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("model '{name}': no result within {:.1} s", state.timeout.as_secs_f64()),
+                ));
+            }
+            Ok(Err(e)) => return Err(cluster_error(state, name, e)),
+            Ok(Ok(outputs)) => outputs,
+        };
+        return Ok(respond(name, &served.version, meta, &request, outputs, binary_outputs));
+    }
     let outputs = match tokio::time::timeout(state.timeout, served.batcher.infer(tensors)).await {
         Err(_) => {
             return Err(error(
@@ -424,6 +492,41 @@ async fn infer_inner(
         Ok(Err(BatchError::Engine(e))) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
         Ok(Ok(outputs)) => outputs,
     };
+    Ok(respond(name, &served.version, meta, &request, outputs, binary_outputs))
+}
+
+/// The answer to a request the cluster could not serve: 429 (queue full, throttled) or 503 (any other
+/// rejection) with `Retry-After` and the reason; 502 when the request was dropped after admission.
+fn cluster_error(state: &AppState, name: &str, e: LiveError) -> ApiError {
+    match e {
+        LiveError::Rejected(r) => ApiError {
+            status: match r {
+                RejectReason::QueueFull | RejectReason::Throttled => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            message: format!("model '{name}': rejected ({}); retry later", r.key()),
+            retry_after: Some(state.retry_after),
+        },
+        LiveError::Dropped(DropReason::RerouteFailed(r), why) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("model '{name}': dropped ({}): {why}", DropReason::RerouteFailed(r).key()),
+            retry_after: Some(state.retry_after),
+        },
+        LiveError::Dropped(d, why) => {
+            error(StatusCode::BAD_GATEWAY, format!("model '{name}': dropped ({}): {why}", d.key()))
+        }
+        LiveError::Engine(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn respond(
+    name: &str,
+    version: &str,
+    meta: &crate::engine::ModelMetadata,
+    request: &InferRequest,
+    outputs: Vec<Tensor>,
+    binary_outputs: bool,
+) -> Response {
     let wanted = |n: &str| request.outputs.as_ref().is_none_or(|w| w.iter().any(|o| o.name == n));
     let outputs: Vec<ResponseTensor> = meta
         .outputs
@@ -439,9 +542,47 @@ async fn infer_inner(
         .collect();
     let response = InferResponse {
         model_name: name.to_string(),
-        model_version: served.version.clone(),
+        model_version: version.to_string(),
         id: request.id.clone(),
         outputs,
     };
-    Ok(if binary_outputs { binary::respond(response) } else { axum::Json(response).into_response() })
+    if binary_outputs { binary::respond(response) } else { axum::Json(response).into_response() }
+}
+
+fn cluster_of<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<Controller>, ApiError> {
+    state
+        .clusters
+        .get(name)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("model '{name}' is not served by a cluster")))
+}
+
+/// `GET /v2/cluster/{model}`: the controller's counters and instances, as JSON.
+async fn cluster_status(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -> Response {
+    match cluster_of(&state, &name) {
+        Ok(c) => axum::Json(c.status()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v2/cluster/{model}/instances/{id}/interrupt[?notice_s=S]`: a spot interruption notice to one
+/// worker, taken after `notice_s` wall-clock seconds (default: the cluster's scaled `spot_notice_s`).
+async fn cluster_interrupt(
+    State(state): State<Arc<AppState>>,
+    UrlPath((name, id)): UrlPath<(String, u64)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let notice = query.as_deref().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("notice_s="));
+    let notice = match notice.map(str::parse::<f64>) {
+        None => None,
+        Some(Ok(s)) if s.is_finite() && s >= 0.0 => Some(Nanos::from_secs_f64(s)),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "notice_s must be a non-negative number").into_response(),
+    };
+    let c = match cluster_of(&state, &name) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match c.interrupt(InstanceId(id), notice).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(m) => error(StatusCode::CONFLICT, m).into_response(),
+    }
 }

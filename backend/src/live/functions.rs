@@ -1,0 +1,223 @@
+//! The function platform as the controller drives it: the local Lambda service ([`FunctionService`])
+//! running `hyscale-fn` sandboxes, with the settings a policy controls.
+//!
+//! How `ConfigureFunctions` maps onto the service, whose configuration is fixed when it starts:
+//! - **memory** and **keep-alive**: a new service starts with the new configuration and takes every new
+//!   request; the old one is shut down (its idle sandboxes are killed now, its busy ones finish their
+//!   invocation first), as when a new function version is published. Cold starts and throttles of retired
+//!   services stay in the totals.
+//! - **prewarm**: the service starts sandboxes until that many are alive; the controller tops them up on
+//!   every tick, since the service has no provisioned-concurrency pinning and keep-alive expiry would
+//!   otherwise retire them.
+//! - **concurrency**: the service runs one request per sandbox (AWS's default; `AWS_LAMBDA_MAX_CONCURRENCY`
+//!   is left out), so a value other than 1 is refused with that reason (the other settings still apply).
+//! - **batching** (`SetBatching` on the function pool): recorded in the view; each invocation carries one
+//!   request, so nothing batches inside a sandbox.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hyscale_policies::{FunctionPlatform, FunctionSettings, FunctionView, Nanos};
+
+use crate::engine::{ModelMetadata, Tensor};
+use crate::lambda::payload::{self, InferEvent, InferResult};
+use crate::lambda::{FunctionConfig, FunctionService, LambdaError};
+
+/// Why a function invocation gave no outputs.
+#[derive(Debug)]
+pub enum FnFailure {
+    /// The concurrency cap refused it (AWS's 429).
+    Throttled,
+    /// The sandbox failed (function error, death, timeout) or the service refused it; worth another route.
+    Failed(String),
+}
+
+struct State {
+    service: FunctionService,
+    settings: FunctionSettings,
+    /// Services replaced by a configuration change, kept until their sandboxes are gone (for the counts).
+    retired: Vec<FunctionService>,
+    retired_cold_starts: u64,
+    retired_throttled: u64,
+}
+
+/// The function platform of one model.
+pub struct Functions {
+    base: FunctionConfig,
+    platform: FunctionPlatform,
+    state: Mutex<State>,
+}
+
+impl Functions {
+    /// Starts the service with `base` (binary, environment, limits) and the catalog's default settings.
+    pub async fn start(mut base: FunctionConfig, platform: FunctionPlatform) -> Result<Functions, LambdaError> {
+        let settings = FunctionSettings {
+            memory_mb: platform.default_memory_mb,
+            concurrency: 1,
+            keep_alive: platform.default_keep_alive,
+            prewarm: 0,
+            batching: hyscale_policies::BatchRule::NONE,
+        };
+        base.memory_mb = settings.memory_mb;
+        base.keep_alive = settings.keep_alive;
+        let service = FunctionService::start(base.clone()).await?;
+        let state = State { service, settings, retired: Vec::new(), retired_cold_starts: 0, retired_throttled: 0 };
+        Ok(Functions { base, platform, state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The settings now.
+    pub fn settings(&self) -> FunctionSettings {
+        self.lock().settings
+    }
+
+    /// Applies a `ConfigureFunctions` action; see the module documentation.
+    pub async fn configure(
+        &self,
+        memory_mb: Option<u32>,
+        concurrency: Option<u32>,
+        keep_alive: Option<Nanos>,
+        prewarm: Option<u32>,
+    ) -> Result<(), String> {
+        let old = self.settings();
+        let memory = memory_mb.unwrap_or(old.memory_mb);
+        let wanted_concurrency = concurrency.unwrap_or(old.concurrency);
+        self.platform.check_settings(memory, 1).map_err(|e| format!("configure functions: {e}"))?;
+        let keep = keep_alive.unwrap_or(old.keep_alive);
+        if memory != old.memory_mb || keep != old.keep_alive {
+            let mut config = self.base.clone();
+            config.memory_mb = memory;
+            config.keep_alive = keep;
+            let fresh = FunctionService::start(config).await.map_err(|e| format!("configure functions: {e}"))?;
+            let mut st = self.lock();
+            let old_service = std::mem::replace(&mut st.service, fresh);
+            old_service.shutdown();
+            st.retired.push(old_service);
+        }
+        {
+            let mut st = self.lock();
+            st.settings.memory_mb = memory;
+            st.settings.keep_alive = keep;
+            st.settings.prewarm = prewarm.unwrap_or(old.prewarm);
+        }
+        self.top_up_prewarm();
+        if wanted_concurrency != 1 {
+            return Err(
+                "configure functions: concurrency above 1 is not supported by the local Lambda service (kept at 1)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Records the function pool's batching (see the module documentation).
+    pub fn set_batching(&self, rule: hyscale_policies::BatchRule) {
+        self.lock().settings.batching = rule;
+    }
+
+    /// Starts sandboxes in the background until the pre-warm target is alive.
+    pub fn top_up_prewarm(&self) {
+        let (service, target) = {
+            let st = self.lock();
+            (st.service.clone(), st.settings.prewarm)
+        };
+        if target > 0 && service.stats().sandboxes() < target {
+            tokio::spawn(async move {
+                if let Err(e) = service.prewarm(target).await {
+                    tracing::warn!(error = %e, "pre-warming function sandboxes failed");
+                }
+            });
+        }
+    }
+
+    /// Runs one request in a sandbox: the inputs named after the model's, as `hyscale-fn` takes them.
+    pub async fn invoke(&self, metadata: &ModelMetadata, inputs: &[Tensor]) -> Result<Vec<Tensor>, FnFailure> {
+        let event = InferEvent {
+            inputs: metadata
+                .inputs
+                .iter()
+                .zip(inputs)
+                .map(|(info, t)| payload::Tensor::fp32(info.name.clone(), t.shape.clone(), t.data.clone()))
+                .collect(),
+            sleep_ms: 0,
+        };
+        let body = serde_json::to_vec(&event).map_err(|e| FnFailure::Failed(format!("encoding the event: {e}")))?;
+        let service = self.lock().service.clone();
+        let outcome = match service.invoke(body).await {
+            Ok(outcome) => outcome,
+            Err(LambdaError::Throttled { .. }) => return Err(FnFailure::Throttled),
+            Err(e) => return Err(FnFailure::Failed(e.to_string())),
+        };
+        let bytes = outcome.result.map_err(|e| FnFailure::Failed(e.to_string()))?;
+        let result: InferResult =
+            serde_json::from_slice(&bytes).map_err(|e| FnFailure::Failed(format!("function answer: {e}")))?;
+        // Outputs in the model's order, matched by name.
+        metadata
+            .outputs
+            .iter()
+            .map(|info| {
+                let t = result
+                    .outputs
+                    .iter()
+                    .find(|t| t.name == info.name)
+                    .ok_or_else(|| FnFailure::Failed(format!("function answer lacks output '{}'", info.name)))?;
+                Tensor::new(t.shape.clone(), t.data.clone())
+                    .ok_or_else(|| FnFailure::Failed(format!("output '{}' does not match its shape", info.name)))
+            })
+            .collect()
+    }
+
+    /// The platform as the view shows it: settings, sandboxes by state (retired services' included),
+    /// requests in flight and the totals.
+    pub fn view(&self) -> FunctionView {
+        let mut st = self.lock();
+        let mut retired_cold = st.retired_cold_starts;
+        let mut retired_throttled = st.retired_throttled;
+        // Forget retired services whose sandboxes are all gone, keeping their totals.
+        st.retired.retain(|s| {
+            let stats = s.stats();
+            if stats.sandboxes() == 0 && stats.in_flight == 0 {
+                retired_cold += stats.cold_starts_total;
+                retired_throttled += stats.throttled_total;
+                false
+            } else {
+                true
+            }
+        });
+        st.retired_cold_starts = retired_cold;
+        st.retired_throttled = retired_throttled;
+        let mut v = FunctionView {
+            settings: st.settings,
+            cold_starting: 0,
+            idle_warm: 0,
+            busy: 0,
+            in_flight: 0,
+            throttled_total: retired_throttled,
+            cold_starts_total: retired_cold,
+        };
+        for s in st.retired.iter().chain(std::iter::once(&st.service)) {
+            let stats = s.stats();
+            v.cold_starting += stats.cold_starting;
+            v.idle_warm += stats.idle_warm;
+            v.busy += stats.busy;
+            v.in_flight += stats.in_flight;
+            v.throttled_total += stats.throttled_total;
+            v.cold_starts_total += stats.cold_starts_total;
+        }
+        v
+    }
+
+    /// Shuts every service down.
+    pub fn shutdown(&self) {
+        let st = self.lock();
+        st.service.shutdown();
+        for s in &st.retired {
+            s.shutdown();
+        }
+    }
+}
+
+/// Shares one platform between the controller's tasks.
+pub type SharedFunctions = Arc<Functions>;

@@ -1,0 +1,117 @@
+//! The live cluster: VM-like workers, the local Lambda service, and the controller that drives them with
+//! the same policy objects the simulator drives.
+//!
+//! When a live configuration has a `[cluster]` table (documented in `live/README.md`), `hyscale serve`
+//! sends the named model's requests through a [`Controller`] instead of a single batcher: on wall-clock
+//! ticks it builds the same [`hyscale_policies::View`] the simulator builds, calls the policy, and executes
+//! its actions on [`vm::VmPool`] and [`functions::Functions`]; each request is routed by the policy.
+//!
+//! **Time scale.** A real VM takes tens of seconds to a few minutes to provision and a policy's control
+//! interval is a minute; `time_scale` (default 1) compresses these slow processes for a local run: the
+//! control interval, the arrival-count interval, the spot notice and each VM type's provisioning delay
+//! (the catalog's mean launch + boot + model load, unless a type sets `provision_s`, which is taken as is)
+//! are multiplied by it. Request latencies, request rates and function cold starts are never scaled: they
+//! are real. The catalog a policy sees carries the provisioning delays actually in force.
+
+pub mod controller;
+pub mod functions;
+pub mod vm;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use hyscale_policies::PolicyConfigs;
+use serde::Deserialize;
+
+pub use controller::{ClusterMetrics, ClusterSetup, Controller, LiveError, Status};
+
+/// The `[cluster]` table of a live configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The `[[models]]` entry whose requests the cluster serves.
+    pub model: String,
+    /// Catalog file (`data/*.toml`), relative to the configuration file.
+    pub catalog: PathBuf,
+    /// Latency profile of the model (`profiles/*.toml` format), relative to the configuration file.
+    pub profile: PathBuf,
+    /// The policy, by name (`hyscale_policies::POLICY_NAMES`).
+    pub policy: String,
+    /// Per-policy sections, as in scenario files: `[cluster.policies.static]` and so on.
+    #[serde(default)]
+    pub policies: PolicyConfigs,
+    /// The SLO the policy serves.
+    #[serde(default)]
+    pub slo: SloConfig,
+    /// Multiplies the slow processes' durations (see the module documentation).
+    #[serde(default = "one")]
+    pub time_scale: f64,
+    /// Per-VM-type overrides: `[cluster.vm_types."c5.large"] provision_s = 5.0`.
+    #[serde(default)]
+    pub vm_types: BTreeMap<String, VmTypeConfig>,
+    /// The function binary (default: `hyscale-fn` next to the running executable).
+    pub function_binary: Option<PathBuf>,
+    /// Most function sandboxes alive at once (the local concurrency cap; also bounded by the catalog's
+    /// regional concurrency).
+    #[serde(default = "sandboxes")]
+    pub function_max_sandboxes: u32,
+    /// Extra delay injected into every function cold start, ms (what a local process lacks: fetching the
+    /// code and booting a microVM).
+    #[serde(default)]
+    pub function_cold_start_delay_ms: f64,
+    /// Function timeout, seconds.
+    #[serde(default = "fn_timeout")]
+    pub function_timeout_s: f64,
+    /// Arrival-count interval the policy sees, seconds before scaling (MArk: 5).
+    #[serde(default = "window")]
+    pub arrival_window_s: f64,
+    /// How many arrival intervals the policy sees.
+    #[serde(default = "history")]
+    pub arrival_history: usize,
+    /// Spot interruption notice, seconds before scaling (AWS: 120).
+    #[serde(default = "notice")]
+    pub spot_notice_s: f64,
+}
+
+/// `[cluster.slo]`: MArk's 200 ms / 98% unless set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Response-time threshold, ms.
+    pub rt_max_ms: f64,
+    /// Fraction of requests that must meet it.
+    pub sl_min: f64,
+}
+
+impl Default for SloConfig {
+    fn default() -> SloConfig {
+        SloConfig { rt_max_ms: 200.0, sl_min: 0.98 }
+    }
+}
+
+/// `[cluster.vm_types."NAME"]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VmTypeConfig {
+    /// Provisioning delay of a worker of this type, wall-clock seconds (not scaled).
+    pub provision_s: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn sandboxes() -> u32 {
+    8
+}
+fn fn_timeout() -> f64 {
+    10.0
+}
+fn window() -> f64 {
+    5.0
+}
+fn history() -> usize {
+    720
+}
+fn notice() -> f64 {
+    120.0
+}

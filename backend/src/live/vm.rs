@@ -1,0 +1,464 @@
+//! The VM-like pool: long-lived local workers, one engine [`Session`] behind one [`Batcher`] each.
+//!
+//! A worker goes **provisioning → ready → draining → gone**, as a VM does in the simulator
+//! (`hyscale_policies::VmState`). Provisioning loads the model and then waits out the rest of the type's
+//! provisioning delay (see [`super::ClusterConfig::time_scale`]), so a local worker becomes ready when a VM
+//! of its type would. Requests may be assigned to a provisioning worker (only when the pool has no ready
+//! one, as in the simulator); they wait for it. Releasing a provisioning worker makes it gone at once and
+//! its waiting requests are routed again; releasing a ready one makes it drain: it takes no new requests,
+//! finishes those it holds, then is gone. A spot interruption ([`VmPool::interrupt`]) marks the worker with
+//! its deadline; at the deadline it is taken, and every request it still holds (queued, or in a batch whose
+//! result is then discarded) is routed again by the caller, so no request is lost with it.
+//!
+//! Batching: a worker's [`Batcher`] takes its rule when the worker becomes ready; the batcher has no way to
+//! change it afterwards, so `SetBatching` reaches new workers only (documented in `live/README.md`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hyscale_policies::view::MarketCounts;
+use hyscale_policies::{
+    BatchRule, Clock, InstanceId, Market, Nanos, RejectReason, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
+};
+use tokio::sync::watch;
+
+use crate::WallClock;
+use crate::batcher::{BatchError, BatchObserver, Batcher, BatcherConfig};
+use crate::engine::{Engine, Tensor};
+
+/// What a worker can do for a request now; sent on the worker's watch channel.
+#[derive(Clone)]
+enum Phase {
+    /// Loading the model or waiting out the provisioning delay.
+    Provisioning,
+    /// Serving through this batcher (ready or draining).
+    Serving(Batcher),
+    /// Gone: requests it held must be routed again.
+    Gone,
+}
+
+struct Worker {
+    vm_type: VmTypeId,
+    market: Market,
+    launched_at: Nanos,
+    state: VmState,
+    phase: watch::Sender<Phase>,
+    /// Requests assigned and not yet answered (waiting for readiness, queued, or in a batch).
+    outstanding: Arc<AtomicU32>,
+    interruption_at: Option<Nanos>,
+}
+
+impl Worker {
+    fn batcher(&self) -> Option<Batcher> {
+        match &*self.phase.borrow() {
+            Phase::Serving(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
+    /// (queued, in service) as the view counts them.
+    fn load(&self) -> (u32, u32) {
+        let outstanding = self.outstanding.load(Ordering::Relaxed);
+        match self.batcher() {
+            Some(b) => {
+                let queued = (b.queue_depth() as u32).min(outstanding);
+                (queued, outstanding - queued)
+            }
+            None => (outstanding, 0),
+        }
+    }
+}
+
+/// Settings of a [`VmPool`].
+pub struct VmPoolConfig {
+    /// The engine workers load the model into.
+    pub engine: &'static Engine,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// Provisioning delay per VM type (indexed by [`VmTypeId`]), wall-clock.
+    pub provision: Vec<Duration>,
+    /// Which types are sold on the spot market (indexed by [`VmTypeId`]).
+    pub spot_sold: Vec<bool>,
+    /// Most requests one worker's batcher queues.
+    pub queue_capacity: usize,
+    /// Receives every worker's batch figures (the server's metrics).
+    pub observer: Arc<dyn BatchObserver>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    workers: BTreeMap<InstanceId, Worker>,
+    next_id: u64,
+    batching: Vec<BatchRule>,
+    notices: Vec<SpotNotice>,
+    launched: u64,
+    spot_interruptions: u64,
+    load_failures: u64,
+}
+
+struct Shared {
+    config: VmPoolConfig,
+    clock: WallClock,
+    state: Mutex<PoolState>,
+}
+
+/// The VM-like workers of every type. Cheap to clone.
+#[derive(Clone)]
+pub struct VmPool {
+    shared: Arc<Shared>,
+}
+
+/// Counters of a pool since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmPoolCounters {
+    /// Workers launched.
+    pub launched: u64,
+    /// Workers taken by a spot interruption.
+    pub spot_interruptions: u64,
+    /// Workers whose model failed to load (gone at once).
+    pub load_failures: u64,
+}
+
+/// A request's claim on one worker: holds its place in the worker's outstanding count until dropped.
+pub struct Assignment {
+    /// The worker.
+    pub instance: InstanceId,
+    phase: watch::Receiver<Phase>,
+    outstanding: Arc<AtomicU32>,
+}
+
+impl Drop for Assignment {
+    fn drop(&mut self) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What became of a request on a worker.
+pub enum VmOutcome {
+    /// The worker's batcher answered.
+    Done(Result<Vec<Tensor>, BatchError>),
+    /// The worker went away (released while provisioning, failed to load, or interrupted) first.
+    Lost,
+}
+
+impl Assignment {
+    /// Runs `inputs` on the worker, waiting for it to become ready if it is provisioning.
+    pub async fn run(mut self, inputs: Vec<Tensor>) -> VmOutcome {
+        loop {
+            let phase = self.phase.borrow_and_update().clone();
+            match phase {
+                Phase::Provisioning => {
+                    if self.phase.changed().await.is_err() {
+                        return VmOutcome::Lost;
+                    }
+                }
+                Phase::Gone => return VmOutcome::Lost,
+                Phase::Serving(batcher) => {
+                    let gone = wait_gone(self.phase.clone());
+                    return tokio::select! {
+                        result = batcher.infer(inputs) => VmOutcome::Done(result),
+                        () = gone => VmOutcome::Lost,
+                    };
+                }
+            }
+        }
+    }
+}
+
+async fn wait_gone(mut rx: watch::Receiver<Phase>) {
+    loop {
+        if matches!(*rx.borrow_and_update(), Phase::Gone) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn lock(m: &Mutex<PoolState>) -> MutexGuard<'_, PoolState> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl VmPool {
+    /// A pool with no workers; `types` VM types, all batching [`BatchRule::NONE`] until set.
+    pub fn new(config: VmPoolConfig, clock: WallClock) -> VmPool {
+        let types = config.provision.len();
+        let state = PoolState { batching: vec![BatchRule::NONE; types], ..PoolState::default() };
+        VmPool { shared: Arc::new(Shared { config, clock, state: Mutex::new(state) }) }
+    }
+
+    fn check_type(&self, vm_type: VmTypeId) -> Result<(), String> {
+        if (vm_type.0 as usize) < self.shared.config.provision.len() {
+            Ok(())
+        } else {
+            Err(format!("no VM type {}", vm_type.0))
+        }
+    }
+
+    /// Launches `count` workers of `vm_type`; each loads the model and is ready after its type's delay.
+    pub fn provision(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
+        self.check_type(vm_type)?;
+        if market == Market::Spot && !self.shared.config.spot_sold[vm_type.0 as usize] {
+            return Err("provision: type not sold on the spot market".into());
+        }
+        for _ in 0..count {
+            let id = {
+                let mut st = lock(&self.shared.state);
+                let id = InstanceId(st.next_id);
+                st.next_id += 1;
+                st.launched += 1;
+                let (phase, _) = watch::channel(Phase::Provisioning);
+                st.workers.insert(
+                    id,
+                    Worker {
+                        vm_type,
+                        market,
+                        launched_at: self.shared.clock.now(),
+                        state: VmState::Provisioning,
+                        phase,
+                        outstanding: Arc::new(AtomicU32::new(0)),
+                        interruption_at: None,
+                    },
+                );
+                id
+            };
+            tokio::spawn(provision_worker(Arc::clone(&self.shared), id, vm_type));
+        }
+        Ok(())
+    }
+
+    /// Releases one worker: a provisioning one is gone at once, a ready one drains.
+    pub fn release(&self, id: InstanceId) -> Result<(), String> {
+        let mut st = lock(&self.shared.state);
+        let Some(w) = st.workers.get_mut(&id) else {
+            return Err("release: no such live instance".into());
+        };
+        match w.state {
+            VmState::Provisioning => {
+                remove(&mut st, id);
+                Ok(())
+            }
+            VmState::Ready => {
+                w.state = VmState::Draining;
+                let outstanding = Arc::clone(&w.outstanding);
+                drop(st);
+                tokio::spawn(drain_worker(Arc::clone(&self.shared), id, outstanding));
+                Ok(())
+            }
+            VmState::Draining => Err("release: instance already draining".into()),
+        }
+    }
+
+    /// Releases `count` workers of a type and market: provisioning ones first (newest first), then ready
+    /// ones with the least work (newest first on ties), as the simulator chooses.
+    pub fn release_vms(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
+        self.check_type(vm_type)?;
+        let victims: Vec<InstanceId> = {
+            let st = lock(&self.shared.state);
+            let mine = |s: VmState| {
+                st.workers
+                    .iter()
+                    .filter(move |(_, w)| w.vm_type == vm_type && w.market == market && w.state == s)
+                    .map(|(id, w)| (*id, w))
+            };
+            let mut provisioning: Vec<InstanceId> = mine(VmState::Provisioning).map(|(id, _)| id).collect();
+            provisioning.reverse();
+            let mut ready: Vec<(u32, std::cmp::Reverse<InstanceId>)> = mine(VmState::Ready)
+                .map(|(id, w)| (w.outstanding.load(Ordering::Relaxed), std::cmp::Reverse(id)))
+                .collect();
+            ready.sort();
+            provisioning.into_iter().chain(ready.into_iter().map(|(_, r)| r.0)).take(count as usize).collect()
+        };
+        if (victims.len() as u32) < count {
+            // Release what there is, and say the rest could not be.
+            for id in &victims {
+                let _ = self.release(*id);
+            }
+            return Err("release: fewer live instances of that type and market than asked".into());
+        }
+        for id in victims {
+            self.release(id)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the batching of `vm_type`'s workers that become ready from now on.
+    pub fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
+        self.check_type(vm_type)?;
+        lock(&self.shared.state).batching[vm_type.0 as usize] = BatchRule::new(rule.max_batch, rule.max_wait);
+        Ok(())
+    }
+
+    /// Delivers a spot interruption notice to worker `id`: it will be taken `notice` (wall clock) from now.
+    /// Returns the notice (for the policy's `on_spot_notice`). The worker keeps serving until then.
+    pub fn interrupt(&self, id: InstanceId, notice: Nanos) -> Result<SpotNotice, String> {
+        let mut st = lock(&self.shared.state);
+        let deadline = self.shared.clock.now().saturating_add(notice);
+        let w = st.workers.get_mut(&id).ok_or_else(|| format!("no live instance {}", id.0))?;
+        if w.interruption_at.is_some() {
+            return Err(format!("instance {} already has an interruption notice", id.0));
+        }
+        w.interruption_at = Some(deadline);
+        let n = SpotNotice { instance: id, vm_type: w.vm_type, deadline };
+        st.notices.push(n);
+        drop(st);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(shared.clock.instant_at(deadline))).await;
+            let mut st = lock(&shared.state);
+            if st.workers.contains_key(&id) {
+                st.spot_interruptions += 1;
+                tracing::info!(instance = id.0, "spot worker taken at its interruption deadline");
+                remove(&mut st, id);
+            }
+        });
+        Ok(n)
+    }
+
+    /// Claims the least-loaded ready worker of `vm_type`, or, when none is ready, the least-loaded
+    /// provisioning one (as the simulator queues at a provisioning VM). Refuses with `NoVmCapacity` when the
+    /// pool has no accepting worker, and `QueueFull` when the chosen one holds `queue_limit` requests.
+    pub fn assign(&self, vm_type: VmTypeId, queue_limit: u32) -> Result<Assignment, RejectReason> {
+        let st = lock(&self.shared.state);
+        let pick = |state: VmState| {
+            st.workers
+                .iter()
+                .filter(|(_, w)| w.vm_type == vm_type && w.state == state)
+                .min_by_key(|(id, w)| (w.outstanding.load(Ordering::Relaxed), **id))
+        };
+        let (id, w) = pick(VmState::Ready).or_else(|| pick(VmState::Provisioning)).ok_or(RejectReason::NoVmCapacity)?;
+        if w.outstanding.load(Ordering::Relaxed) >= queue_limit {
+            return Err(RejectReason::QueueFull);
+        }
+        w.outstanding.fetch_add(1, Ordering::Relaxed);
+        Ok(Assignment { instance: *id, phase: w.phase.subscribe(), outstanding: Arc::clone(&w.outstanding) })
+    }
+
+    /// Writes the pools, live instances and notices into `view` (whose pools are indexed like the catalog).
+    pub fn fill_view(&self, view: &mut View) {
+        let st = lock(&self.shared.state);
+        for (pool, rule) in view.pools.iter_mut().zip(&st.batching) {
+            pool.provisioning = MarketCounts::default();
+            pool.ready = MarketCounts::default();
+            pool.draining = MarketCounts::default();
+            pool.queued = 0;
+            pool.in_service = 0;
+            pool.batching = *rule;
+        }
+        view.vms.clear();
+        for (id, w) in &st.workers {
+            let (queued, in_service) = w.load();
+            if let Some(pool) = view.pools.get_mut(w.vm_type.0 as usize) {
+                let counts = match w.state {
+                    VmState::Provisioning => &mut pool.provisioning,
+                    VmState::Ready => &mut pool.ready,
+                    VmState::Draining => &mut pool.draining,
+                };
+                *counts.get_mut(w.market) += 1;
+                pool.queued += u64::from(queued);
+                pool.in_service += u64::from(in_service);
+            }
+            view.vms.push(VmInstanceView {
+                id: *id,
+                vm_type: w.vm_type,
+                market: w.market,
+                state: w.state,
+                launched_at: w.launched_at,
+                queued,
+                in_service,
+                interruption_at: w.interruption_at,
+            });
+        }
+        view.notices.clone_from(&st.notices);
+    }
+
+    /// Workers by state: (provisioning, ready, draining).
+    pub fn state_counts(&self) -> (u32, u32, u32) {
+        let st = lock(&self.shared.state);
+        let n = |s| st.workers.values().filter(|w| w.state == s).count() as u32;
+        (n(VmState::Provisioning), n(VmState::Ready), n(VmState::Draining))
+    }
+
+    /// Counters since the pool started.
+    pub fn counters(&self) -> VmPoolCounters {
+        let st = lock(&self.shared.state);
+        VmPoolCounters {
+            launched: st.launched,
+            spot_interruptions: st.spot_interruptions,
+            load_failures: st.load_failures,
+        }
+    }
+
+    /// Takes every worker away at once (shutdown); requests they hold are answered as lost.
+    pub fn shutdown(&self) {
+        let mut st = lock(&self.shared.state);
+        let ids: Vec<InstanceId> = st.workers.keys().copied().collect();
+        for id in ids {
+            remove(&mut st, id);
+        }
+    }
+}
+
+/// Removes a worker: it is gone, and whoever waits on it hears so.
+fn remove(st: &mut PoolState, id: InstanceId) {
+    if let Some(w) = st.workers.remove(&id) {
+        w.phase.send_replace(Phase::Gone);
+    }
+    st.notices.retain(|n| n.instance != id);
+}
+
+async fn provision_worker(shared: Arc<Shared>, id: InstanceId, vm_type: VmTypeId) {
+    let started = tokio::time::Instant::now();
+    let delay = shared.config.provision[vm_type.0 as usize];
+    let engine = shared.config.engine;
+    let path = shared.config.model_path.clone();
+    let loaded = tokio::task::spawn_blocking(move || engine.load(&path)).await;
+    // The model load is part of provisioning: wait out whatever the delay has left.
+    tokio::time::sleep_until(started + delay).await;
+    let mut st = lock(&shared.state);
+    if !st.workers.contains_key(&id) {
+        return; // Released while provisioning.
+    }
+    match loaded {
+        Ok(Ok(session)) => {
+            let rule = st.batching[vm_type.0 as usize];
+            let config = BatcherConfig { rule, queue_capacity: shared.config.queue_capacity };
+            let batcher = Batcher::spawn(session, config, Arc::clone(&shared.config.observer));
+            if let Some(w) = st.workers.get_mut(&id) {
+                w.state = VmState::Ready;
+                w.phase.send_replace(Phase::Serving(batcher));
+                tracing::info!(
+                    instance = id.0,
+                    vm_type = vm_type.0,
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "VM worker ready"
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(instance = id.0, error = %e, "VM worker could not load the model");
+            st.load_failures += 1;
+            remove(&mut st, id);
+        }
+        Err(e) => {
+            tracing::error!(instance = id.0, error = %e, "VM worker's model load panicked");
+            st.load_failures += 1;
+            remove(&mut st, id);
+        }
+    }
+}
+
+async fn drain_worker(shared: Arc<Shared>, id: InstanceId, outstanding: Arc<AtomicU32>) {
+    // The batcher has no completion signal; poll its outstanding count (cheap, and only while draining).
+    while outstanding.load(Ordering::Relaxed) > 0 {
+        if !lock(&shared.state).workers.contains_key(&id) {
+            return; // Taken meanwhile (an interruption deadline).
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    remove(&mut lock(&shared.state), id);
+}

@@ -1,0 +1,213 @@
+//! The live cluster end to end with real processes: `hyscale serve` with a `[cluster]` table on loopback,
+//! VM-like workers and `hyscale-fn` sandboxes, driven by `hyscale replay`. Each policy's requests go where
+//! it routes them, and every request is accounted for.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `hyscale serve`, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The function binary next to `hyscale`, built when missing (a `cargo test` of the root package alone
+/// does not build the backend's binaries).
+fn function_binary() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_hyscale"));
+    let f = exe.with_file_name("hyscale-fn");
+    if !f.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "hyscale-backend", "--bin", "hyscale-fn"])
+            .status()
+            .expect("cargo builds hyscale-fn");
+        assert!(status.success());
+    }
+    f
+}
+
+fn serve(dir: &Path, policy: &str, sections: &str) -> Server {
+    let root = std::path::absolute(".").unwrap();
+    let text = format!(
+        "request_timeout_s = 20.0\n[engine]\nengine = \"tract\"\n\n[[models]]\nname = \"mlp\"\npath = {:?}\n\
+         queue_capacity = 256\n\n[cluster]\nmodel = \"mlp\"\ncatalog = {:?}\nprofile = {:?}\npolicy = \"{policy}\"\n\
+         time_scale = 0.1\nfunction_binary = {:?}\nfunction_max_sandboxes = 4\n\n\
+         [cluster.vm_types.\"c5.large\"]\nprovision_s = 1.5\n\n{sections}",
+        root.join("backend/models/mlp.onnx"),
+        root.join("data/aws_us_east_1.toml"),
+        root.join("live/mlp_profile.toml"),
+        function_binary(),
+    );
+    let config = dir.join("cluster.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyscale"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hyscale serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("reads the address");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_string();
+    let addr = url.trim_start_matches("http://").to_string();
+    Server { child, url, addr }
+}
+
+/// A plain HTTP/1.1 request on loopback; returns the body.
+fn http(addr: &str, method: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn status(server: &Server) -> serde_json::Value {
+    serde_json::from_str(&http(&server.addr, "GET", "/v2/cluster/mlp")).unwrap()
+}
+
+/// Waits until `ready` VM workers serve.
+fn wait_ready(server: &Server, ready: u64) {
+    let start = Instant::now();
+    while status(server)["vms"][1].as_u64() != Some(ready) {
+        assert!(start.elapsed() < Duration::from_secs(30), "workers never ready: {}", status(server));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn replay(server: &Server, trace: &str, out: &Path) -> serde_json::Value {
+    let status = Command::new(env!("CARGO_BIN_EXE_hyscale"))
+        .args(["replay", "--trace", trace, "--endpoint", &server.url, "--model", "mlp", "--timeout-s", "20"])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("hyscale replay runs");
+    assert!(status.success());
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+/// Checks that the replay and the controller both account for every request, and that all completed.
+fn all_completed(report: &serde_json::Value, st: &serde_json::Value) -> u64 {
+    let q = &report["requests"];
+    let n = |k: &str| q[k].as_u64().unwrap();
+    assert_eq!(n("arrivals"), n("completed") + n("rejected") + n("dropped"), "requests lost: {q}");
+    assert_eq!(n("completed"), n("arrivals"), "{q}");
+    let c = |k: &str| st[k].as_u64().unwrap();
+    assert_eq!(c("arrivals"), n("arrivals"), "{st}");
+    assert_eq!(c("completed"), c("arrivals"), "{st}");
+    assert_eq!(c("completed_vm") + c("completed_functions"), c("completed"), "{st}");
+    n("arrivals")
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = http(&server.addr, "GET", "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn static_fleet_serves_every_request_on_its_two_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        serve(dir.path(), "static", "[cluster.policies.static]\nfleet = [{ vm_type = \"c5.large\", count = 2 }]\n");
+    wait_ready(&server, 2);
+    let report = replay(&server, "poisson:40:2", &dir.path().join("r.json"));
+    let st = status(&server);
+    let arrivals = all_completed(&report, &st);
+    assert!(arrivals > 40, "{arrivals}");
+    assert_eq!(st["completed_vm"].as_u64(), Some(arrivals), "{st}");
+    assert_eq!(metric(&server, "hyscale_instances{kind=\"vm\",state=\"ready\"}"), 2.0);
+}
+
+#[test]
+fn function_only_serves_from_sandboxes_with_cold_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), "function-only", "");
+    let report = replay(&server, "poisson:20:2", &dir.path().join("r.json"));
+    let st = status(&server);
+    let arrivals = all_completed(&report, &st);
+    assert_eq!(st["completed_functions"].as_u64(), Some(arrivals), "{st}");
+    assert_eq!(st["vms_launched"].as_u64(), Some(0), "{st}");
+    assert!(metric(&server, "hyscale_function_cold_starts_total") >= 1.0);
+}
+
+#[test]
+fn mark_uses_functions_while_its_first_vm_provisions_then_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    // One on-demand standby: MArk provisions a c5.large at start (ready after 1.5 s); meanwhile it sends
+    // requests to functions, then to the VM once it is ready.
+    let server = serve(
+        dir.path(),
+        "mark",
+        "[cluster.policies.mark]\nvm_types = [\"c5.large\"]\nstandbys = 1\nprefer_spot = false\n",
+    );
+    let report = replay(&server, "poisson:30:4", &dir.path().join("r.json"));
+    let st = status(&server);
+    all_completed(&report, &st);
+    assert!(st["completed_functions"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["completed_vm"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["vms_launched"].as_u64().unwrap() >= 1, "{st}");
+    // And once the VM serves, new requests go to it.
+    let before = status(&server);
+    replay(&server, "poisson:30:1", &dir.path().join("r2.json"));
+    let after = status(&server);
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert!(delta("completed_vm") > delta("completed_functions"), "{before} then {after}");
+}
+
+#[test]
+fn a_spot_interruption_takes_the_worker_and_loses_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(
+        dir.path(),
+        "static",
+        "[cluster.policies.static]\nfleet = [{ vm_type = \"c5.large\", count = 2, market = \"spot\" }]\n",
+    );
+    wait_ready(&server, 2);
+    let addr = server.addr.clone();
+    // Interrupt worker 0 half a second into a 3 s replay; it is taken half a second later.
+    let interrupter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        http(&addr, "POST", "/v2/cluster/mlp/instances/0/interrupt?notice_s=0.5")
+    });
+    let report = replay(&server, "poisson:60:3", &dir.path().join("r.json"));
+    interrupter.join().unwrap();
+    let st = status(&server);
+    all_completed(&report, &st);
+    assert_eq!(st["spot_interruptions"].as_u64(), Some(1), "{st}");
+    // The static policy replaces the interrupted worker at its notice (`on_spot_notice`).
+    assert_eq!(st["vms_launched"].as_u64(), Some(3), "{st}");
+    assert!(st["instances"].as_array().unwrap().iter().all(|i| i[0] != 0), "{st}");
+}
+
+#[test]
+fn every_policy_runs_live_by_name_and_loses_nothing() {
+    let sections = "[cluster.policies.static]\nfleet = [{ vm_type = \"c5.large\", count = 1 }]\n\
+                    [cluster.policies.target-tracking]\nvm_type = \"c5.large\"\n\
+                    [cluster.policies.static-peak]\nvm_type = \"c5.large\"\npeak_rate_per_s = 20.0\n";
+    for policy in hyscale_policies::POLICY_NAMES {
+        let dir = tempfile::tempdir().unwrap();
+        let server = serve(dir.path(), policy, sections);
+        let report = replay(&server, "poisson:20:1", &dir.path().join("r.json"));
+        let q = &report["requests"];
+        let n = |k: &str| q[k].as_u64().unwrap();
+        assert_eq!(n("arrivals"), n("completed") + n("rejected") + n("dropped"), "{policy}: {q}");
+        let st = status(&server);
+        assert_eq!(st["policy"], *policy);
+        let c = |k: &str| st[k].as_u64().unwrap();
+        assert_eq!(c("arrivals"), c("completed") + c("rejected") + c("dropped"), "{policy}: {st}");
+    }
+}
