@@ -21,8 +21,9 @@ fi
 echo "== cargo test --workspace --locked"
 cargo test --workspace --locked "$@"
 
+# `cargo test` has built target/debug/hyscale (and hyscale-fn) for the cross-crate tests; a separate
+# `cargo build` would resolve features differently and rebuild half the tree.
 target_dir=$(cargo metadata --format-version 1 --no-deps | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-cargo build --locked --bin hyscale
 
 echo "== notebooks"
 .venv/bin/python notebooks/check.py "$target_dir/debug/hyscale"
