@@ -2,34 +2,7 @@
 //! models, and `hyscale replay` sending a trace to it open loop. Every request is accounted for, and an
 //! overloaded model answers 429 (counted as rejected, `throttled`), never silence.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-/// A running `hyscale serve`, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(config: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hyscale"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hyscale serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("reads the address");
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_string();
-    Server { child, url }
-}
+use crate::support::{replay_report as replay, start_server as serve};
 
 fn config(dir: &std::path::Path, max_batch: u32, queue_capacity: usize) -> std::path::PathBuf {
     let models = std::path::absolute("backend/models").unwrap();
@@ -43,18 +16,6 @@ fn config(dir: &std::path::Path, max_batch: u32, queue_capacity: usize) -> std::
     let path = dir.join("live.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn replay(url: &str, model: &str, trace: &str, out: &std::path::Path) -> serde_json::Value {
-    let status = Command::new(env!("CARGO_BIN_EXE_hyscale"))
-        .args(["replay", "--trace", trace, "--endpoint", url, "--model", model, "--timeout-s", "20"])
-        .args(["--out", out.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("hyscale replay runs");
-    assert!(status.success());
-    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
 }
 
 fn accounted(report: &serde_json::Value) -> (u64, u64, u64, u64) {

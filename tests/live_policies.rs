@@ -2,24 +2,12 @@
 //! VM-like workers and `hyscale-fn` sandboxes, driven by `hyscale replay`. Each policy's requests go where
 //! it routes them, and every request is accounted for.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A running `hyscale serve`, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Server, replay_report, start_server};
 
 /// The function binary next to `hyscale`, built when missing (a `cargo test` of the root package alone
 /// does not build the backend's binaries).
@@ -51,17 +39,7 @@ fn serve(dir: &Path, policy: &str, sections: &str) -> Server {
     );
     let config = dir.join("cluster.toml");
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hyscale"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hyscale serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("reads the address");
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_string();
-    let addr = url.trim_start_matches("http://").to_string();
-    Server { child, url, addr }
+    start_server(&config)
 }
 
 /// A plain HTTP/1.1 request on loopback; returns the body.
@@ -87,15 +65,7 @@ fn wait_ready(server: &Server, ready: u64) {
 }
 
 fn replay(server: &Server, trace: &str, out: &Path) -> serde_json::Value {
-    let status = Command::new(env!("CARGO_BIN_EXE_hyscale"))
-        .args(["replay", "--trace", trace, "--endpoint", &server.url, "--model", "mlp", "--timeout-s", "20"])
-        .args(["--out", out.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("hyscale replay runs");
-    assert!(status.success());
-    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+    replay_report(&server.url, "mlp", trace, out)
 }
 
 /// Checks that the replay and the controller both account for every request, and that all completed.

@@ -209,3 +209,51 @@ pub fn run_recorded<P: Policy, S: Send>(
     let report = hyscale_sim::simulate(&f.scenario, &mut rec, arrivals(times_s), None).expect("simulation runs");
     (report, rec.log)
 }
+
+/// A running `hyscale serve`, killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hyscale serve --config CONFIG` on a free loopback port and waits for its address.
+pub fn start_server(config: &Path) -> Server {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyscale"))
+        .args(["serve", "--config", config.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hyscale serve starts");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("reads the address");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_string();
+    let addr = url.trim_start_matches("http://").to_string();
+    Server { child, url, addr }
+}
+
+/// Runs `hyscale replay` of `trace` against `url` for `model` and returns its JSON report.
+pub fn replay_report(url: &str, model: &str, trace: &str, out: &Path) -> serde_json::Value {
+    use std::process::{Command, Stdio};
+    let status = Command::new(env!("CARGO_BIN_EXE_hyscale"))
+        .args(["replay", "--trace", trace, "--endpoint", url, "--model", model, "--timeout-s", "20"])
+        .args(["--out", out.to_str().expect("utf-8 path")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("hyscale replay runs");
+    assert!(status.success());
+    serde_json::from_str(&std::fs::read_to_string(out).expect("report written")).expect("report is JSON")
+}

@@ -7,10 +7,14 @@
 //!
 //! | action | live operation |
 //! |---|---|
-//! | `Provision` | start workers in [`VmPool`]: load the model, wait out the provisioning delay, then serve |
+//! | `Provision` | start workers ([`VmProvider::provision`]); locally: load the model, wait out the provisioning delay, then serve |
 //! | `Release` / `ReleaseVms` | a provisioning worker is gone at once (its waiting requests re-routed); a ready one drains |
-//! | `ConfigureFunctions` | the local Lambda service's memory, keep-alive and pre-warm ([`Functions::configure`]) |
+//! | `ConfigureFunctions` | the function platform's memory, keep-alive and pre-warm ([`FunctionProvider::configure`]) |
 //! | `SetBatching` | the batching of the pool's workers that become ready from then on |
+//!
+//! The workers sit behind [`VmProvider`] and [`FunctionProvider`]: the local defaults are [`VmPool`] and
+//! [`Functions`]; with the `aws` feature and a `[cluster.aws]` table, EC2 instances and a deployed Lambda
+//! function (`super::aws`).
 //!
 //! An action that cannot be carried out is counted, with its reason, as the simulator counts it. Every
 //! request is routed by `policy.route`: `Vm(type)` to the least-loaded ready worker of the pool (a
@@ -37,10 +41,11 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::ClusterConfig;
-use super::functions::{FnFailure, Functions};
-use super::vm::{VmOutcome, VmPool, VmPoolConfig};
+use super::functions::Functions;
+use super::provider::{FnFailure, FunctionProvider, VmOutcome, VmProvider};
+use super::vm::{VmPool, VmPoolConfig};
 use crate::WallClock;
-use crate::batcher::{BatchError, BatchObserver};
+use crate::batcher::BatchObserver;
 use crate::engine::{Engine, EngineError, ModelMetadata, Tensor};
 use crate::lambda::{FunctionConfig, MODEL_PATH_ENV};
 use crate::server::metrics::{InstanceLabel, Metrics};
@@ -180,8 +185,8 @@ pub struct Controller {
     slo: Slo,
     policy: Mutex<Box<dyn Policy>>,
     policy_name: String,
-    vms: VmPool,
-    functions: Functions,
+    vms: Arc<dyn VmProvider>,
+    functions: Arc<dyn FunctionProvider>,
     metadata: ModelMetadata,
     stats: Mutex<Stats>,
     queue_limit: u32,
@@ -242,36 +247,10 @@ impl Controller {
         let policy = c.policies.build(&c.policy, &catalog)?;
         let policy_name = policy.name().to_string();
         let clock = WallClock::start();
-        let vms = VmPool::new(
-            VmPoolConfig {
-                engine: setup.engine,
-                model_path: setup.model_path.clone(),
-                provision,
-                spot_sold: catalog.vm_types.iter().map(|t| t.price_spot_per_h.is_some()).collect(),
-                queue_capacity: setup.queue_capacity,
-                observer,
-            },
-            clock,
-        );
-        let binary = match &c.function_binary {
-            Some(p) => setup.base.join(p),
-            None => std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(|d| d.join("hyscale-fn")))
-                .ok_or_else(|| bad("cannot find the running executable's folder for hyscale-fn".into()))?,
+        let (vms, functions) = match Self::aws_providers(&setup, &catalog, clock).await? {
+            Some(providers) => providers,
+            None => Self::local_providers(&setup, &catalog, clock, provision, observer).await?,
         };
-        let mut fc = FunctionConfig::new(
-            format!("{}-fn", catalog.model.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-")),
-            binary,
-        )
-        .with_env(MODEL_PATH_ENV, setup.model_path.to_string_lossy().into_owned())
-        .with_env("HYSCALE_ENGINE", setup.engine.name());
-        fc.max_sandboxes = c.function_max_sandboxes.min(catalog.functions.regional_concurrency).max(1);
-        fc.cold_start_delay = Nanos::from_millis_f64(c.function_cold_start_delay_ms);
-        fc.timeout = Nanos::from_secs_f64(c.function_timeout_s);
-        fc.bill_init = catalog.functions.bill_init;
-        let functions =
-            Functions::start(fc, catalog.functions.clone()).await.map_err(|e| bad(format!("functions: {e}")))?;
         let window = ArrivalWindow::new(scaled(c.arrival_window_s, c.time_scale).max(Nanos(1)), c.arrival_history);
         let tick = policy.control_interval().as_secs_f64() * c.time_scale;
         let controller = Arc::new(Controller {
@@ -309,6 +288,73 @@ impl Controller {
         tracing::info!(policy = %controller.policy_name, tick_s = controller.tick_every.as_secs_f64(), "cluster controller started");
         tokio::spawn(control_loop(Arc::downgrade(&controller)));
         Ok(controller)
+    }
+
+    /// The local defaults: [`VmPool`] workers and the local Lambda service running `hyscale-fn`.
+    async fn local_providers(
+        setup: &ClusterSetup,
+        catalog: &Catalog,
+        clock: WallClock,
+        provision: Vec<Duration>,
+        observer: Arc<dyn BatchObserver>,
+    ) -> Result<(Arc<dyn VmProvider>, Arc<dyn FunctionProvider>), ClusterError> {
+        let c = &setup.config;
+        let bad = |m: String| ClusterError::Config(m);
+        let vms = VmPool::new(
+            VmPoolConfig {
+                engine: setup.engine,
+                model_path: setup.model_path.clone(),
+                provision,
+                spot_sold: catalog.vm_types.iter().map(|t| t.price_spot_per_h.is_some()).collect(),
+                queue_capacity: setup.queue_capacity,
+                observer,
+            },
+            clock,
+        );
+        let binary = match &c.function_binary {
+            Some(p) => setup.base.join(p),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("hyscale-fn")))
+                .ok_or_else(|| bad("cannot find the running executable's folder for hyscale-fn".into()))?,
+        };
+        let mut fc = FunctionConfig::new(
+            format!("{}-fn", catalog.model.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-")),
+            binary,
+        )
+        .with_env(MODEL_PATH_ENV, setup.model_path.to_string_lossy().into_owned())
+        .with_env("HYSCALE_ENGINE", setup.engine.name());
+        fc.max_sandboxes = c.function_max_sandboxes.min(catalog.functions.regional_concurrency).max(1);
+        fc.cold_start_delay = Nanos::from_millis_f64(c.function_cold_start_delay_ms);
+        fc.timeout = Nanos::from_secs_f64(c.function_timeout_s);
+        fc.bill_init = catalog.functions.bill_init;
+        let functions =
+            Functions::start(fc, catalog.functions.clone()).await.map_err(|e| bad(format!("functions: {e}")))?;
+        Ok((Arc::new(vms), Arc::new(functions)))
+    }
+
+    /// The AWS adapters, when the configuration has a `[cluster.aws]` table (the `aws` feature).
+    #[cfg(feature = "aws")]
+    async fn aws_providers(
+        setup: &ClusterSetup,
+        catalog: &Arc<Catalog>,
+        clock: WallClock,
+    ) -> Result<Option<(Arc<dyn VmProvider>, Arc<dyn FunctionProvider>)>, ClusterError> {
+        let Some(aws) = &setup.config.aws else { return Ok(None) };
+        let (vms, functions) = super::aws::providers(&setup.config, aws, catalog, &setup.metadata, clock)
+            .await
+            .map_err(|e| ClusterError::Config(format!("aws: {e}")))?;
+        Ok(Some((vms, functions)))
+    }
+
+    /// Without the `aws` feature there are only the local defaults.
+    #[cfg(not(feature = "aws"))]
+    async fn aws_providers(
+        _setup: &ClusterSetup,
+        _catalog: &Arc<Catalog>,
+        _clock: WallClock,
+    ) -> Result<Option<(Arc<dyn VmProvider>, Arc<dyn FunctionProvider>)>, ClusterError> {
+        Ok(None)
     }
 
     fn lock_policy(&self) -> MutexGuard<'_, Box<dyn Policy>> {
@@ -480,23 +526,21 @@ impl Controller {
             attempt += 1;
             match route {
                 Route::Reject(r) => return Err(refuse(r, "the policy refused the re-routing")),
-                Route::Vm(t) => {
-                    let assignment = match self.vms.assign(t, self.queue_limit) {
-                        Ok(a) => a,
-                        Err(r) => return Err(refuse(r, "no VM worker to re-route to")),
-                    };
-                    let instance = assignment.instance;
-                    match assignment.run(inputs.clone()).await {
-                        VmOutcome::Done(Ok(out)) => return Ok((out, 0)),
-                        VmOutcome::Done(Err(BatchError::QueueFull { .. })) => {
-                            return Err(refuse(RejectReason::QueueFull, "worker queue full"));
-                        }
-                        VmOutcome::Done(Err(BatchError::Engine(e))) => return Err(LiveError::Engine(e)),
-                        VmOutcome::Done(Err(BatchError::Stopped { .. })) | VmOutcome::Lost => {
-                            last_failure = format!("VM worker {} went away", instance.0);
-                        }
+                Route::Vm(t) => match self.vms.dispatch(t, self.queue_limit, inputs.clone()).await {
+                    Err(r) => return Err(refuse(r, "no VM worker to re-route to")),
+                    Ok((_, VmOutcome::Done(out))) => return Ok((out, 0)),
+                    Ok((_, VmOutcome::QueueFull)) => {
+                        return Err(refuse(RejectReason::QueueFull, "worker queue full"));
                     }
-                }
+                    Ok((_, VmOutcome::Engine(e))) => return Err(LiveError::Engine(e)),
+                    Ok((instance, VmOutcome::Failed(why))) => {
+                        return Err(LiveError::Dropped(
+                            DropReason::WorkerFailed,
+                            format!("VM worker {}: {why}", instance.0),
+                        ));
+                    }
+                    Ok((_, VmOutcome::Lost(why))) => last_failure = why,
+                },
                 Route::Functions => match self.functions.invoke(&self.metadata, &inputs).await {
                     Ok(out) => return Ok((out, 1)),
                     Err(FnFailure::Throttled) => {

@@ -18,18 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hyscale_policies::{FunctionPlatform, FunctionSettings, FunctionView, Nanos};
 
+pub use super::provider::FnFailure;
+use super::provider::{BoxFuture, FunctionProvider};
 use crate::engine::{ModelMetadata, Tensor};
 use crate::lambda::payload::{self, InferEvent, InferResult};
 use crate::lambda::{FunctionConfig, FunctionService, LambdaError};
-
-/// Why a function invocation gave no outputs.
-#[derive(Debug)]
-pub enum FnFailure {
-    /// The concurrency cap refused it (AWS's 429).
-    Throttled,
-    /// The sandbox failed (function error, death, timeout) or the service refused it; worth another route.
-    Failed(String),
-}
 
 struct State {
     service: FunctionService,
@@ -67,58 +60,63 @@ impl Functions {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+/// The local default: the local Lambda service (see the module documentation).
+impl FunctionProvider for Functions {
     /// The settings now.
-    pub fn settings(&self) -> FunctionSettings {
+    fn settings(&self) -> FunctionSettings {
         self.lock().settings
     }
 
     /// Applies a `ConfigureFunctions` action; see the module documentation.
-    pub async fn configure(
+    fn configure(
         &self,
         memory_mb: Option<u32>,
         concurrency: Option<u32>,
         keep_alive: Option<Nanos>,
         prewarm: Option<u32>,
-    ) -> Result<(), String> {
-        let old = self.settings();
-        let memory = memory_mb.unwrap_or(old.memory_mb);
-        let wanted_concurrency = concurrency.unwrap_or(old.concurrency);
-        self.platform.check_settings(memory, 1).map_err(|e| format!("configure functions: {e}"))?;
-        let keep = keep_alive.unwrap_or(old.keep_alive);
-        if memory != old.memory_mb || keep != old.keep_alive {
-            let mut config = self.base.clone();
-            config.memory_mb = memory;
-            config.keep_alive = keep;
-            let fresh = FunctionService::start(config).await.map_err(|e| format!("configure functions: {e}"))?;
-            let mut st = self.lock();
-            let old_service = std::mem::replace(&mut st.service, fresh);
-            old_service.shutdown();
-            st.retired.push(old_service);
-        }
-        {
-            let mut st = self.lock();
-            st.settings.memory_mb = memory;
-            st.settings.keep_alive = keep;
-            st.settings.prewarm = prewarm.unwrap_or(old.prewarm);
-        }
-        self.top_up_prewarm();
-        if wanted_concurrency != 1 {
-            return Err(
-                "configure functions: concurrency above 1 is not supported by the local Lambda service (kept at 1)"
-                    .into(),
-            );
-        }
-        Ok(())
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let old = self.settings();
+            let memory = memory_mb.unwrap_or(old.memory_mb);
+            let wanted_concurrency = concurrency.unwrap_or(old.concurrency);
+            self.platform.check_settings(memory, 1).map_err(|e| format!("configure functions: {e}"))?;
+            let keep = keep_alive.unwrap_or(old.keep_alive);
+            if memory != old.memory_mb || keep != old.keep_alive {
+                let mut config = self.base.clone();
+                config.memory_mb = memory;
+                config.keep_alive = keep;
+                let fresh = FunctionService::start(config).await.map_err(|e| format!("configure functions: {e}"))?;
+                let mut st = self.lock();
+                let old_service = std::mem::replace(&mut st.service, fresh);
+                old_service.shutdown();
+                st.retired.push(old_service);
+            }
+            {
+                let mut st = self.lock();
+                st.settings.memory_mb = memory;
+                st.settings.keep_alive = keep;
+                st.settings.prewarm = prewarm.unwrap_or(old.prewarm);
+            }
+            self.top_up_prewarm();
+            if wanted_concurrency != 1 {
+                return Err(
+                    "configure functions: concurrency above 1 is not supported by the local Lambda service (kept at 1)"
+                        .into(),
+                );
+            }
+            Ok(())
+        })
     }
 
     /// Records the function pool's batching (see the module documentation).
-    pub fn set_batching(&self, rule: hyscale_policies::BatchRule) {
+    fn set_batching(&self, rule: hyscale_policies::BatchRule) {
         self.lock().settings.batching = rule;
     }
 
     /// Starts sandboxes in the background until the pre-warm target is alive.
-    pub fn top_up_prewarm(&self) {
+    fn top_up_prewarm(&self) {
         let (service, target) = {
             let st = self.lock();
             (st.service.clone(), st.settings.prewarm)
@@ -133,45 +131,29 @@ impl Functions {
     }
 
     /// Runs one request in a sandbox: the inputs named after the model's, as `hyscale-fn` takes them.
-    pub async fn invoke(&self, metadata: &ModelMetadata, inputs: &[Tensor]) -> Result<Vec<Tensor>, FnFailure> {
-        let event = InferEvent {
-            inputs: metadata
-                .inputs
-                .iter()
-                .zip(inputs)
-                .map(|(info, t)| payload::Tensor::fp32(info.name.clone(), t.shape.clone(), t.data.clone()))
-                .collect(),
-            sleep_ms: 0,
-        };
-        let body = serde_json::to_vec(&event).map_err(|e| FnFailure::Failed(format!("encoding the event: {e}")))?;
-        let service = self.lock().service.clone();
-        let outcome = match service.invoke(body).await {
-            Ok(outcome) => outcome,
-            Err(LambdaError::Throttled { .. }) => return Err(FnFailure::Throttled),
-            Err(e) => return Err(FnFailure::Failed(e.to_string())),
-        };
-        let bytes = outcome.result.map_err(|e| FnFailure::Failed(e.to_string()))?;
-        let result: InferResult =
-            serde_json::from_slice(&bytes).map_err(|e| FnFailure::Failed(format!("function answer: {e}")))?;
-        // Outputs in the model's order, matched by name.
-        metadata
-            .outputs
-            .iter()
-            .map(|info| {
-                let t = result
-                    .outputs
-                    .iter()
-                    .find(|t| t.name == info.name)
-                    .ok_or_else(|| FnFailure::Failed(format!("function answer lacks output '{}'", info.name)))?;
-                Tensor::new(t.shape.clone(), t.data.clone())
-                    .ok_or_else(|| FnFailure::Failed(format!("output '{}' does not match its shape", info.name)))
-            })
-            .collect()
+    fn invoke<'a>(
+        &'a self,
+        metadata: &'a ModelMetadata,
+        inputs: &'a [Tensor],
+    ) -> BoxFuture<'a, Result<Vec<Tensor>, FnFailure>> {
+        Box::pin(async move {
+            let body = encode_event(metadata, inputs).map_err(FnFailure::Failed)?;
+            let service = self.lock().service.clone();
+            let outcome = match service.invoke(body).await {
+                Ok(outcome) => outcome,
+                Err(LambdaError::Throttled { .. }) => return Err(FnFailure::Throttled),
+                Err(e) => return Err(FnFailure::Failed(e.to_string())),
+            };
+            let bytes = outcome.result.map_err(|e| FnFailure::Failed(e.to_string()))?;
+            let result: InferResult =
+                serde_json::from_slice(&bytes).map_err(|e| FnFailure::Failed(format!("function answer: {e}")))?;
+            decode_outputs(metadata, &result.outputs).map_err(FnFailure::Failed)
+        })
     }
 
     /// The platform as the view shows it: settings, sandboxes by state (retired services' included),
     /// requests in flight and the totals.
-    pub fn view(&self) -> FunctionView {
+    fn view(&self) -> FunctionView {
         let mut st = self.lock();
         let mut retired_cold = st.retired_cold_starts;
         let mut retired_throttled = st.retired_throttled;
@@ -210,13 +192,45 @@ impl Functions {
     }
 
     /// Shuts every service down.
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         let st = self.lock();
         st.service.shutdown();
         for s in &st.retired {
             s.shutdown();
         }
     }
+}
+
+/// The event `hyscale-fn` takes (and the body of an Open Inference Protocol infer request): the inputs
+/// named after the model's, in its order.
+pub fn encode_event(metadata: &ModelMetadata, inputs: &[Tensor]) -> Result<Vec<u8>, String> {
+    let event = InferEvent {
+        inputs: metadata
+            .inputs
+            .iter()
+            .zip(inputs)
+            .map(|(info, t)| payload::Tensor::fp32(info.name.clone(), t.shape.clone(), t.data.clone()))
+            .collect(),
+        sleep_ms: 0,
+    };
+    serde_json::to_vec(&event).map_err(|e| format!("encoding the event: {e}"))
+}
+
+/// The model's outputs in its order, matched by name among `outputs` (a function's answer or an Open
+/// Inference Protocol infer response); `Err` names the output missing or malformed.
+pub fn decode_outputs(metadata: &ModelMetadata, outputs: &[payload::Tensor]) -> Result<Vec<Tensor>, String> {
+    metadata
+        .outputs
+        .iter()
+        .map(|info| {
+            let t = outputs
+                .iter()
+                .find(|t| t.name == info.name)
+                .ok_or_else(|| format!("function answer lacks output '{}'", info.name))?;
+            Tensor::new(t.shape.clone(), t.data.clone())
+                .ok_or_else(|| format!("output '{}' does not match its shape", info.name))
+        })
+        .collect()
 }
 
 /// Shares one platform between the controller's tasks.

@@ -4,7 +4,9 @@
 //! When a live configuration has a `[cluster]` table (documented in `live/README.md`), `hyscale serve`
 //! sends the named model's requests through a [`Controller`] instead of a single batcher: on wall-clock
 //! ticks it builds the same [`hyscale_policies::View`] the simulator builds, calls the policy, and executes
-//! its actions on [`vm::VmPool`] and [`functions::Functions`]; each request is routed by the policy.
+//! its actions on a [`provider::VmProvider`] and a [`provider::FunctionProvider`] (locally [`vm::VmPool`]
+//! and [`functions::Functions`]; with the `aws` feature, EC2 instances and a deployed Lambda function);
+//! each request is routed by the policy.
 //!
 //! **Time scale.** A real VM takes tens of seconds to a few minutes to provision and a policy's control
 //! interval is a minute; `time_scale` (default 1) compresses these slow processes for a local run: the
@@ -13,8 +15,11 @@
 //! are multiplied by it. Request latencies, request rates and function cold starts are never scaled: they
 //! are real. The catalog a policy sees carries the provisioning delays actually in force.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod controller;
 pub mod functions;
+pub mod provider;
 pub mod vm;
 
 use std::collections::BTreeMap;
@@ -71,6 +76,11 @@ pub struct ClusterConfig {
     /// Spot interruption notice, seconds before scaling (AWS: 120).
     #[serde(default = "notice")]
     pub spot_notice_s: f64,
+    /// `[cluster.aws]`: run the cluster on AWS (EC2 workers, a deployed Lambda function) instead of the
+    /// local defaults. Only with the `aws` feature; without it the table is refused as an unknown field.
+    #[cfg(feature = "aws")]
+    #[serde(default)]
+    pub aws: Option<aws::AwsConfig>,
 }
 
 /// `[cluster.slo]`: MArk's 200 ms / 98% unless set.

@@ -1,4 +1,4 @@
-//! The VM-like pool: long-lived local workers, one engine [`Session`] behind one [`Batcher`] each.
+//! The VM-like pool: long-lived local workers, one engine [`Session`](crate::engine::Session) behind one [`Batcher`] each.
 //!
 //! A worker goes **provisioning → ready → draining → gone**, as a VM does in the simulator
 //! (`hyscale_policies::VmState`). Provisioning loads the model and then waits out the rest of the type's
@@ -6,7 +6,7 @@
 //! of its type would. Requests may be assigned to a provisioning worker (only when the pool has no ready
 //! one, as in the simulator); they wait for it. Releasing a provisioning worker makes it gone at once and
 //! its waiting requests are routed again; releasing a ready one makes it drain: it takes no new requests,
-//! finishes those it holds, then is gone. A spot interruption ([`VmPool::interrupt`]) marks the worker with
+//! finishes those it holds, then is gone. A spot interruption ([`VmProvider::interrupt`]) marks the worker with
 //! its deadline; at the deadline it is taken, and every request it still holds (queued, or in a batch whose
 //! result is then discarded) is routed again by the caller, so no request is lost with it.
 //!
@@ -25,6 +25,7 @@ use hyscale_policies::{
 };
 use tokio::sync::watch;
 
+use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider};
 use crate::WallClock;
 use crate::batcher::{BatchError, BatchObserver, Batcher, BatcherConfig};
 use crate::engine::{Engine, Tensor};
@@ -111,17 +112,6 @@ pub struct VmPool {
     shared: Arc<Shared>,
 }
 
-/// Counters of a pool since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VmPoolCounters {
-    /// Workers launched.
-    pub launched: u64,
-    /// Workers taken by a spot interruption.
-    pub spot_interruptions: u64,
-    /// Workers whose model failed to load (gone at once).
-    pub load_failures: u64,
-}
-
 /// A request's claim on one worker: holds its place in the worker's outstanding count until dropped.
 pub struct Assignment {
     /// The worker.
@@ -136,31 +126,29 @@ impl Drop for Assignment {
     }
 }
 
-/// What became of a request on a worker.
-pub enum VmOutcome {
-    /// The worker's batcher answered.
-    Done(Result<Vec<Tensor>, BatchError>),
-    /// The worker went away (released while provisioning, failed to load, or interrupted) first.
-    Lost,
-}
-
 impl Assignment {
     /// Runs `inputs` on the worker, waiting for it to become ready if it is provisioning.
     pub async fn run(mut self, inputs: Vec<Tensor>) -> VmOutcome {
+        let lost = |id: InstanceId| VmOutcome::Lost(format!("VM worker {} went away", id.0));
         loop {
             let phase = self.phase.borrow_and_update().clone();
             match phase {
                 Phase::Provisioning => {
                     if self.phase.changed().await.is_err() {
-                        return VmOutcome::Lost;
+                        return lost(self.instance);
                     }
                 }
-                Phase::Gone => return VmOutcome::Lost,
+                Phase::Gone => return lost(self.instance),
                 Phase::Serving(batcher) => {
                     let gone = wait_gone(self.phase.clone());
                     return tokio::select! {
-                        result = batcher.infer(inputs) => VmOutcome::Done(result),
-                        () = gone => VmOutcome::Lost,
+                        result = batcher.infer(inputs) => match result {
+                            Ok(out) => VmOutcome::Done(out),
+                            Err(BatchError::QueueFull { .. }) => VmOutcome::QueueFull,
+                            Err(BatchError::Engine(e)) => VmOutcome::Engine(e),
+                            Err(BatchError::Stopped { .. }) => lost(self.instance),
+                        },
+                        () = gone => lost(self.instance),
                     };
                 }
             }
@@ -199,8 +187,30 @@ impl VmPool {
         }
     }
 
+    /// Claims the least-loaded ready worker of `vm_type`, or, when none is ready, the least-loaded
+    /// provisioning one (as the simulator queues at a provisioning VM). Refuses with `NoVmCapacity` when the
+    /// pool has no accepting worker, and `QueueFull` when the chosen one holds `queue_limit` requests.
+    pub fn assign(&self, vm_type: VmTypeId, queue_limit: u32) -> Result<Assignment, RejectReason> {
+        let st = lock(&self.shared.state);
+        let pick = |state: VmState| {
+            st.workers
+                .iter()
+                .filter(|(_, w)| w.vm_type == vm_type && w.state == state)
+                .min_by_key(|(id, w)| (w.outstanding.load(Ordering::Relaxed), **id))
+        };
+        let (id, w) = pick(VmState::Ready).or_else(|| pick(VmState::Provisioning)).ok_or(RejectReason::NoVmCapacity)?;
+        if w.outstanding.load(Ordering::Relaxed) >= queue_limit {
+            return Err(RejectReason::QueueFull);
+        }
+        w.outstanding.fetch_add(1, Ordering::Relaxed);
+        Ok(Assignment { instance: *id, phase: w.phase.subscribe(), outstanding: Arc::clone(&w.outstanding) })
+    }
+}
+
+/// The local default: workers on this machine (see the module documentation).
+impl VmProvider for VmPool {
     /// Launches `count` workers of `vm_type`; each loads the model and is ready after its type's delay.
-    pub fn provision(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
+    fn provision(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
         self.check_type(vm_type)?;
         if market == Market::Spot && !self.shared.config.spot_sold[vm_type.0 as usize] {
             return Err("provision: type not sold on the spot market".into());
@@ -232,7 +242,7 @@ impl VmPool {
     }
 
     /// Releases one worker: a provisioning one is gone at once, a ready one drains.
-    pub fn release(&self, id: InstanceId) -> Result<(), String> {
+    fn release(&self, id: InstanceId) -> Result<(), String> {
         let mut st = lock(&self.shared.state);
         let Some(w) = st.workers.get_mut(&id) else {
             return Err("release: no such live instance".into());
@@ -255,7 +265,7 @@ impl VmPool {
 
     /// Releases `count` workers of a type and market: provisioning ones first (newest first), then ready
     /// ones with the least work (newest first on ties), as the simulator chooses.
-    pub fn release_vms(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
+    fn release_vms(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
         self.check_type(vm_type)?;
         let victims: Vec<InstanceId> = {
             let st = lock(&self.shared.state);
@@ -287,7 +297,7 @@ impl VmPool {
     }
 
     /// Sets the batching of `vm_type`'s workers that become ready from now on.
-    pub fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
+    fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
         self.check_type(vm_type)?;
         lock(&self.shared.state).batching[vm_type.0 as usize] = BatchRule::new(rule.max_batch, rule.max_wait);
         Ok(())
@@ -295,7 +305,7 @@ impl VmPool {
 
     /// Delivers a spot interruption notice to worker `id`: it will be taken `notice` (wall clock) from now.
     /// Returns the notice (for the policy's `on_spot_notice`). The worker keeps serving until then.
-    pub fn interrupt(&self, id: InstanceId, notice: Nanos) -> Result<SpotNotice, String> {
+    fn interrupt(&self, id: InstanceId, notice: Nanos) -> Result<SpotNotice, String> {
         let mut st = lock(&self.shared.state);
         let deadline = self.shared.clock.now().saturating_add(notice);
         let w = st.workers.get_mut(&id).ok_or_else(|| format!("no live instance {}", id.0))?;
@@ -319,27 +329,8 @@ impl VmPool {
         Ok(n)
     }
 
-    /// Claims the least-loaded ready worker of `vm_type`, or, when none is ready, the least-loaded
-    /// provisioning one (as the simulator queues at a provisioning VM). Refuses with `NoVmCapacity` when the
-    /// pool has no accepting worker, and `QueueFull` when the chosen one holds `queue_limit` requests.
-    pub fn assign(&self, vm_type: VmTypeId, queue_limit: u32) -> Result<Assignment, RejectReason> {
-        let st = lock(&self.shared.state);
-        let pick = |state: VmState| {
-            st.workers
-                .iter()
-                .filter(|(_, w)| w.vm_type == vm_type && w.state == state)
-                .min_by_key(|(id, w)| (w.outstanding.load(Ordering::Relaxed), **id))
-        };
-        let (id, w) = pick(VmState::Ready).or_else(|| pick(VmState::Provisioning)).ok_or(RejectReason::NoVmCapacity)?;
-        if w.outstanding.load(Ordering::Relaxed) >= queue_limit {
-            return Err(RejectReason::QueueFull);
-        }
-        w.outstanding.fetch_add(1, Ordering::Relaxed);
-        Ok(Assignment { instance: *id, phase: w.phase.subscribe(), outstanding: Arc::clone(&w.outstanding) })
-    }
-
     /// Writes the pools, live instances and notices into `view` (whose pools are indexed like the catalog).
-    pub fn fill_view(&self, view: &mut View) {
+    fn fill_view(&self, view: &mut View) {
         let st = lock(&self.shared.state);
         for (pool, rule) in view.pools.iter_mut().zip(&st.batching) {
             pool.provisioning = MarketCounts::default();
@@ -377,29 +368,39 @@ impl VmPool {
     }
 
     /// Workers by state: (provisioning, ready, draining).
-    pub fn state_counts(&self) -> (u32, u32, u32) {
+    fn state_counts(&self) -> (u32, u32, u32) {
         let st = lock(&self.shared.state);
         let n = |s| st.workers.values().filter(|w| w.state == s).count() as u32;
         (n(VmState::Provisioning), n(VmState::Ready), n(VmState::Draining))
     }
 
     /// Counters since the pool started.
-    pub fn counters(&self) -> VmPoolCounters {
+    fn counters(&self) -> VmCounters {
         let st = lock(&self.shared.state);
-        VmPoolCounters {
-            launched: st.launched,
-            spot_interruptions: st.spot_interruptions,
-            load_failures: st.load_failures,
-        }
+        VmCounters { launched: st.launched, spot_interruptions: st.spot_interruptions, load_failures: st.load_failures }
     }
 
     /// Takes every worker away at once (shutdown); requests they hold are answered as lost.
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         let mut st = lock(&self.shared.state);
         let ids: Vec<InstanceId> = st.workers.keys().copied().collect();
         for id in ids {
             remove(&mut st, id);
         }
+    }
+
+    fn dispatch(
+        &self,
+        vm_type: VmTypeId,
+        queue_limit: u32,
+        inputs: Vec<Tensor>,
+    ) -> BoxFuture<'_, Result<(InstanceId, VmOutcome), RejectReason>> {
+        // The claim is taken when the future is first polled, which the controller does at once.
+        Box::pin(async move {
+            let assignment = self.assign(vm_type, queue_limit)?;
+            let instance = assignment.instance;
+            Ok((instance, assignment.run(inputs).await))
+        })
     }
 }
 
