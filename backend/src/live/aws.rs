@@ -16,8 +16,8 @@
 //!   terminates a provisioning instance at once and a ready one after it has answered what it holds.
 //!   Left out: spot interruption notices (the instance metadata's `spot/instance-action` is not read,
 //!   and `interrupt` is refused), `SetBatching` (the instance's batching is its own `hyscale serve`
-//!   configuration: the rule is shown in the view and the action counted as refused), and Auto Scaling
-//!   groups (instances are launched one by one).
+//!   configuration: the rule is shown in the view and the action counted as refused). Auto Scaling groups
+//!   are the other [`Fleet`], `super::aws_asg`: only how instances come and go differs.
 //! - **Lambda.** `Invoke` of the function (and qualifier, when set) with the JSON event the local sandboxes
 //!   get ([`crate::lambda::payload`]); `TooManyRequestsException` is a throttle. `ConfigureFunctions`:
 //!   memory → `UpdateFunctionConfiguration` (memory and timeout); pre-warm →
@@ -40,7 +40,6 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_lambda::error::DisplayErrorContext as LambdaErr;
 use aws_sdk_lambda::primitives::Blob;
-use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
     BatchRule, Catalog, Clock, FunctionPlatform, FunctionSettings, FunctionView, InstanceId, Market, Nanos,
     RejectReason, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
@@ -50,7 +49,9 @@ use tokio::sync::watch;
 
 use super::ClusterConfig;
 use super::functions::{decode_outputs, encode_event};
-use super::provider::{BoxFuture, FnFailure, FunctionProvider, VmCounters, VmOutcome, VmProvider};
+use super::provider::{
+    BoxFuture, FnFailure, FunctionProvider, VmCounters, VmOutcome, VmProvider, push_instance, reset_pools,
+};
 use crate::WallClock;
 use crate::engine::{ModelMetadata, Tensor};
 use crate::lambda::payload::{self, InferResult};
@@ -66,8 +67,16 @@ pub struct AwsConfig {
     /// The alias or version invoked and pre-warmed (provisioned concurrency needs one); default `$LATEST`,
     /// which cannot be pre-warmed.
     pub function_qualifier: Option<String>,
-    /// The launch template VM workers start from: an id (`lt-...`) or a name.
+    /// How VM workers are started: `"ec2"` (default, one `RunInstances` each) or `"asg"` (the Auto
+    /// Scaling groups of [`AwsConfig::asg`]; see `super::aws_asg`).
+    #[serde(default)]
+    pub vm_provider: VmProviderKind,
+    /// The launch template VM workers start from: an id (`lt-...`) or a name (needed with `"ec2"`).
+    #[serde(default)]
     pub launch_template: String,
+    /// The Auto Scaling group of each catalog VM type, by the type's name (with `vm_provider = "asg"`).
+    #[serde(default)]
+    pub asg: BTreeMap<String, String>,
     /// The subnet instances launch in (default: the launch template's).
     pub subnet: Option<String>,
     /// The port `hyscale serve` listens on inside each instance.
@@ -78,6 +87,17 @@ pub struct AwsConfig {
     pub poll_s: f64,
 }
 
+/// `[cluster.aws] vm_provider`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VmProviderKind {
+    /// [`Ec2Vms`]: one `RunInstances` per worker.
+    #[default]
+    Ec2,
+    /// `super::aws_asg::AsgVms`: one Auto Scaling group per VM type.
+    Asg,
+}
+
 fn port() -> u16 {
     8000
 }
@@ -85,15 +105,14 @@ fn poll() -> f64 {
     2.0
 }
 
-/// Builds both adapters from the SDK's default credential chain and `aws` (the `[cluster.aws]` table of
-/// `config`).
-pub async fn providers(
+/// The SDK configuration (the default credential chain, `aws.region` when set), the shared part of the
+/// VM adapter's setup and the Lambda adapter, from `aws` (the `[cluster.aws]` table of `config`).
+pub async fn setup(
     config: &ClusterConfig,
     aws: &AwsConfig,
     catalog: &Catalog,
     metadata: &ModelMetadata,
-    clock: WallClock,
-) -> Result<(Arc<dyn VmProvider>, Arc<dyn FunctionProvider>), String> {
+) -> Result<(aws_config::SdkConfig, Ec2Setup, Arc<dyn FunctionProvider>), String> {
     if !(aws.poll_s.is_finite() && aws.poll_s > 0.0) {
         return Err(format!("poll_s must be positive, got {}", aws.poll_s));
     }
@@ -103,17 +122,13 @@ pub async fn providers(
     }
     let sdk = loader.load().await;
     let http = reqwest::Client::builder().build().map_err(|e| format!("HTTP client: {e}"))?;
-    let vms = Ec2Vms::new(
-        Ec2Setup {
-            ec2: aws_sdk_ec2::Client::new(&sdk),
-            http,
-            config: aws.clone(),
-            model: config.model.clone(),
-            metadata: metadata.clone(),
-        },
-        catalog,
-        clock,
-    );
+    let vms = Ec2Setup {
+        ec2: aws_sdk_ec2::Client::new(&sdk),
+        http,
+        config: aws.clone(),
+        model: config.model.clone(),
+        metadata: metadata.clone(),
+    };
     let functions = AwsLambdaFunctions::new(
         aws_sdk_lambda::Client::new(&sdk),
         aws.function_name.clone(),
@@ -121,7 +136,7 @@ pub async fn providers(
         catalog.functions.clone(),
         config.function_timeout_s,
     );
-    Ok((Arc::new(vms), Arc::new(functions)))
+    Ok((sdk, vms, Arc::new(functions)))
 }
 
 /// The URL of a model's infer endpoint on a worker.
@@ -162,48 +177,78 @@ pub fn classify_answer(metadata: &ModelMetadata, status: u16, body: &[u8]) -> Vm
 
 /// Where a worker is: what a request waiting on it needs to know.
 #[derive(Clone, PartialEq)]
-enum Phase {
+pub(super) enum Phase {
     Provisioning,
     /// Serving at this private address.
     Serving(String),
     Gone,
 }
 
-struct Ec2Worker {
-    vm_type: VmTypeId,
+pub(super) struct Ec2Worker {
+    pub(super) vm_type: VmTypeId,
     market: Market,
     launched_at: Nanos,
-    state: VmState,
-    /// The EC2 instance id, once `RunInstances` has answered.
-    ec2_id: Option<String>,
+    pub(super) state: VmState,
+    /// The EC2 instance id, once `RunInstances` has answered (or, in an Auto Scaling group, once the
+    /// group's instance is assigned to the worker).
+    pub(super) ec2_id: Option<String>,
     phase: watch::Sender<Phase>,
     outstanding: Arc<AtomicU32>,
 }
 
 #[derive(Default)]
-struct Ec2State {
-    workers: BTreeMap<InstanceId, Ec2Worker>,
+pub(super) struct Ec2State {
+    pub(super) workers: BTreeMap<InstanceId, Ec2Worker>,
     next_id: u64,
     batching: Vec<BatchRule>,
     launched: u64,
     spot_interruptions: u64,
-    load_failures: u64,
+    pub(super) load_failures: u64,
 }
 
-/// VM workers as EC2 instances running `hyscale serve` (see the module documentation). Cheap to clone.
-#[derive(Clone)]
-pub struct Ec2Vms {
-    inner: Arc<Inner>,
+/// How a [`CloudVms`] starts and stops its workers' instances: [`Ec2Fleet`] (one `RunInstances` each) or
+/// `super::aws_asg::AsgFleet` (Auto Scaling groups). Everything else (the workers' states, readiness,
+/// dispatch, draining, the view) is shared.
+pub trait Fleet: Send + Sync + Sized + 'static {
+    /// Whether workers of `vm_type` (its instance type `type_name`) can be provisioned on `market`.
+    fn check(&self, vm_type: VmTypeId, type_name: &str, market: Market) -> Result<(), String>;
+
+    /// Starts instances for the provisioning workers `ids` of `vm_type` on `market`, just added; a worker
+    /// whose instance cannot be started is removed (a load failure).
+    fn launch(inner: &Arc<Inner<Self>>, ids: Vec<InstanceId>, vm_type: VmTypeId, market: Market);
+
+    /// Stops a removed worker's instance: `Some(instance id)` once known, `None` while none is assigned.
+    fn stop(inner: &Inner<Self>, vm_type: VmTypeId, instance: Option<String>);
+
+    /// Work done before each poll of the instances' EC2 states (assigning new instances to workers).
+    fn refresh(inner: &Inner<Self>) -> BoxFuture<'_, ()>;
 }
 
-struct Inner {
-    ec2: aws_sdk_ec2::Client,
+/// VM workers as cloud instances running `hyscale serve` (see the module documentation), started by the
+/// fleet `F`. Cheap to clone.
+pub struct CloudVms<F: Fleet> {
+    inner: Arc<Inner<F>>,
+}
+
+impl<F: Fleet> Clone for CloudVms<F> {
+    fn clone(&self) -> Self {
+        CloudVms { inner: Arc::clone(&self.inner) }
+    }
+}
+
+/// VM workers as EC2 instances launched one by one.
+pub type Ec2Vms = CloudVms<Ec2Fleet>;
+
+/// The state shared by a [`CloudVms`] and its background tasks.
+pub struct Inner<F> {
+    pub(super) fleet: F,
+    pub(super) ec2: aws_sdk_ec2::Client,
     http: reqwest::Client,
-    config: AwsConfig,
+    pub(super) config: AwsConfig,
     model: String,
     metadata: ModelMetadata,
     /// Instance type name per VM type (the catalog's names).
-    type_names: Vec<String>,
+    pub(super) type_names: Vec<String>,
     spot_sold: Vec<bool>,
     clock: WallClock,
     state: Mutex<Ec2State>,
@@ -226,10 +271,22 @@ pub struct Ec2Setup {
 impl Ec2Vms {
     /// The adapter for the catalog's VM types, with its state poller running on the current tokio runtime
     /// until the adapter is dropped.
-    pub fn new(setup: Ec2Setup, catalog: &Catalog, clock: WallClock) -> Ec2Vms {
+    pub fn new(setup: Ec2Setup, catalog: &Catalog, clock: WallClock) -> Result<Ec2Vms, String> {
+        if setup.config.launch_template.is_empty() {
+            return Err("launch_template is needed with vm_provider = \"ec2\"".into());
+        }
+        Ok(CloudVms::with_fleet(Ec2Fleet, setup, catalog, clock))
+    }
+}
+
+impl<F: Fleet> CloudVms<F> {
+    /// The adapter for the catalog's VM types on `fleet`, with its state poller running on the current
+    /// tokio runtime until the adapter is dropped.
+    pub fn with_fleet(fleet: F, setup: Ec2Setup, catalog: &Catalog, clock: WallClock) -> CloudVms<F> {
         let Ec2Setup { ec2, http, config, model, metadata } = setup;
         let state = Ec2State { batching: vec![BatchRule::NONE; catalog.vm_types.len()], ..Ec2State::default() };
         let inner = Arc::new(Inner {
+            fleet,
             ec2,
             http,
             config,
@@ -241,12 +298,12 @@ impl Ec2Vms {
             state: Mutex::new(state),
         });
         tokio::spawn(poll_loop(Arc::downgrade(&inner)));
-        Ec2Vms { inner }
+        CloudVms { inner }
     }
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Ec2State> {
+impl<F: Fleet> Inner<F> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Ec2State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -254,22 +311,31 @@ impl Inner {
         if (vm_type.0 as usize) < self.type_names.len() { Ok(()) } else { Err(format!("no VM type {}", vm_type.0)) }
     }
 
-    /// Forgets a worker (it is gone: whoever waits on it routes again) and terminates its instance.
-    fn remove(&self, st: &mut Ec2State, id: InstanceId) {
-        if let Some(w) = st.workers.remove(&id) {
-            w.phase.send_replace(Phase::Gone);
-            if let Some(ec2_id) = w.ec2_id {
-                self.terminate(vec![ec2_id]);
-            }
+    /// Forgets a worker (it is gone: whoever waits on it routes again) and stops its instance.
+    pub(super) fn remove(&self, st: &mut Ec2State, id: InstanceId) {
+        if let Some(w) = self.forget(st, id) {
+            F::stop(self, w.vm_type, w.ec2_id);
         }
     }
 
+    /// Forgets a worker whose instance is already going away (whoever waits on it routes again).
+    pub(super) fn forget(&self, st: &mut Ec2State, id: InstanceId) -> Option<Ec2Worker> {
+        let w = st.workers.remove(&id)?;
+        w.phase.send_replace(Phase::Gone);
+        Some(w)
+    }
+}
+
+/// The [`Fleet`] that launches each worker with its own `RunInstances` from the launch template.
+pub struct Ec2Fleet;
+
+impl Ec2Fleet {
     /// `TerminateInstances` in the background (failures logged).
-    fn terminate(&self, ids: Vec<String>) {
+    fn terminate(inner: &Inner<Self>, ids: Vec<String>) {
         if ids.is_empty() {
             return;
         }
-        let ec2 = self.ec2.clone();
+        let ec2 = inner.ec2.clone();
         tokio::spawn(async move {
             if let Err(e) = ec2.terminate_instances().set_instance_ids(Some(ids.clone())).send().await {
                 tracing::error!(?ids, error = %Ec2Err(&e), "terminating EC2 instances failed; terminate them by hand");
@@ -277,26 +343,26 @@ impl Inner {
         });
     }
 
-    async fn launch(self: Arc<Inner>, id: InstanceId, vm_type: VmTypeId, market: Market) {
-        let template = if self.config.launch_template.starts_with("lt-") {
-            LaunchTemplateSpecification::builder().launch_template_id(&self.config.launch_template)
+    async fn launch_one(inner: Arc<Inner<Self>>, id: InstanceId, vm_type: VmTypeId, market: Market) {
+        let template = if inner.config.launch_template.starts_with("lt-") {
+            LaunchTemplateSpecification::builder().launch_template_id(&inner.config.launch_template)
         } else {
-            LaunchTemplateSpecification::builder().launch_template_name(&self.config.launch_template)
+            LaunchTemplateSpecification::builder().launch_template_name(&inner.config.launch_template)
         };
-        let mut run = self
+        let mut run = inner
             .ec2
             .run_instances()
             .launch_template(template.build())
-            .instance_type(InstanceType::from(self.type_names[vm_type.0 as usize].as_str()))
+            .instance_type(InstanceType::from(inner.type_names[vm_type.0 as usize].as_str()))
             .min_count(1)
             .max_count(1)
-            .set_subnet_id(self.config.subnet.clone());
+            .set_subnet_id(inner.config.subnet.clone());
         if market == Market::Spot {
             run = run
                 .instance_market_options(InstanceMarketOptionsRequest::builder().market_type(MarketType::Spot).build());
         }
         let answer = run.send().await;
-        let mut st = self.lock();
+        let mut st = inner.lock();
         match answer {
             Ok(out) => {
                 let ec2_id = out.instances().first().and_then(|i| i.instance_id()).map(str::to_owned);
@@ -306,24 +372,49 @@ impl Inner {
                         w.ec2_id = Some(ec2_id);
                     }
                     // Released while launching: the instance is not wanted.
-                    (None, Some(ec2_id)) => self.terminate(vec![ec2_id]),
+                    (None, Some(ec2_id)) => Ec2Fleet::terminate(&inner, vec![ec2_id]),
                     (_, None) => {
                         tracing::error!(instance = id.0, "RunInstances answered no instance");
                         st.load_failures += 1;
-                        self.remove(&mut st, id);
+                        inner.remove(&mut st, id);
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(instance = id.0, error = %Ec2Err(&e), "RunInstances failed");
                 st.load_failures += 1;
-                self.remove(&mut st, id);
+                inner.remove(&mut st, id);
             }
         }
     }
+}
 
-    /// One poll: instance states from `DescribeInstances`, readiness from the workers' own endpoint.
+impl Fleet for Ec2Fleet {
+    fn check(&self, _vm_type: VmTypeId, _type_name: &str, _market: Market) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn launch(inner: &Arc<Inner<Self>>, ids: Vec<InstanceId>, vm_type: VmTypeId, market: Market) {
+        for id in ids {
+            tokio::spawn(Ec2Fleet::launch_one(Arc::clone(inner), id, vm_type, market));
+        }
+    }
+
+    fn stop(inner: &Inner<Self>, _vm_type: VmTypeId, instance: Option<String>) {
+        // Without an id the launch is still answering: its answer terminates the unwanted instance.
+        Ec2Fleet::terminate(inner, instance.into_iter().collect());
+    }
+
+    fn refresh(_inner: &Inner<Self>) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl<F: Fleet> Inner<F> {
+    /// One poll: the fleet's own refresh, instance states from `DescribeInstances`, readiness from the
+    /// workers' own endpoint.
     async fn poll(&self) {
+        F::refresh(self).await;
         let known: Vec<(InstanceId, String)> =
             self.lock().workers.iter().filter_map(|(id, w)| w.ec2_id.clone().map(|e| (*id, e))).collect();
         if known.is_empty() {
@@ -359,13 +450,7 @@ impl Inner {
                 InstanceStateName::Running => {
                     let provisioning = self.lock().workers.get(&id).is_some_and(|w| w.state == VmState::Provisioning);
                     if let (true, Some(ip)) = (provisioning, ip) {
-                        let ready = self
-                            .http
-                            .get(ready_url(ip, self.config.port, &self.model))
-                            .timeout(Duration::from_secs(2))
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status().is_success());
+                        let ready = self.probe_ready(ip).await;
                         let mut st = self.lock();
                         if let (true, Some(w)) = (ready, st.workers.get_mut(&id))
                             && w.state == VmState::Provisioning
@@ -379,6 +464,16 @@ impl Inner {
                 _ => {}
             }
         }
+    }
+
+    /// Whether the model answers ready on the worker at `ip`.
+    async fn probe_ready(&self, ip: &str) -> bool {
+        self.http
+            .get(ready_url(ip, self.config.port, &self.model))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
     async fn forward(&self, ip: &str, inputs: &[Tensor]) -> VmOutcome {
@@ -407,7 +502,7 @@ impl Inner {
 }
 
 /// Polls instance states until the adapter is dropped.
-async fn poll_loop(vms: Weak<Inner>) {
+async fn poll_loop<F: Fleet>(vms: Weak<Inner<F>>) {
     loop {
         let Some(v) = vms.upgrade() else { return };
         let every = Duration::from_secs_f64(v.config.poll_s);
@@ -426,15 +521,17 @@ impl Drop for Claim {
     }
 }
 
-impl VmProvider for Ec2Vms {
+impl<F: Fleet> VmProvider for CloudVms<F> {
     fn provision(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
         let v = &self.inner;
         v.check_type(vm_type)?;
         if market == Market::Spot && !v.spot_sold[vm_type.0 as usize] {
             return Err("provision: type not sold on the spot market".into());
         }
+        v.fleet.check(vm_type, &v.type_names[vm_type.0 as usize], market)?;
+        let mut ids = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            let id = {
+            ids.push({
                 let mut st = v.lock();
                 let id = InstanceId(st.next_id);
                 st.next_id += 1;
@@ -453,9 +550,9 @@ impl VmProvider for Ec2Vms {
                     },
                 );
                 id
-            };
-            tokio::spawn(Arc::clone(v).launch(id, vm_type, market));
+            });
         }
+        F::launch(v, ids, vm_type, market);
         Ok(())
     }
 
@@ -520,46 +617,31 @@ impl VmProvider for Ec2Vms {
     fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
         self.inner.check_type(vm_type)?;
         self.inner.lock().batching[vm_type.0 as usize] = BatchRule::new(rule.max_batch, rule.max_wait);
-        Err("set batching: an EC2 worker batches as its own hyscale serve configuration says (recorded only)".into())
+        Err("set batching: a cloud worker batches as its own hyscale serve configuration says (recorded only)".into())
     }
 
     fn interrupt(&self, _id: InstanceId, _notice: Nanos) -> Result<SpotNotice, String> {
-        Err("spot interruption notices are not supported on EC2 (the instance metadata is not read)".into())
+        Err("spot interruption notices are not supported on AWS (the instance metadata is not read)".into())
     }
 
     fn fill_view(&self, view: &mut View) {
         let st = self.inner.lock();
-        for (pool, rule) in view.pools.iter_mut().zip(&st.batching) {
-            pool.provisioning = MarketCounts::default();
-            pool.ready = MarketCounts::default();
-            pool.draining = MarketCounts::default();
-            pool.queued = 0;
-            pool.in_service = 0;
-            pool.batching = *rule;
-        }
-        view.vms.clear();
+        reset_pools(view, &st.batching);
         for (id, w) in &st.workers {
             // A remote worker's queue is not visible: everything outstanding counts as queued.
-            let queued = w.outstanding.load(Ordering::Relaxed);
-            if let Some(pool) = view.pools.get_mut(w.vm_type.0 as usize) {
-                let counts = match w.state {
-                    VmState::Provisioning => &mut pool.provisioning,
-                    VmState::Ready => &mut pool.ready,
-                    VmState::Draining => &mut pool.draining,
-                };
-                *counts.get_mut(w.market) += 1;
-                pool.queued += u64::from(queued);
-            }
-            view.vms.push(VmInstanceView {
-                id: *id,
-                vm_type: w.vm_type,
-                market: w.market,
-                state: w.state,
-                launched_at: w.launched_at,
-                queued,
-                in_service: 0,
-                interruption_at: None,
-            });
+            push_instance(
+                view,
+                VmInstanceView {
+                    id: *id,
+                    vm_type: w.vm_type,
+                    market: w.market,
+                    state: w.state,
+                    launched_at: w.launched_at,
+                    queued: w.outstanding.load(Ordering::Relaxed),
+                    in_service: 0,
+                    interruption_at: None,
+                },
+            );
         }
         view.notices.clear();
     }

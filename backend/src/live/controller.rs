@@ -340,10 +340,16 @@ impl Controller {
         catalog: &Arc<Catalog>,
         clock: WallClock,
     ) -> Result<Option<(Arc<dyn VmProvider>, Arc<dyn FunctionProvider>)>, ClusterError> {
+        use super::aws::{Ec2Vms, VmProviderKind};
+        use super::aws_asg::AsgVms;
         let Some(aws) = &setup.config.aws else { return Ok(None) };
-        let (vms, functions) = super::aws::providers(&setup.config, aws, catalog, &setup.metadata, clock)
-            .await
-            .map_err(|e| ClusterError::Config(format!("aws: {e}")))?;
+        let error = |e: String| ClusterError::Config(format!("aws: {e}"));
+        let (sdk, vm_setup, functions) =
+            super::aws::setup(&setup.config, aws, catalog, &setup.metadata).await.map_err(error)?;
+        let vms: Arc<dyn VmProvider> = match aws.vm_provider {
+            VmProviderKind::Ec2 => Arc::new(Ec2Vms::new(vm_setup, catalog, clock).map_err(error)?),
+            VmProviderKind::Asg => Arc::new(AsgVms::new(&sdk, vm_setup, catalog, clock).map_err(error)?),
+        };
         Ok(Some((vms, functions)))
     }
 

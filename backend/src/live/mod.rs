@@ -17,6 +17,8 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod aws_asg;
 pub mod controller;
 pub mod functions;
 pub mod provider;

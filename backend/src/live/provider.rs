@@ -14,11 +14,42 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use hyscale_policies::view::{MarketCounts, VmInstanceView, VmState};
 use hyscale_policies::{
     BatchRule, FunctionSettings, FunctionView, InstanceId, Market, Nanos, RejectReason, SpotNotice, View, VmTypeId,
 };
 
 use crate::engine::{EngineError, ModelMetadata, Tensor};
+
+/// Empties the pools' instance counts and queues of `view`, sets each pool's batching from `batching`
+/// (indexed like the catalog) and clears the instance list: the start of a provider's `fill_view`.
+pub(crate) fn reset_pools(view: &mut View, batching: &[BatchRule]) {
+    for (pool, rule) in view.pools.iter_mut().zip(batching) {
+        pool.provisioning = MarketCounts::default();
+        pool.ready = MarketCounts::default();
+        pool.draining = MarketCounts::default();
+        pool.queued = 0;
+        pool.in_service = 0;
+        pool.batching = *rule;
+    }
+    view.vms.clear();
+}
+
+/// Adds one live instance to `view`: its pool's count for its state and market, its queue and work in service,
+/// and the instance list.
+pub(crate) fn push_instance(view: &mut View, vm: VmInstanceView) {
+    if let Some(pool) = view.pools.get_mut(vm.vm_type.0 as usize) {
+        let counts = match vm.state {
+            VmState::Provisioning => &mut pool.provisioning,
+            VmState::Ready => &mut pool.ready,
+            VmState::Draining => &mut pool.draining,
+        };
+        *counts.get_mut(vm.market) += 1;
+        pool.queued += u64::from(vm.queued);
+        pool.in_service += u64::from(vm.in_service);
+    }
+    view.vms.push(vm);
+}
 
 /// A boxed, sendable future borrowing its provider: what the traits' asynchronous operations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -19,13 +19,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
     BatchRule, Clock, InstanceId, Market, Nanos, RejectReason, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
 };
 use tokio::sync::watch;
 
-use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider};
+use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider, push_instance, reset_pools};
 use crate::WallClock;
 use crate::batcher::{BatchError, BatchObserver, Batcher, BatcherConfig};
 use crate::engine::{Engine, Tensor};
@@ -332,37 +331,22 @@ impl VmProvider for VmPool {
     /// Writes the pools, live instances and notices into `view` (whose pools are indexed like the catalog).
     fn fill_view(&self, view: &mut View) {
         let st = lock(&self.shared.state);
-        for (pool, rule) in view.pools.iter_mut().zip(&st.batching) {
-            pool.provisioning = MarketCounts::default();
-            pool.ready = MarketCounts::default();
-            pool.draining = MarketCounts::default();
-            pool.queued = 0;
-            pool.in_service = 0;
-            pool.batching = *rule;
-        }
-        view.vms.clear();
+        reset_pools(view, &st.batching);
         for (id, w) in &st.workers {
             let (queued, in_service) = w.load();
-            if let Some(pool) = view.pools.get_mut(w.vm_type.0 as usize) {
-                let counts = match w.state {
-                    VmState::Provisioning => &mut pool.provisioning,
-                    VmState::Ready => &mut pool.ready,
-                    VmState::Draining => &mut pool.draining,
-                };
-                *counts.get_mut(w.market) += 1;
-                pool.queued += u64::from(queued);
-                pool.in_service += u64::from(in_service);
-            }
-            view.vms.push(VmInstanceView {
-                id: *id,
-                vm_type: w.vm_type,
-                market: w.market,
-                state: w.state,
-                launched_at: w.launched_at,
-                queued,
-                in_service,
-                interruption_at: w.interruption_at,
-            });
+            push_instance(
+                view,
+                VmInstanceView {
+                    id: *id,
+                    vm_type: w.vm_type,
+                    market: w.market,
+                    state: w.state,
+                    launched_at: w.launched_at,
+                    queued,
+                    in_service,
+                    interruption_at: w.interruption_at,
+                },
+            );
         }
         view.notices.clone_from(&st.notices);
     }
