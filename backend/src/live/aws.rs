@@ -50,7 +50,8 @@ use tokio::sync::watch;
 use super::ClusterConfig;
 use super::functions::{decode_outputs, encode_event};
 use super::provider::{
-    BoxFuture, FnFailure, FunctionProvider, VmCounters, VmOutcome, VmProvider, push_instance, reset_pools,
+    BoxFuture, FnFailure, FunctionProvider, VmCounters, VmOutcome, VmProvider, push_instance, release_order,
+    reset_pools,
 };
 use crate::WallClock;
 use crate::engine::{ModelMetadata, Tensor};
@@ -590,19 +591,8 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
         self.inner.check_type(vm_type)?;
         let victims: Vec<InstanceId> = {
             let st = self.inner.lock();
-            let mine = |s: VmState| {
-                st.workers
-                    .iter()
-                    .filter(move |(_, w)| w.vm_type == vm_type && w.market == market && w.state == s)
-                    .map(|(id, w)| (*id, w))
-            };
-            let mut provisioning: Vec<InstanceId> = mine(VmState::Provisioning).map(|(id, _)| id).collect();
-            provisioning.reverse();
-            let mut ready: Vec<(u32, std::cmp::Reverse<InstanceId>)> = mine(VmState::Ready)
-                .map(|(id, w)| (w.outstanding.load(Ordering::Relaxed), std::cmp::Reverse(id)))
-                .collect();
-            ready.sort();
-            provisioning.into_iter().chain(ready.into_iter().map(|(_, r)| r.0)).take(count as usize).collect()
+            let mine = st.workers.iter().filter(|(_, w)| w.vm_type == vm_type && w.market == market);
+            release_order(mine.map(|(id, w)| (*id, w.state, w.outstanding.load(Ordering::Relaxed))), count)
         };
         let short = (victims.len() as u32) < count;
         for id in victims {

@@ -24,7 +24,7 @@ use hyscale_policies::{
 };
 use tokio::sync::watch;
 
-use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider, push_instance, reset_pools};
+use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider, push_instance, release_order, reset_pools};
 use crate::WallClock;
 use crate::batcher::{BatchError, BatchObserver, Batcher, BatcherConfig};
 use crate::engine::{Engine, Tensor};
@@ -268,19 +268,8 @@ impl VmProvider for VmPool {
         self.check_type(vm_type)?;
         let victims: Vec<InstanceId> = {
             let st = lock(&self.shared.state);
-            let mine = |s: VmState| {
-                st.workers
-                    .iter()
-                    .filter(move |(_, w)| w.vm_type == vm_type && w.market == market && w.state == s)
-                    .map(|(id, w)| (*id, w))
-            };
-            let mut provisioning: Vec<InstanceId> = mine(VmState::Provisioning).map(|(id, _)| id).collect();
-            provisioning.reverse();
-            let mut ready: Vec<(u32, std::cmp::Reverse<InstanceId>)> = mine(VmState::Ready)
-                .map(|(id, w)| (w.outstanding.load(Ordering::Relaxed), std::cmp::Reverse(id)))
-                .collect();
-            ready.sort();
-            provisioning.into_iter().chain(ready.into_iter().map(|(_, r)| r.0)).take(count as usize).collect()
+            let mine = st.workers.iter().filter(|(_, w)| w.vm_type == vm_type && w.market == market);
+            release_order(mine.map(|(id, w)| (*id, w.state, w.outstanding.load(Ordering::Relaxed))), count)
         };
         if (victims.len() as u32) < count {
             // Release what there is, and say the rest could not be.
