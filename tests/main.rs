@@ -10,4 +10,5 @@ mod live;
 mod live_policies;
 mod policies;
 mod predict;
+mod server_limits;
 mod trace_cli;

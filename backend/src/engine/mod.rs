@@ -43,7 +43,7 @@ use serde::Deserialize;
 
 pub use self::error::EngineError;
 pub use self::metadata::{BatchDim, Dim, ElementType, ModelMetadata, TensorInfo};
-pub use self::session::{Session, Tensor};
+pub use self::session::{Session, Tensor, element_count};
 
 /// Which engine to run, as configured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

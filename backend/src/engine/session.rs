@@ -9,6 +9,12 @@ use super::error::EngineError;
 use super::metadata::{Dim, ElementType, ModelMetadata, TensorInfo};
 use super::{Backend, Device};
 
+/// The number of elements of a tensor of `shape`, or `None` when the product overflows `usize`. Every
+/// shape that comes from outside the process goes through this before anything is allocated for it.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// A dense f32 tensor in row-major order; `shape[0]` is the batch dimension where the model has one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -21,10 +27,10 @@ pub struct Tensor {
 impl Tensor {
     /// A tensor; `None` when `data` does not hold `shape.iter().product()` values.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Option<Tensor> {
-        (shape.iter().product::<usize>() == data.len()).then_some(Tensor { shape, data })
+        (element_count(&shape) == Some(data.len())).then_some(Tensor { shape, data })
     }
 
-    /// A tensor of zeros.
+    /// A tensor of zeros (the caller bounds the shape: see [`element_count`]).
     pub fn zeros(shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
         Tensor { shape, data: vec![0.0; n] }

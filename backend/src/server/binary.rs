@@ -21,7 +21,7 @@ fn wants_binary(parameters: &Option<Value>, key: &str) -> bool {
 }
 
 /// Parses a request body, JSON or JSON + binary tensors; returns the request (binary tensors turned into
-/// ordinary `data`) and whether outputs should be sent binary.
+/// decoded `binary` elements) and whether outputs should be sent binary.
 pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, bool), String> {
     let json_len = match headers.get(HEADER_LENGTH) {
         None => body.len(),
@@ -50,9 +50,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, bool), S
             }
             let (bytes, tail) = rest.split_at(size);
             rest = tail;
-            let values: Vec<Value> =
-                bytes.chunks_exact(4).map(|c| json!(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
-            tensor.data = Value::Array(values);
+            tensor.binary = Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
         }
     }
     if !rest.is_empty() {

@@ -1,20 +1,66 @@
 //! Prometheus metrics of the server, exposed at `/metrics` in the OpenMetrics text format
 //! (prometheus-client, the Prometheus project's Rust client).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use axum::http::StatusCode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The `model` label of requests for a model the server does not serve: one series for all of them, so
+/// clients cannot grow the label set.
+pub const UNKNOWN_MODEL: &str = "(unknown)";
+
+/// How a request ended, as a closed set of label values.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RequestOutcome {
+    /// Answered with outputs.
+    ok,
+    /// 400: malformed, wrong shape or datatype, over a size limit.
+    bad_request,
+    /// 404: unknown model or version.
+    not_found,
+    /// 408: the body did not arrive in time.
+    body_timeout,
+    /// 413: the body is over the size limit.
+    too_large,
+    /// 429: queue full or throttled.
+    queue_full,
+    /// 503: not serving (stopped batcher, cluster refusal).
+    unavailable,
+    /// 504: no result within the request timeout.
+    timed_out,
+    /// Anything else (500, 502).
+    error,
+}
+
+impl RequestOutcome {
+    /// The outcome of an answer with this status.
+    pub fn of_status(status: StatusCode) -> RequestOutcome {
+        match status {
+            s if s.is_success() => RequestOutcome::ok,
+            StatusCode::BAD_REQUEST => RequestOutcome::bad_request,
+            StatusCode::NOT_FOUND => RequestOutcome::not_found,
+            StatusCode::REQUEST_TIMEOUT => RequestOutcome::body_timeout,
+            StatusCode::PAYLOAD_TOO_LARGE => RequestOutcome::too_large,
+            StatusCode::TOO_MANY_REQUESTS => RequestOutcome::queue_full,
+            StatusCode::SERVICE_UNAVAILABLE => RequestOutcome::unavailable,
+            StatusCode::GATEWAY_TIMEOUT => RequestOutcome::timed_out,
+            _ => RequestOutcome::error,
+        }
+    }
+}
+
 /// Labels of per-model request counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
-    /// The model.
+    /// The model (or [`UNKNOWN_MODEL`]).
     pub model: String,
-    /// `ok`, `bad_request`, `not_found`, `queue_full`, `timed_out`, `error`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: RequestOutcome,
 }
 
 /// Labels of per-model series.
@@ -96,8 +142,8 @@ impl Metrics {
     }
 
     /// Counts one request's outcome.
-    pub fn count(&self, model: &str, outcome: &str) {
-        self.requests.get_or_create(&Outcome { model: model.into(), outcome: outcome.into() }).inc();
+    pub fn count(&self, model: &str, outcome: RequestOutcome) {
+        self.requests.get_or_create(&Outcome { model: model.into(), outcome }).inc();
     }
 
     /// The OpenMetrics text.
@@ -116,8 +162,8 @@ mod tests {
     #[test]
     fn encodes_counters_with_labels() {
         let m = Metrics::new();
-        m.count("mlp", "ok");
-        m.count("mlp", "ok");
+        m.count("mlp", RequestOutcome::ok);
+        m.count("mlp", RequestOutcome::ok);
         m.engine
             .get_or_create(&EngineLabel { engine: "tract".into(), version: "0.21".into(), device: "cpu".into() })
             .set(1);

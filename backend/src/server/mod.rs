@@ -12,9 +12,15 @@
 //! | `GET /metrics` | OpenMetrics text |
 //!
 //! Errors are JSON `{"error": "..."}` naming the problem: 400 for malformed JSON, an unknown input, a wrong
-//! datatype, shape or element count; 404 for an unknown model or version; 429 with `Retry-After` when the
-//! model's queue is full; 503 with `Retry-After` when its batcher has stopped; 504 when a request outlives
-//! the request timeout.
+//! datatype, shape or element count, inputs with different row counts, or a tensor over `[limits]`; 404 for
+//! an unknown model or version; 408 when the body is not received within `limits.body_timeout_s`; 413 for a
+//! body over `limits.max_body_bytes`; 429 with `Retry-After` when the model's queue is full; 503 with
+//! `Retry-After` when its batcher has stopped; 504 when a request outlives the request timeout.
+//!
+//! Nothing sized by a client is allocated before it is checked ([`protocol::RequestLimits`]): the body is
+//! read up to its limit, shapes are multiplied with overflow checks and bounded, and only then is the data
+//! decoded. Metric labels are bounded: an unknown model counts under `model="(unknown)"`, and outcomes are a
+//! closed set ([`metrics::RequestOutcome`]).
 
 mod binary;
 pub mod metrics;
@@ -27,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -42,8 +48,8 @@ use crate::live::controller::ClusterError;
 use crate::live::{ClusterConfig, ClusterMetrics, ClusterSetup, Controller, LiveError};
 use hyscale_policies::Nanos;
 use hyscale_policies::{Catalog, DropReason, InstanceId, RejectReason, Slo};
-use metrics::{EngineLabel, Metrics, ModelLabel};
-use protocol::{InferRequest, InferResponse, ResponseTensor, check_request, metadata_response};
+use metrics::{EngineLabel, Metrics, ModelLabel, RequestOutcome};
+use protocol::{InferRequest, InferResponse, RequestLimits, ResponseTensor, check_request, metadata_response};
 
 /// One served model, as the `[[models]]` tables of a live configuration list them.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -95,6 +101,9 @@ pub struct ServeConfig {
     /// The inference engine.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// How large a request may be, and how long its body may take to arrive.
+    #[serde(default)]
+    pub limits: RequestLimits,
     /// The models served.
     pub models: Vec<ModelConfig>,
 }
@@ -146,6 +155,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     timeout: Duration,
     retry_after: u32,
+    limits: RequestLimits,
 }
 
 struct MetricsObserver(Arc<Metrics>);
@@ -212,6 +222,7 @@ impl AppState {
                 config.request_timeout_s
             )));
         }
+        config.limits.validate().map_err(ServeError::Config)?;
         let engine = Engine::init(&config.engine)?;
         tracing::info!(engine = %engine.describe(), "inference engine");
         for note in engine.notes() {
@@ -251,6 +262,7 @@ impl AppState {
             metrics,
             timeout: Duration::from_secs_f64(config.request_timeout_s),
             retry_after: config.retry_after_s,
+            limits: config.limits.clone(),
         })
     }
 
@@ -396,42 +408,69 @@ async fn infer(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    infer_on(&state, &name, None, &headers, &body).await
+    infer_on(&state, &name, None, &headers, body).await
 }
 
 async fn infer_version(
     State(state): State<Arc<AppState>>,
     UrlPath((name, version)): UrlPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    infer_on(&state, &name, Some(&version), &headers, &body).await
+    infer_on(&state, &name, Some(&version), &headers, body).await
 }
 
-async fn infer_on(state: &AppState, name: &str, version: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn infer_on(state: &AppState, name: &str, version: Option<&str>, headers: &HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let (response, outcome) = match infer_inner(state, name, version, headers, body).await {
-        Ok(r) => (r, "ok"),
+        Ok(r) => (r, RequestOutcome::ok),
         Err(e) => {
-            let outcome = match e.status {
-                StatusCode::BAD_REQUEST => "bad_request",
-                StatusCode::NOT_FOUND => "not_found",
-                StatusCode::TOO_MANY_REQUESTS => "queue_full",
-                StatusCode::GATEWAY_TIMEOUT => "timed_out",
-                _ => "error",
-            };
+            let outcome = RequestOutcome::of_status(e.status);
             (e.into_response(), outcome)
         }
     };
-    state.metrics.count(name, outcome);
+    // A name clients made up must not become a label: unknown models share one series.
+    let model = if state.models.contains_key(name) { name } else { metrics::UNKNOWN_MODEL };
+    state.metrics.count(model, outcome);
     state
         .metrics
         .latency
-        .get_or_create(&ModelLabel { model: name.to_string() })
+        .get_or_create(&ModelLabel { model: model.to_string() })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Reads a request body within `limits`: 413 past `max_body_bytes` (announced or received), 408 when it
+/// has not all arrived within `body_timeout_s`, 400 when the connection breaks.
+async fn read_body(limits: &RequestLimits, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes (limits.max_body_bytes)", limits.max_body_bytes),
+        )
+    };
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    let deadline = Duration::from_secs_f64(limits.body_timeout_s);
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limits.max_body_bytes)).await {
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {} s (limits.body_timeout_s)", limits.body_timeout_s),
+        )),
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(too_large())
+            } else {
+                Err(error(StatusCode::BAD_REQUEST, format!("reading the request body: {inner}")))
+            }
+        }
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
 }
 
 async fn infer_inner(
@@ -439,13 +478,14 @@ async fn infer_inner(
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Response, ApiError> {
     let served = state.model(name, version)?;
+    let body = read_body(&state.limits, headers, body).await?;
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
-    let (request, binary_outputs): (InferRequest, bool) = binary::parse(headers, body).map_err(bad)?;
+    let (mut request, binary_outputs): (InferRequest, bool) = binary::parse(headers, &body).map_err(bad)?;
     let meta = served.batcher.metadata();
-    let checked = check_request(&request, meta).map_err(bad)?;
+    let checked = check_request(&mut request, meta, &state.limits).map_err(bad)?;
     if let Some(wanted) = &request.outputs
         && let Some(unknown) = wanted.iter().find(|o| !meta.outputs.iter().any(|m| m.name == o.name))
     {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{ElementType, ModelMetadata, TensorInfo};
+use crate::engine::{BatchDim, ElementType, ModelMetadata, TensorInfo, element_count};
 
 /// `POST /v2/models/{name}/infer` request.
 #[derive(Clone, Debug, Deserialize)]
@@ -38,6 +38,9 @@ pub struct RequestTensor {
     /// Elements, flat or nested (absent when they travel as binary data).
     #[serde(default)]
     pub data: Value,
+    /// Elements that travelled as binary data (Triton's extension), decoded from the body.
+    #[serde(skip)]
+    pub binary: Option<Vec<f32>>,
     /// Tensor parameters (accepted, ignored).
     #[serde(default)]
     pub parameters: Option<Value>,
@@ -139,12 +142,77 @@ pub struct CheckedInput {
     pub data: Vec<f32>,
 }
 
-/// Flattens `data` (flat or nested JSON arrays of numbers) into `out`; the error names the first element
-/// that is not a number.
-fn flatten(value: &Value, out: &mut Vec<f32>, input: &str) -> Result<(), String> {
+/// How large a request may be (`[limits]` of a live configuration). Every bound is checked before anything
+/// sized by the client is allocated: the body is read at most `max_body_bytes` (413 beyond), shapes are
+/// multiplied with overflow checks, and an input's element count and row count are compared with these
+/// bounds before its data is decoded.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLimits {
+    /// Largest request body, bytes (JSON header and binary tensors together). Default 64 MiB.
+    #[serde(default = "max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Most elements in one input tensor. Default 16 Mi (64 MiB of FP32).
+    #[serde(default = "max_elements")]
+    pub max_elements: usize,
+    /// Most rows (the batch dimension) in one request. Default 1,024.
+    #[serde(default = "max_rows")]
+    pub max_rows: usize,
+    /// Longest time a client may take to send its body, seconds; then 408. A stalled client holds only
+    /// its own connection: the body is read before the request takes a queue or batch slot. Default 10.
+    #[serde(default = "body_timeout_s")]
+    pub body_timeout_s: f64,
+}
+
+fn max_body_bytes() -> usize {
+    64 << 20
+}
+
+fn max_elements() -> usize {
+    16 << 20
+}
+
+fn max_rows() -> usize {
+    1024
+}
+
+fn body_timeout_s() -> f64 {
+    10.0
+}
+
+impl Default for RequestLimits {
+    fn default() -> RequestLimits {
+        RequestLimits {
+            max_body_bytes: max_body_bytes(),
+            max_elements: max_elements(),
+            max_rows: max_rows(),
+            body_timeout_s: body_timeout_s(),
+        }
+    }
+}
+
+impl RequestLimits {
+    /// Checks the bounds themselves; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 || self.max_elements == 0 || self.max_rows == 0 {
+            return Err("[limits]: max_body_bytes, max_elements and max_rows must be at least 1".into());
+        }
+        if !(self.body_timeout_s.is_finite() && self.body_timeout_s > 0.0) {
+            return Err(format!("[limits]: body_timeout_s must be a positive number of seconds, got {}", self.body_timeout_s));
+        }
+        Ok(())
+    }
+}
+
+/// Flattens `data` (flat or nested JSON arrays of numbers) into `out`, stopping with an error as soon as
+/// there are more than `limit` elements; the error names the first element that is not a number.
+fn flatten(value: &Value, out: &mut Vec<f32>, input: &str, limit: usize) -> Result<(), String> {
     match value {
-        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out, input)),
+        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out, input, limit)),
         Value::Number(n) => {
+            if out.len() == limit {
+                return Err(format!("input '{input}': the data has more than the {limit} elements its shape needs"));
+            }
             out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
             Ok(())
         }
@@ -153,34 +221,89 @@ fn flatten(value: &Value, out: &mut Vec<f32>, input: &str) -> Result<(), String>
     }
 }
 
-/// Checks `request` against the model's inputs and returns them in the model's input order.
-pub fn check_request(request: &InferRequest, meta: &ModelMetadata) -> Result<Vec<CheckedInput>, String> {
-    let mut checked = Vec::with_capacity(meta.inputs.len());
+/// The shape of `tensor` as sizes, checked against the model's declaration and `limits`; returns it with
+/// its element count. Nothing is allocated from the client's numbers before this passes.
+fn checked_shape(tensor: &RequestTensor, info: &TensorInfo, limits: &RequestLimits) -> Result<(Vec<usize>, usize), String> {
+    let name = &tensor.name;
+    let shape = tensor
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("input '{name}': negative dimension {d}")))
+        .collect::<Result<Vec<usize>, String>>()?;
+    if let Some(problem) = info.shape_mismatch(&shape) {
+        return Err(problem);
+    }
+    let elements = element_count(&shape).filter(|&n| n <= limits.max_elements).ok_or_else(|| {
+        format!(
+            "input '{name}': shape {shape:?} has more than the {} elements a tensor may have (limits.max_elements)",
+            limits.max_elements
+        )
+    })?;
+    if let Some(&rows) = shape.first()
+        && rows > limits.max_rows
+    {
+        return Err(format!(
+            "input '{name}': {rows} rows, more than the {} a request may have (limits.max_rows)",
+            limits.max_rows
+        ));
+    }
+    Ok((shape, elements))
+}
+
+/// Checks `request` against the model's inputs and `limits` and returns the inputs in the model's order.
+/// Where the model's inputs share a batch dimension, every input must have the same number of rows.
+pub fn check_request(
+    request: &mut InferRequest,
+    meta: &ModelMetadata,
+    limits: &RequestLimits,
+) -> Result<Vec<CheckedInput>, String> {
+    if let Some(extra) = request.inputs.iter().find(|t| !meta.inputs.iter().any(|i| i.name == t.name)) {
+        return Err(format!("unknown input '{}'", extra.name));
+    }
+    let mut found = Vec::with_capacity(meta.inputs.len());
     for info in &meta.inputs {
-        let Some(tensor) = request.inputs.iter().find(|t| t.name == info.name) else {
+        let Some(index) = request.inputs.iter().position(|t| t.name == info.name) else {
             return Err(format!(
                 "missing input '{}' (the model's inputs are: {})",
                 info.name,
                 meta.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
             ));
         };
+        let tensor = &request.inputs[index];
         if tensor.datatype != "FP32" || info.element_type != ElementType::F32 {
             return Err(format!(
                 "input '{}' has datatype {}, the model expects {} (this server accepts FP32)",
                 tensor.name, tensor.datatype, info.element_type
             ));
         }
-        let shape = tensor
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| format!("input '{}': negative dimension {d}", tensor.name)))
-            .collect::<Result<Vec<usize>, String>>()?;
-        if let Some(problem) = info.shape_mismatch(&shape) {
-            return Err(problem);
-        }
-        let mut data = Vec::with_capacity(shape.iter().product());
-        flatten(&tensor.data, &mut data, &tensor.name)?;
-        let expected: usize = shape.iter().product();
+        let (shape, elements) = checked_shape(tensor, info, limits)?;
+        found.push((index, shape, elements));
+    }
+    if meta.batch_dim() != BatchDim::None
+        && let Some(((a, sa, _), (b, sb, _))) =
+            found.first().and_then(|first| found.iter().find(|(_, s, _)| s.first() != first.1.first()).map(|o| (first, o)))
+    {
+        return Err(format!(
+            "inputs '{}' and '{}' have different row counts ({} and {}): every input of a request needs the same \
+             batch dimension",
+            request.inputs[*a].name,
+            request.inputs[*b].name,
+            sa.first().copied().unwrap_or(1),
+            sb.first().copied().unwrap_or(1)
+        ));
+    }
+    let mut checked = Vec::with_capacity(found.len());
+    for (index, shape, expected) in found {
+        let tensor = &mut request.inputs[index];
+        // Bounded above by `limits.max_elements`, so this allocation is safe whatever the client sent.
+        let data = match tensor.binary.take() {
+            Some(values) => values,
+            None => {
+                let mut data = Vec::with_capacity(expected);
+                flatten(&tensor.data, &mut data, &tensor.name, expected)?;
+                data
+            }
+        };
         if data.len() != expected {
             return Err(format!(
                 "input '{}': shape {:?} needs {expected} elements, the data has {}",
@@ -191,8 +314,107 @@ pub fn check_request(request: &InferRequest, meta: &ModelMetadata) -> Result<Vec
         }
         checked.push(CheckedInput { name: tensor.name.clone(), shape, data });
     }
-    if let Some(extra) = request.inputs.iter().find(|t| !meta.inputs.iter().any(|i| i.name == t.name)) {
-        return Err(format!("unknown input '{}'", extra.name));
-    }
     Ok(checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Dim;
+
+    fn model(inputs: &[&str]) -> ModelMetadata {
+        let info = |n: &&str| TensorInfo {
+            name: n.to_string(),
+            element_type: ElementType::F32,
+            shape: vec![Dim::Dynamic(Some("batch".into())), Dim::Fixed(4)],
+        };
+        ModelMetadata { inputs: inputs.iter().map(info).collect(), outputs: vec![] }
+    }
+
+    fn request(json: &str) -> InferRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn check(json: &str, meta: &ModelMetadata, limits: &RequestLimits) -> Result<Vec<CheckedInput>, String> {
+        check_request(&mut request(json), meta, limits)
+    }
+
+    #[test]
+    fn a_huge_shape_is_refused_before_anything_is_allocated() {
+        // The request that used to abort the server: 10^12 rows of 64 announced, one element sent.
+        let meta = ModelMetadata {
+            inputs: vec![TensorInfo {
+                name: "input".into(),
+                element_type: ElementType::F32,
+                shape: vec![Dim::Dynamic(None), Dim::Fixed(64)],
+            }],
+            outputs: vec![],
+        };
+        let e = check(
+            r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1000000000000,64],"data":[1.0]}]}"#,
+            &meta,
+            &RequestLimits::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("'input'") && e.contains("limits.max_elements"), "{e}");
+        // A product that overflows usize is the same error, not a wrapped small number.
+        let e = check(
+            r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[288230376151711744,64],"data":[]}]}"#,
+            &meta,
+            &RequestLimits::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("limits.max_elements"), "{e}");
+    }
+
+    #[test]
+    fn rows_and_elements_are_bounded_by_the_limits() {
+        let meta = model(&["x"]);
+        let limits = RequestLimits { max_rows: 2, max_elements: 8, ..RequestLimits::default() };
+        let ok = check(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,4],"data":[1,2,3,4,5,6,7,8]}]}"#, &meta, &limits);
+        assert_eq!(ok.unwrap()[0].data.len(), 8);
+        let e = check(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[3,4],"data":[]}]}"#, &meta, &limits)
+            .unwrap_err();
+        assert!(e.contains("limits.max_elements"), "{e}");
+        let limits = RequestLimits { max_rows: 2, ..RequestLimits::default() };
+        let e = check(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[3,4],"data":[]}]}"#, &meta, &limits)
+            .unwrap_err();
+        assert!(e.contains("3 rows") && e.contains("limits.max_rows"), "{e}");
+    }
+
+    #[test]
+    fn more_data_than_the_shape_needs_stops_at_the_shape() {
+        let meta = model(&["x"]);
+        let e = check(
+            r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4,5,6]}]}"#,
+            &meta,
+            &RequestLimits::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("more than the 4 elements"), "{e}");
+        let e = check(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,4],"data":[1,2]}]}"#, &meta, &RequestLimits::default())
+            .unwrap_err();
+        assert!(e.contains("needs 8 elements, the data has 2"), "{e}");
+    }
+
+    #[test]
+    fn inputs_with_different_row_counts_are_a_bad_request_naming_both() {
+        let meta = model(&["a", "b"]);
+        let e = check(
+            r#"{"inputs":[{"name":"a","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]},
+                          {"name":"b","datatype":"FP32","shape":[2,4],"data":[1,2,3,4,5,6,7,8]}]}"#,
+            &meta,
+            &RequestLimits::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("'a' and 'b'") && e.contains("1 and 2"), "{e}");
+    }
+
+    #[test]
+    fn limits_must_be_positive() {
+        assert!(RequestLimits::default().validate().is_ok());
+        let e = RequestLimits { body_timeout_s: 0.0, ..RequestLimits::default() }.validate().unwrap_err();
+        assert!(e.contains("body_timeout_s"), "{e}");
+        assert!(RequestLimits { max_rows: 0, ..RequestLimits::default() }.validate().is_err());
+    }
 }

@@ -1,0 +1,122 @@
+//! `hyscale serve` against requests that used to hurt it, over real TCP: a shape announcing 10^12 rows (it
+//! aborted the process on a 256 TB allocation), a product that overflows, a body over the limit, a client
+//! that stalls mid-body, and made-up model names that must not grow the metric labels. After each one the
+//! server still answers a good request.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::start_server as serve;
+
+fn config(dir: &std::path::Path, limits: &str) -> std::path::PathBuf {
+    let model = std::path::absolute("backend/models/mlp.onnx").unwrap();
+    let text = format!(
+        "[engine]\nengine = \"tract\"\n\n[limits]\n{limits}\n\n[[models]]\nname = \"mlp\"\npath = {:?}\nmax_batch = 4\n",
+        model.to_str().unwrap()
+    );
+    let path = dir.join("live.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Sends raw bytes, reads the whole answer (the request says `Connection: close`); returns status and text.
+fn exchange(addr: &str, raw: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text:?}"));
+    (status, text)
+}
+
+fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, raw.as_bytes())
+}
+
+fn good(addr: &str) -> (u16, String) {
+    let data = vec!["0.5"; 64].join(",");
+    post(addr, "/v2/models/mlp/infer", &format!(r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":[{data}]}}]}}"#))
+}
+
+#[test]
+fn the_request_that_aborted_the_server_is_a_400_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&config(dir.path(), ""));
+    let (status, text) = post(
+        &server.addr,
+        "/v2/models/mlp/infer",
+        r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1000000000000,64],"data":[1.0]}]}"#,
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("limits.max_elements"), "{text}");
+    // A product that overflows 64 bits.
+    let (status, text) = post(
+        &server.addr,
+        "/v2/models/mlp/infer",
+        r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[9223372036854775807,64],"data":[1.0]}]}"#,
+    );
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = good(&server.addr);
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_announced_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&config(dir.path(), "max_body_bytes = 2048"));
+    let big = format!(r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":[{}]}}]}}"#, vec!["0.125"; 600].join(","));
+    let (status, text) = post(&server.addr, "/v2/models/mlp/infer", &big);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("limits.max_body_bytes"), "{text}");
+    // Chunked, so no Content-Length announces it: the limit still holds while reading.
+    let raw = format!(
+        "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    let (status, text) = exchange(&server.addr, raw.as_bytes());
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(good(&server.addr).0, 200);
+}
+
+#[test]
+fn a_stalled_client_gets_408_and_holds_no_one_else_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&config(dir.path(), "body_timeout_s = 0.5"));
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled
+        .write_all(b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{\"inputs\":")
+        .unwrap();
+    // Others are served while it stalls.
+    for _ in 0..3 {
+        assert_eq!(good(&server.addr).0, 200);
+    }
+    let started = Instant::now();
+    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut text = String::new();
+    stalled.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("limits.body_timeout_s"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn made_up_model_names_do_not_become_metric_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&config(dir.path(), ""));
+    for i in 0..20 {
+        assert_eq!(post(&server.addr, &format!("/v2/models/nope{i}/infer"), "{}").0, 404);
+    }
+    assert_eq!(good(&server.addr).0, 200);
+    let raw = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, text) = exchange(&server.addr, raw.as_bytes());
+    assert_eq!(status, 200);
+    assert!(!text.contains("nope"), "{text}");
+    assert!(text.contains(r#"hyscale_requests_total{model="(unknown)",outcome="not_found"} 20"#), "{text}");
+    assert!(text.contains(r#"hyscale_requests_total{model="mlp",outcome="ok"} 1"#), "{text}");
+}
