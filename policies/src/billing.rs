@@ -1,16 +1,26 @@
 //! How cost accrues, shared by the simulator and the live backend.
 //!
-//! - VMs: per-second billing with a 60-second minimum (EC2 Linux), from the provision request until the
-//!   instance is gone. AWS starts the meter when the instance enters `running`, a few seconds after the
-//!   request; hyscale bills from the request, a small overestimate it states rather than hides.
+//! - VMs ([`vm_billed`]): per-second billing with a 60-second minimum (EC2 Linux), from the provision request
+//!   until the instance is gone. AWS starts the meter when the instance enters `running`, a few seconds after
+//!   the request; hyscale bills from the request, a small overestimate it states rather than hides. A Linux
+//!   spot instance **interrupted by EC2** is free when the interruption comes within its first hour and billed
+//!   the seconds it ran (no minimum) after that; one the user stops or terminates is billed like on-demand:
+//!   the seconds used, 60 s minimum, in its first hour or not. Source: Amazon EC2 User Guide, "Billing for
+//!   interrupted Spot Instances" (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/billing-for-interrupted-spot-instances.html>).
+//!   The end of a run counts as the user terminating what is still running.
 //! - Functions: execution time of each busy period of an instance, rounded up to the platform's granularity,
 //!   times its memory in GB (1 GB = 1024 MB); plus a fee per invocation (one batch is one invocation); plus,
-//!   when the platform bills initialisation, the cold start as execution time; plus configured pre-warmed
-//!   capacity per GB-second.
+//!   when the platform bills initialisation, the cold start of an on-demand instance as execution time.
+//! - Lambda provisioned concurrency ([`function_provisioned_charge`], [`function_compute_charge_on`]): the
+//!   provisioned price per GB-s for as long as it is configured, each configured period rounded up to the
+//!   platform's provisioned granularity (5 minutes on AWS); work done on a provisioned instance is billed at
+//!   the lower provisioned duration price; a provisioned (pre-warmed) instance pays no initialisation. Source:
+//!   AWS Lambda pricing, "Provisioned Concurrency" (<https://aws.amazon.com/lambda/pricing/>); the figures are
+//!   in `data/aws_us_east_1.toml`.
 
 use serde::Serialize;
 
-use crate::catalog::FunctionPlatform;
+use crate::catalog::{FunctionPlatform, Market};
 use crate::time::Nanos;
 
 /// EC2's minimum billed duration.
@@ -18,21 +28,51 @@ pub const VM_MIN_BILLED: Nanos = Nanos::from_secs(60);
 /// EC2's billing granularity.
 pub const VM_GRANULARITY: Nanos = Nanos::from_secs(1);
 
-/// Dollars for a VM that ran for `ran` at `price_per_h`.
-pub fn vm_charge(price_per_h: f64, ran: Nanos) -> f64 {
-    let billed = ran.max(VM_MIN_BILLED).round_up_to(VM_GRANULARITY);
-    price_per_h * billed.as_secs_f64() / 3600.0
+/// A spot instance interrupted by EC2 before it has run this long is not charged (EC2 User Guide, "Billing for
+/// interrupted Spot Instances").
+pub const SPOT_FREE_INTERRUPTION_WINDOW: Nanos = Nanos::from_secs(3600);
+
+/// Who ended a VM's life; it decides how a spot instance is billed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmEnd {
+    /// The user (the policy, or the end of the run) released it.
+    Released,
+    /// The provider took it back (a spot interruption).
+    Interrupted,
 }
 
-/// Dollars of function execution for `ran` at `memory_mb`.
+/// The duration billed for a VM of `market` that ran for `ran` and ended by `end` (see the module docs).
+pub fn vm_billed(market: Market, ran: Nanos, end: VmEnd) -> Nanos {
+    match (market, end) {
+        (Market::Spot, VmEnd::Interrupted) if ran < SPOT_FREE_INTERRUPTION_WINDOW => Nanos::ZERO,
+        (Market::Spot, VmEnd::Interrupted) => ran.round_up_to(VM_GRANULARITY),
+        _ => ran.max(VM_MIN_BILLED).round_up_to(VM_GRANULARITY),
+    }
+}
+
+/// Dollars for a VM that ran for `ran` at `price_per_h` in `market` and ended by `end`.
+pub fn vm_charge(price_per_h: f64, market: Market, ran: Nanos, end: VmEnd) -> f64 {
+    price_per_h * vm_billed(market, ran, end).as_secs_f64() / 3600.0
+}
+
+/// Dollars of on-demand function execution for `ran` at `memory_mb`.
 pub fn function_compute_charge(platform: &FunctionPlatform, memory_mb: u32, ran: Nanos) -> f64 {
-    let billed = ran.round_up_to(platform.billing_granularity);
-    platform.price_per_gb_s * gb(memory_mb) * billed.as_secs_f64()
+    function_compute_charge_on(platform, memory_mb, ran, false)
 }
 
-/// Dollars for keeping `memory_mb` of pre-warmed capacity for `held`.
+/// Dollars of function execution for `ran` at `memory_mb`, on a provisioned instance (the provisioned
+/// duration price) or an on-demand one.
+pub fn function_compute_charge_on(platform: &FunctionPlatform, memory_mb: u32, ran: Nanos, provisioned: bool) -> f64 {
+    let billed = ran.round_up_to(platform.billing_granularity);
+    let price = if provisioned { platform.provisioned_duration_price_per_gb_s } else { platform.price_per_gb_s };
+    price * gb(memory_mb) * billed.as_secs_f64()
+}
+
+/// Dollars for keeping one provisioned instance of `memory_mb` configured for `held` (one configured period,
+/// rounded up to the platform's provisioned granularity).
 pub fn function_provisioned_charge(platform: &FunctionPlatform, memory_mb: u32, held: Nanos) -> f64 {
-    platform.provisioned_price_per_gb_s * gb(memory_mb) * held.as_secs_f64()
+    let billed = if held == Nanos::ZERO { held } else { held.round_up_to(platform.provisioned_granularity) };
+    platform.provisioned_price_per_gb_s * gb(memory_mb) * billed.as_secs_f64()
 }
 
 fn gb(memory_mb: u32) -> f64 {
@@ -63,10 +103,67 @@ impl CostBreakdown {
 mod tests {
     use super::*;
 
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
     #[test]
     fn vm_billing_has_a_minute_minimum_and_second_steps() {
         let p = 3.6; // one dollar per 1000 s
-        assert!((vm_charge(p, Nanos::from_secs(10)) - 0.06).abs() < 1e-12);
-        assert!((vm_charge(p, Nanos::from_millis(100_500)) - 0.101).abs() < 1e-12);
+        assert!(close(vm_charge(p, Market::OnDemand, Nanos::from_secs(10), VmEnd::Released), 0.06));
+        assert!(close(vm_charge(p, Market::OnDemand, Nanos::from_millis(100_500), VmEnd::Released), 0.101));
+    }
+
+    #[test]
+    fn spot_interrupted_in_its_first_hour_is_free_and_after_it_pays_the_seconds_used() {
+        let p = 3.6;
+        // Interrupted by EC2 after 59 min 59 s: no charge.
+        assert_eq!(vm_charge(p, Market::Spot, Nanos::from_secs(3599), VmEnd::Interrupted), 0.0);
+        assert_eq!(vm_charge(p, Market::Spot, Nanos::from_secs(10), VmEnd::Interrupted), 0.0);
+        // After 1 h 0 min 0.5 s: 3,601 s at $0.001/s.
+        assert!(close(vm_charge(p, Market::Spot, Nanos::from_millis(3_600_500), VmEnd::Interrupted), 3.601));
+        // Released by the user: the seconds used, 60 s minimum, first hour or not.
+        assert!(close(vm_charge(p, Market::Spot, Nanos::from_secs(10), VmEnd::Released), 0.06));
+        assert!(close(vm_charge(p, Market::Spot, Nanos::from_secs(1800), VmEnd::Released), 1.8));
+        // On-demand is never free.
+        assert!(close(vm_charge(p, Market::OnDemand, Nanos::from_secs(10), VmEnd::Interrupted), 0.06));
+    }
+
+    fn lambda() -> FunctionPlatform {
+        FunctionPlatform {
+            price_per_gb_s: 0.0000166667,
+            price_per_request: 0.0000002,
+            provisioned_price_per_gb_s: 0.0000041667,
+            provisioned_duration_price_per_gb_s: 0.0000097222,
+            provisioned_granularity: Nanos::from_secs(300),
+            billing_granularity: Nanos::from_millis(1),
+            bill_init: true,
+            memory_min_mb: 128,
+            memory_max_mb: 10240,
+            mb_per_vcpu: 1769.0,
+            regional_concurrency: 1000,
+            default_keep_alive: Nanos::from_secs(600),
+            default_memory_mb: 1024,
+            cold_start_mean: Nanos::from_millis(500),
+            service: crate::LatencyTable::from_millis("function", vec![1], &[10.0]).unwrap(),
+            model_size_mb: 100.0,
+            per_request_mb: 0.0,
+            max_vcpus_per_request: 1.0,
+        }
+    }
+
+    #[test]
+    fn provisioned_concurrency_bills_its_time_in_five_minute_steps_and_work_at_the_lower_price() {
+        let f = lambda();
+        // 2 GB provisioned for 61 s: billed as 300 s at $0.0000041667/GB-s = $0.00250002.
+        assert!(close(function_provisioned_charge(&f, 2048, Nanos::from_secs(61)), 0.00250002));
+        // Exactly 600 s stays 600 s.
+        assert!(close(function_provisioned_charge(&f, 1024, Nanos::from_secs(600)), 0.00250002));
+        assert_eq!(function_provisioned_charge(&f, 1024, Nanos::ZERO), 0.0);
+        // 100.4 ms of work at 1 GB: 101 ms; on demand $0.0000016833367, provisioned $0.0000009819422.
+        let ran = Nanos::from_micros(100_400);
+        assert!(close(function_compute_charge_on(&f, 1024, ran, false), 0.101 * 0.0000166667));
+        assert!(close(function_compute_charge_on(&f, 1024, ran, true), 0.101 * 0.0000097222));
+        assert!(close(function_compute_charge(&f, 1024, ran), 0.101 * 0.0000166667));
     }
 }

@@ -81,6 +81,10 @@ pub struct FunctionPlatform {
     pub price_per_request: f64,
     /// Dollars per GB-second of configured pre-warmed (provisioned) capacity.
     pub provisioned_price_per_gb_s: f64,
+    /// Dollars per GB-second of execution on a provisioned instance (lower than `price_per_gb_s`).
+    pub provisioned_duration_price_per_gb_s: f64,
+    /// Each configured period of provisioned capacity is billed rounded up to this (5 minutes on AWS).
+    pub provisioned_granularity: Nanos,
     /// Billing granularity of execution time (1 ms on AWS Lambda).
     pub billing_granularity: Nanos,
     /// Whether the initialisation (cold start) time is billed as execution.

@@ -441,6 +441,8 @@ mod tests {
             price_per_gb_s: 0.0,
             price_per_request: 0.0,
             provisioned_price_per_gb_s: 0.0,
+            provisioned_duration_price_per_gb_s: 0.0,
+            provisioned_granularity: Nanos::from_secs(300),
             billing_granularity: Nanos::from_millis(1),
             bill_init: false,
             memory_min_mb: 128,

@@ -179,6 +179,10 @@ pub struct FunctionsFile {
     pub price_per_request: f64,
     /// $/GB-s of pre-warmed capacity.
     pub provisioned_price_per_gb_s: f64,
+    /// $/GB-s of execution on pre-warmed capacity.
+    pub provisioned_duration_price_per_gb_s: f64,
+    /// Rounding of each configured period of pre-warmed capacity, s.
+    pub provisioned_granularity_s: f64,
     /// Billing granularity, ms.
     pub billing_granularity_ms: f64,
     /// Whether init is billed.
@@ -412,6 +416,16 @@ fn build_catalog(
             "functions.provisioned_price_per_gb_s",
             f.provisioned_price_per_gb_s,
         )?,
+        provisioned_duration_price_per_gb_s: non_negative(
+            catalog_path,
+            "functions.provisioned_duration_price_per_gb_s",
+            f.provisioned_duration_price_per_gb_s,
+        )?,
+        provisioned_granularity: Nanos::from_secs_f64(non_negative(
+            catalog_path,
+            "functions.provisioned_granularity_s",
+            f.provisioned_granularity_s,
+        )?),
         billing_granularity: Nanos::from_millis_f64(f.billing_granularity_ms),
         bill_init: f.bill_init,
         memory_min_mb: f.memory_min_mb,

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::mem;
 
-use hyscale_policies::billing::{self, CostBreakdown};
+use hyscale_policies::billing::{self, CostBreakdown, VmEnd};
 use hyscale_policies::report::{
     ActionSummary, CostSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report, TimelineRow,
 };
@@ -104,6 +104,9 @@ struct FnInst {
     memory_mb: u32,
     concurrency: u32,
     stale: bool,
+    /// Started as pre-warmed (provisioned) capacity: no init charge, the provisioned duration price, never
+    /// expires while the capacity stays configured.
+    provisioned: bool,
     queue: VecDeque<Req>,
     slots: Vec<Option<Vec<Req>>>,
     busy_slots: u32,
@@ -166,6 +169,7 @@ struct World<'a> {
     cold_free: BTreeSet<u32>,
     fn_live: u32,
     fn_stale_live: u32,
+    fn_provisioned_live: u32,
     fn_in_service: u64,
     last_integral: Nanos,
     prewarm_since: Nanos,
@@ -251,6 +255,7 @@ impl<'a> World<'a> {
             cold_free: BTreeSet::new(),
             fn_live: 0,
             fn_stale_live: 0,
+            fn_provisioned_live: 0,
             fn_in_service: 0,
             last_integral: Nanos::ZERO,
             prewarm_since: Nanos::ZERO,
@@ -366,7 +371,7 @@ impl<'a> World<'a> {
             Event::SpotTerminate(i) => {
                 if self.vms[i as usize].state.is_some() {
                     self.usage.spot_interruptions += 1;
-                    self.vm_gone(i);
+                    self.vm_gone(i, VmEnd::Interrupted);
                 }
             }
             Event::SpotListed(k) => {
@@ -393,7 +398,7 @@ impl<'a> World<'a> {
                 let inst = &mut self.fns[idx as usize];
                 inst.phase = FnPhase::Warm;
                 let (memory, cold) = (inst.memory_mb, inst.cold_time);
-                if self.sc.catalog.functions.bill_init {
+                if self.sc.catalog.functions.bill_init && !inst.provisioned {
                     self.usage.cost.function_compute +=
                         billing::function_compute_charge(&self.sc.catalog.functions, memory, cold);
                 }
@@ -417,8 +422,7 @@ impl<'a> World<'a> {
                 {
                     return Ok(());
                 }
-                let fresh_live = self.fn_live - self.fn_stale_live;
-                if !inst.stale && fresh_live <= self.view.functions.settings.prewarm {
+                if inst.provisioned && !inst.stale {
                     // Pre-warmed capacity never expires; look again after another keep-alive.
                     let next = self.now.saturating_add(self.view.functions.settings.keep_alive.max(Nanos(1)));
                     self.queue.push(next, Event::FnExpire { idx, epoch, idle_since });
@@ -635,7 +639,7 @@ impl<'a> World<'a> {
         match rule.decide(vm.queue.len(), oldest, self.now) {
             BatchDecision::Idle => {
                 if vm.state == Some(VmState::Draining) {
-                    self.vm_gone(i);
+                    self.vm_gone(i, VmEnd::Released);
                 }
             }
             BatchDecision::Start(n) => {
@@ -661,8 +665,8 @@ impl<'a> World<'a> {
         }
     }
 
-    /// VM `i` is gone now: billed, removed, its queued and in-service requests routed again.
-    fn vm_gone(&mut self, i: u32) {
+    /// VM `i` is gone now, ended by `end`: billed, removed, its queued and in-service requests routed again.
+    fn vm_gone(&mut self, i: u32, end: VmEnd) {
         let before = self.vm_snapshot(i);
         if before.0.is_none() {
             return;
@@ -673,17 +677,18 @@ impl<'a> World<'a> {
         vm.state = None;
         vm.timer = None;
         let (vm_type, market, ran) = (vm.vm_type, vm.market, self.now - vm.launched);
-        self.bill_vm(vm_type, market, ran);
+        self.bill_vm(vm_type, market, ran, end);
         self.vm_sync(i, before);
         if !orphans.is_empty() {
             self.reroute(orphans);
         }
     }
 
-    fn bill_vm(&mut self, vm_type: VmTypeId, market: Market, ran: Nanos) {
+    fn bill_vm(&mut self, vm_type: VmTypeId, market: Market, ran: Nanos, end: VmEnd) {
         let price = self.sc.catalog.vm(vm_type).price_per_h(market).unwrap_or(0.0);
-        let charge = billing::vm_charge(price, ran);
-        let hours = ran.max(billing::VM_MIN_BILLED).round_up_to(billing::VM_GRANULARITY).as_secs_f64() / 3600.0;
+        let charge = billing::vm_charge(price, market, ran, end);
+        // Hours the instances ran (what was used), whatever the bill made of them.
+        let hours = ran.as_secs_f64() / 3600.0;
         match market {
             Market::OnDemand => self.usage.cost.vm_on_demand += charge,
             Market::Spot => self.usage.cost.vm_spot += charge,
@@ -714,7 +719,7 @@ impl<'a> World<'a> {
         match state {
             None => Err("release: instance is not alive".into()),
             Some(VmState::Provisioning) => {
-                self.vm_gone(i);
+                self.vm_gone(i, VmEnd::Released);
                 Ok(())
             }
             Some(VmState::Ready) => {
@@ -824,7 +829,7 @@ impl<'a> World<'a> {
                 self.view.functions.throttled_total += 1;
                 return Err(RejectReason::Throttled);
             }
-            self.fn_spawn()
+            self.fn_spawn(false)
         };
         let before = self.fn_class(idx);
         let inst = &mut self.fns[idx as usize];
@@ -836,7 +841,7 @@ impl<'a> World<'a> {
         Ok(())
     }
 
-    fn fn_spawn(&mut self) -> u32 {
+    fn fn_spawn(&mut self, provisioned: bool) -> u32 {
         let settings = self.view.functions.settings;
         let m = &self.sc.function_model;
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
@@ -851,6 +856,7 @@ impl<'a> World<'a> {
                     memory_mb: 0,
                     concurrency: 0,
                     stale: false,
+                    provisioned: false,
                     queue: VecDeque::new(),
                     slots: Vec::new(),
                     busy_slots: 0,
@@ -870,6 +876,8 @@ impl<'a> World<'a> {
         inst.memory_mb = settings.memory_mb;
         inst.concurrency = settings.concurrency.max(1);
         inst.stale = false;
+        inst.provisioned = provisioned;
+        self.fn_provisioned_live += provisioned as u32;
         inst.slots.clear();
         inst.slots.resize(inst.concurrency as usize, None);
         inst.busy_slots = 0;
@@ -965,12 +973,12 @@ impl<'a> World<'a> {
         };
         inst.busy_slots -= 1;
         inst.in_service -= batch.len() as u32;
-        let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since));
+        let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
         self.fn_in_service -= batch.len() as u64;
         self.view.functions.in_flight -= batch.len() as u64;
-        if let Some((memory, ran)) = busy_period {
+        if let Some((memory, ran, provisioned)) = busy_period {
             self.usage.cost.function_compute +=
-                billing::function_compute_charge(&self.sc.catalog.functions, memory, ran);
+                billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
         }
         self.fn_sync(idx, before);
         for r in &batch {
@@ -991,6 +999,10 @@ impl<'a> World<'a> {
         if inst.stale {
             self.fn_stale_live -= 1;
         }
+        if inst.provisioned {
+            inst.provisioned = false;
+            self.fn_provisioned_live -= 1;
+        }
         self.fn_live -= 1;
         self.fn_sync(idx, before);
         self.fn_free.push(idx);
@@ -1007,7 +1019,10 @@ impl<'a> World<'a> {
         let memory = memory_mb.unwrap_or(old.memory_mb);
         let conc = concurrency.unwrap_or(old.concurrency);
         self.sc.catalog.functions.check_settings(memory, conc).map_err(|e| format!("configure functions: {e}"))?;
-        self.settle_prewarm();
+        if prewarm.unwrap_or(old.prewarm) != old.prewarm || memory != old.memory_mb {
+            // A configured period of provisioned capacity ends (and is billed) when its size changes.
+            self.settle_prewarm();
+        }
         let settings = &mut self.view.functions.settings;
         settings.memory_mb = memory;
         settings.concurrency = conc;
@@ -1023,6 +1038,11 @@ impl<'a> World<'a> {
                 }
                 inst.stale = true;
                 self.fn_stale_live += 1;
+                if inst.provisioned {
+                    // Provisioned capacity moves to the new version; this one finishes on demand.
+                    inst.provisioned = false;
+                    self.fn_provisioned_live -= 1;
+                }
                 let before = self.fn_class(idx);
                 self.fn_sync(idx, before);
                 if before == FnClass::Idle {
@@ -1031,11 +1051,41 @@ impl<'a> World<'a> {
             }
         }
         let target = self.view.functions.settings.prewarm;
-        while self.fn_live - self.fn_stale_live < target {
+        // Fewer provisioned instances than before: the surplus become on-demand instances (idle ones start
+        // their keep-alive now).
+        for idx in 0..self.fns.len() as u32 {
+            if self.fn_provisioned_live <= target {
+                break;
+            }
+            let inst = &mut self.fns[idx as usize];
+            if inst.phase != FnPhase::Gone && inst.provisioned && !inst.stale {
+                inst.provisioned = false;
+                self.fn_provisioned_live -= 1;
+                if inst.phase == FnPhase::Warm && inst.outstanding() == 0 {
+                    let epoch = inst.epoch;
+                    inst.idle_since = Some(self.now);
+                    let expire = self.now.saturating_add(self.view.functions.settings.keep_alive);
+                    self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
+                }
+            }
+        }
+        // More: live on-demand instances of the current version are adopted first (they are initialised
+        // already), then new ones start; so `prewarm` is also the number of instances kept alive at least.
+        for idx in 0..self.fns.len() as u32 {
+            if self.fn_provisioned_live >= target {
+                break;
+            }
+            let inst = &mut self.fns[idx as usize];
+            if inst.phase != FnPhase::Gone && !inst.provisioned && !inst.stale {
+                inst.provisioned = true;
+                self.fn_provisioned_live += 1;
+            }
+        }
+        while self.fn_provisioned_live < target {
             if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
                 return Err("configure functions: prewarm exceeds the regional concurrency limit".into());
             }
-            self.fn_spawn();
+            self.fn_spawn(true);
         }
         Ok(())
     }
@@ -1148,17 +1198,18 @@ impl<'a> World<'a> {
         // Bill functions still mid-batch (only when the drain limit cut the run short).
         for inst in &self.fns {
             if inst.phase == FnPhase::Warm && inst.busy_slots > 0 {
-                self.usage.cost.function_compute += billing::function_compute_charge(
+                self.usage.cost.function_compute += billing::function_compute_charge_on(
                     &self.sc.catalog.functions,
                     inst.memory_mb,
                     self.now - inst.busy_since,
+                    inst.provisioned,
                 );
             }
         }
         let live: Vec<(VmTypeId, Market, Nanos)> =
             self.view.vms.iter().map(|v| (v.vm_type, v.market, self.now - v.launched_at)).collect();
         for (t, m, ran) in live {
-            self.bill_vm(t, m, ran);
+            self.bill_vm(t, m, ran, VmEnd::Released);
         }
         let sampled_to = self.timeline.last().map_or(Nanos::ZERO, |r| Nanos::from_secs_f64(r.t_s));
         if self.timeline.is_empty() || self.now > sampled_to {
