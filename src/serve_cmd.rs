@@ -86,6 +86,7 @@ fn cluster_catalog(
         sim: Default::default(),
         spot: Default::default(),
         policies: c.policies.clone(),
+        keep_alive: None,
     };
     let scenario = hyscale_sim::scenario::Scenario::from_file(config_path, base.to_path_buf(), file)
         .map_err(|e| bad(e.to_string()))?;

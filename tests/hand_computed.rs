@@ -1,6 +1,6 @@
 //! Tiny scenarios whose every figure is computed by hand.
 
-use crate::support::{Cloud, approx, assert_conserved, fixture, run};
+use crate::support::{Cloud, approx, assert_conserved, fixture, run, run_models};
 
 const STATIC_ONE: &str = "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1 }]\n";
 
@@ -164,4 +164,54 @@ fn a_spot_hazard_interrupts_at_random_and_the_fleet_is_replaced() {
     assert!(r.instances.spot_interruptions > 20, "only {} interruptions", r.instances.spot_interruptions);
     assert!(r.instances.vms_launched["vm1/spot"] > r.instances.spot_interruptions);
     assert!(r.requests.completed > r.requests.arrivals * 8 / 10, "{:?}", r.requests);
+}
+
+const FUNCTIONS_1GB: &str = "policy = \"function-only\"\n[policies.function-only]\nmemory_mb = 1024\nkeep_alive_s = 600.0\n";
+
+#[test]
+fn an_instance_serves_only_its_own_function() {
+    // Function 0 at 0 s and 300 s, function 1 at 100 s: function 1 finds function 0's idle instance but may
+    // not use it, so it pays its own cold start; function 0's second request is warm.
+    let f = fixture(&Cloud::default(), FUNCTIONS_1GB);
+    let r = run_models(&f, &[(0.0, 0), (100.0, 1), (300.0, 0)]);
+    assert_conserved(&r);
+    assert_eq!(r.instances.function_cold_starts, 2);
+    assert_eq!(r.functions.functions, 2);
+    assert_eq!((r.functions.invocations, r.functions.cold_invocations), (3, 2));
+    // Cold percentages by function: 50% (function 0) and 100% (function 1); nearest rank p50 = 50, p75 = 100.
+    assert!(approx(r.functions.cold_pct_p50, 50.0) && approx(r.functions.cold_pct_p75, 100.0), "{:?}", r.functions);
+    // Latencies: 1,000 ms (cold), 1,000 ms (cold), 200 ms (warm): mean 733.3 ms.
+    assert!((r.latency_ms.max - 1000.0).abs() < 1.0 && (r.latency_ms.mean - 2200.0 / 3.0).abs() < 1.0, "{:?}", r.latency_ms);
+}
+
+#[test]
+fn a_fixed_keep_alive_policy_sets_every_functions_window_and_idle_memory_is_counted() {
+    // [keep_alive] one minute overrides the policy's 600 s. Requests at 0 s and 120 s: the instance is idle
+    // from 1.0 s (0.8 s cold start + 0.2 s service), expires at 61.0 s, so the second request is cold too.
+    let body = format!("{FUNCTIONS_1GB}[keep_alive]\nkind = \"fixed\"\nminutes = 1\n");
+    let f = fixture(&Cloud::default(), &body);
+    let r = run(&f, &[0.0, 120.0]);
+    assert_conserved(&r);
+    assert_eq!(r.functions.keep_alive, "fixed-1min");
+    assert_eq!((r.functions.invocations, r.functions.cold_invocations), (2, 2));
+    // Idle 1 GB from 1.0 s to 61.0 s; the run ends as the second request completes (121.0 s).
+    assert!(approx(r.functions.wasted_memory_gb_s, 60.0), "{}", r.functions.wasted_memory_gb_s);
+    // Without the keep-alive policy the 600 s window keeps it: one cold start, idle 1.0 s to 120.0 s.
+    let f = fixture(&Cloud::default(), FUNCTIONS_1GB);
+    let r = run(&f, &[0.0, 120.0]);
+    assert_eq!(r.functions.keep_alive, "settings");
+    assert_eq!(r.functions.cold_invocations, 1);
+    assert!(approx(r.functions.wasted_memory_gb_s, 119.0), "{}", r.functions.wasted_memory_gb_s);
+}
+
+#[test]
+fn the_account_concurrency_limit_counts_requests_in_flight() {
+    // A limit of 2 concurrent executions: three requests at 0 s, the third is throttled; at 5 s the first two
+    // are done and two more run (on the two warm instances).
+    let f = fixture(&Cloud { regional: 2, ..Cloud::default() }, FUNCTIONS_1GB);
+    let r = run(&f, &[0.0, 0.0, 0.0, 5.0, 5.0]);
+    assert_conserved(&r);
+    assert_eq!(r.requests.rejected_by_reason.get("throttled"), Some(&1));
+    assert_eq!(r.requests.completed, 4);
+    assert_eq!(r.instances.function_cold_starts, 2);
 }

@@ -110,9 +110,19 @@ pub fn arrivals(times_s: &[f64]) -> ArrivalStream {
 
 /// Runs the fixture's own policy on `times_s`.
 pub fn run(f: &Fixture, times_s: &[f64]) -> Report {
+    let with_model: Vec<(f64, u32)> = times_s.iter().map(|&t| (t, 0)).collect();
+    run_models(f, &with_model)
+}
+
+/// Runs the fixture's own policy on arrivals `(time_s, model or function id)`.
+pub fn run_models(f: &Fixture, arrivals: &[(f64, u32)]) -> Report {
     let s = &f.scenario;
     let mut policy = s.file.policies.build(&s.file.policy, &s.catalog).expect("policy builds");
-    hyscale_sim::simulate(s, policy.as_mut(), arrivals(times_s), None).expect("simulation runs")
+    let v: Vec<_> = arrivals
+        .iter()
+        .map(|&(t, model)| Ok(Arrival { time: Nanos::from_secs_f64(t), model, input_size: 0, output_size: 0 }))
+        .collect();
+    hyscale_sim::simulate(s, policy.as_mut(), Box::new(v.into_iter()), None).expect("simulation runs")
 }
 
 /// Asserts that every request ended in exactly one way.

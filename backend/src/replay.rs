@@ -223,6 +223,7 @@ pub async fn replay(
             one_copy_per_request_peak: 0,
             one_copy_per_request_gb_hours: 0.0,
         },
+        functions: Default::default(),
         actions: ActionSummary { applied: 0, refused: Default::default() },
         timeline: rows,
     })

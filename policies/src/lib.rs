@@ -26,6 +26,7 @@ pub mod clock;
 pub mod error;
 pub mod function_only;
 pub mod hybrid;
+pub mod keepalive;
 pub mod kpa;
 pub mod ledger;
 pub mod mark;

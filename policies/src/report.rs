@@ -43,10 +43,36 @@ pub struct Report {
     pub instances: InstanceSummary,
     /// Memory held by model copies on functions.
     pub model_memory: ModelMemorySummary,
+    /// Per-function cold starts and idle memory (simulation; empty when no function ran).
+    #[serde(default)]
+    pub functions: FunctionStatsSummary,
     /// Policy actions applied and refused.
     pub actions: ActionSummary,
     /// Per-interval timeline.
     pub timeline: Vec<TimelineRow>,
+}
+
+/// Per-function figures, as "Serverless in the Wild" (ATC'20) reads them: the share of each function's
+/// invocations that met a cold instance, summarised over functions by percentile, and the memory time of
+/// instances loaded but idle (wasted memory).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionStatsSummary {
+    /// The keep-alive in force: the keep-alive policy's name, or `settings` (the scaling policy's own).
+    pub keep_alive: String,
+    /// Functions with at least one invocation on function instances.
+    pub functions: u64,
+    /// Invocations served on function instances.
+    pub invocations: u64,
+    /// Of those, invocations that found no warm instance of their function (they waited for a cold start).
+    pub cold_invocations: u64,
+    /// Per-function cold-invocation percentage: median over functions.
+    pub cold_pct_p50: f64,
+    /// ... 75th percentile over functions (the figure of the paper).
+    pub cold_pct_p75: f64,
+    /// ... 90th percentile over functions.
+    pub cold_pct_p90: f64,
+    /// GB-seconds of function instances loaded and idle (memory × idle time).
+    pub wasted_memory_gb_s: f64,
 }
 
 /// Cost by kind, dollars.

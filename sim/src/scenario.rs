@@ -47,6 +47,12 @@ pub struct ScenarioFile {
     /// Per-policy settings.
     #[serde(default)]
     pub policies: PolicyConfigs,
+    /// `[keep_alive]`: how long each function's idle instances stay loaded, decided per function by a
+    /// keep-alive policy (`kind = "fixed"` with `minutes`, or `kind = "hybrid"`: the hybrid histogram policy of
+    /// "Serverless in the Wild"). It overrides the keep-alive a scaling policy configures. Absent: the scaling
+    /// policy's (or the catalog's default) keep-alive, the same for every function.
+    #[serde(default)]
+    pub keep_alive: Option<hyscale_policies::keepalive::KeepAliveSpec>,
 }
 
 /// `[slo]`: MArk's 200 ms / 98% unless set.
@@ -288,6 +294,9 @@ impl Scenario {
         };
         if !(0.0..=1.0).contains(&slo.sl_min) {
             return Err(config_err(path, format!("slo.sl_min must be within 0..=1, got {}", slo.sl_min)));
+        }
+        if let Some(k) = &file.keep_alive {
+            k.build().map_err(|e| config_err(path, format!("keep_alive: {e}")))?;
         }
         let s = &file.sim;
         positive(path, "sim.report_interval_s", s.report_interval_s)?;

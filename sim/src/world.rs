@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::mem;
 
 use hyscale_policies::billing::{self, CostBreakdown, VmEnd};
+use hyscale_policies::keepalive::KeepAlivePolicy;
 use hyscale_policies::report::{
-    ActionSummary, CostSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report, TimelineRow,
+    ActionSummary, CostSummary, FunctionStatsSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report,
+    TimelineRow,
 };
 use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
@@ -51,6 +53,8 @@ enum Event {
     FnBatchTimer { idx: u32, epoch: u32 },
     /// A function instance idle since `idle_since` reaches its keep-alive.
     FnExpire { idx: u32, epoch: u32, idle_since: Nanos },
+    /// A function idle since its last invocation reaches the pre-warm time its keep-alive policy chose.
+    FnPrewarm { function: u32, epoch: u32 },
     /// The policy's control tick.
     Tick,
     /// The arrival-count window closes an interval.
@@ -99,6 +103,8 @@ enum FnClass {
 }
 
 struct FnInst {
+    /// The function (the request's model id) it belongs to: it serves no other.
+    function: u32,
     epoch: u32,
     phase: FnPhase,
     memory_mb: u32,
@@ -123,6 +129,25 @@ impl FnInst {
     }
 }
 
+/// One function: its instances serve it alone, and its keep-alive is decided for it.
+#[derive(Default)]
+struct FnFunction {
+    /// Its requests queued or in service on its instances.
+    in_flight: u32,
+    /// Since when no request of it has been in flight (while that lasts).
+    idle_since: Option<Nanos>,
+    /// Keep-alive of its idle instances chosen by the keep-alive policy (`None`: the settings').
+    keep_alive: Option<Nanos>,
+    /// Bumped when a pre-warm is scheduled or made moot by an invocation.
+    prewarm_epoch: u32,
+    /// Invocations, and those that met a cold instance.
+    invocations: u64,
+    cold_invocations: u64,
+}
+
+/// Provisioned (pre-warmed) capacity belongs to this function: the one of single-model traces.
+const PROVISIONED_FUNCTION: u32 = 0;
+
 #[derive(Default)]
 struct IntervalCounts {
     arrivals: u64,
@@ -146,6 +171,8 @@ struct Usage {
     fn_live_ns: u128,
     /// Integral of requests in service on functions, request-nanoseconds.
     fn_in_service_ns: u128,
+    /// Integral of idle warm function memory over time, MB-nanoseconds.
+    fn_idle_mb_ns: u128,
     actions_applied: u64,
     actions_refused: BTreeMap<String, u64>,
 }
@@ -165,8 +192,13 @@ struct World<'a> {
     pool_members: Vec<Vec<u32>>,
     fns: Vec<FnInst>,
     fn_free: Vec<u32>,
-    warm_free: BTreeSet<u32>,
-    cold_free: BTreeSet<u32>,
+    /// (function, instance) of instances with room, warm and cold.
+    warm_free: BTreeSet<(u32, u32)>,
+    cold_free: BTreeSet<(u32, u32)>,
+    functions: BTreeMap<u32, FnFunction>,
+    keep_alive: Option<Box<dyn KeepAlivePolicy>>,
+    /// Memory of idle warm instances, MB.
+    fn_idle_mb: u64,
     fn_live: u32,
     fn_stale_live: u32,
     fn_provisioned_live: u32,
@@ -253,6 +285,10 @@ impl<'a> World<'a> {
             fn_free: Vec::new(),
             warm_free: BTreeSet::new(),
             cold_free: BTreeSet::new(),
+            functions: BTreeMap::new(),
+            // Checked when the scenario was loaded.
+            keep_alive: sc.file.keep_alive.as_ref().and_then(|k| k.build().ok()),
+            fn_idle_mb: 0,
             fn_live: 0,
             fn_stale_live: 0,
             fn_provisioned_live: 0,
@@ -428,6 +464,18 @@ impl<'a> World<'a> {
                     self.queue.push(next, Event::FnExpire { idx, epoch, idle_since });
                 } else {
                     self.fn_retire(idx);
+                }
+            }
+            Event::FnPrewarm { function, epoch } => {
+                let f = self.functions.entry(function).or_default();
+                let has_instance = self.warm_free.range((function, 0)..=(function, u32::MAX)).next().is_some()
+                    || self.cold_free.range((function, 0)..=(function, u32::MAX)).next().is_some();
+                if f.prewarm_epoch == epoch
+                    && f.in_flight == 0
+                    && !has_instance
+                    && self.fn_live < self.sc.catalog.functions.regional_concurrency
+                {
+                    self.fn_spawn(function, false);
                 }
             }
             Event::Tick => {
@@ -783,6 +831,15 @@ impl<'a> World<'a> {
     /// Brings counts and the free sets in line with instance `idx` after a change from `before`.
     fn fn_sync(&mut self, idx: u32, before: FnClass) {
         let after = self.fn_class(idx);
+        if (before == FnClass::Idle) != (after == FnClass::Idle) {
+            self.integrate();
+            let mb = self.fns[idx as usize].memory_mb as u64;
+            if after == FnClass::Idle {
+                self.fn_idle_mb += mb;
+            } else {
+                self.fn_idle_mb -= mb;
+            }
+        }
         if before != after {
             let f = &mut self.view.functions;
             for (class, delta) in [(before, -1i64), (after, 1)] {
@@ -795,16 +852,17 @@ impl<'a> World<'a> {
                 *counter = (*counter as i64 + delta) as u32;
             }
         }
-        self.warm_free.remove(&idx);
-        self.cold_free.remove(&idx);
         let inst = &self.fns[idx as usize];
+        let key = (inst.function, idx);
+        self.warm_free.remove(&key);
+        self.cold_free.remove(&key);
         if !inst.stale && inst.outstanding() < self.fn_capacity(inst) {
             match inst.phase {
                 FnPhase::Warm => {
-                    self.warm_free.insert(idx);
+                    self.warm_free.insert(key);
                 }
                 FnPhase::Cold => {
-                    self.cold_free.insert(idx);
+                    self.cold_free.insert(key);
                 }
                 FnPhase::Gone => {}
             }
@@ -816,21 +874,44 @@ impl<'a> World<'a> {
         let dt = (self.now - self.last_integral).0 as u128;
         self.usage.fn_live_ns += self.fn_live as u128 * dt;
         self.usage.fn_in_service_ns += self.fn_in_service as u128 * dt;
+        self.usage.fn_idle_mb_ns += self.fn_idle_mb as u128 * dt;
         self.last_integral = self.now;
     }
 
     fn fn_admit(&mut self, req: Req) -> Result<(), RejectReason> {
-        let idx = if let Some(&i) = self.warm_free.first() {
+        // AWS's account concurrency counts executions in flight, not instances.
+        if self.view.functions.in_flight >= self.sc.catalog.functions.regional_concurrency as u64 {
+            self.view.functions.throttled_total += 1;
+            return Err(RejectReason::Throttled);
+        }
+        let function = req.model;
+        let mine = (function, 0)..=(function, u32::MAX);
+        let idx = if let Some(&(_, i)) = self.warm_free.range(mine.clone()).next() {
             i
-        } else if let Some(&i) = self.cold_free.first() {
+        } else if let Some(&(_, i)) = self.cold_free.range(mine).next() {
             i
         } else {
             if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
                 self.view.functions.throttled_total += 1;
                 return Err(RejectReason::Throttled);
             }
-            self.fn_spawn(false)
+            self.fn_spawn(function, false)
         };
+        let cold = self.fns[idx as usize].phase == FnPhase::Cold;
+        let now = self.now;
+        let f = self.functions.entry(function).or_default();
+        if f.in_flight == 0 {
+            // The function was idle: its idle time is one observation, and a pending pre-warm is moot.
+            f.prewarm_epoch = f.prewarm_epoch.wrapping_add(1);
+            if let Some(since) = f.idle_since.take()
+                && let Some(k) = self.keep_alive.as_mut()
+            {
+                k.observe_idle(function, now - since);
+            }
+        }
+        f.in_flight += 1;
+        f.invocations += 1;
+        f.cold_invocations += cold as u64;
         let before = self.fn_class(idx);
         let inst = &mut self.fns[idx as usize];
         inst.queue.push_back(req);
@@ -841,7 +922,7 @@ impl<'a> World<'a> {
         Ok(())
     }
 
-    fn fn_spawn(&mut self, provisioned: bool) -> u32 {
+    fn fn_spawn(&mut self, function: u32, provisioned: bool) -> u32 {
         let settings = self.view.functions.settings;
         let m = &self.sc.function_model;
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
@@ -851,6 +932,7 @@ impl<'a> World<'a> {
             Some(i) => i,
             None => {
                 self.fns.push(FnInst {
+                    function,
                     epoch: 0,
                     phase: FnPhase::Gone,
                     memory_mb: 0,
@@ -871,6 +953,7 @@ impl<'a> World<'a> {
         };
         self.integrate();
         let inst = &mut self.fns[idx as usize];
+        inst.function = function;
         inst.epoch = inst.epoch.wrapping_add(1);
         inst.phase = FnPhase::Cold;
         inst.memory_mb = settings.memory_mb;
@@ -912,8 +995,9 @@ impl<'a> World<'a> {
                             return;
                         }
                         let epoch = inst.epoch;
+                        let keep_alive = self.keep_alive_of(inst.function);
                         self.fns[idx as usize].idle_since = Some(self.now);
-                        let expire = self.now.saturating_add(self.view.functions.settings.keep_alive);
+                        let expire = self.now.saturating_add(keep_alive);
                         self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
                     }
                     break;
@@ -984,7 +1068,56 @@ impl<'a> World<'a> {
         for r in &batch {
             self.complete(r);
         }
+        let function = self.fns[idx as usize].function;
+        let prewarm = self.function_done(function, batch.len() as u32);
         self.fn_try_start(idx);
+        if let Some(prewarm) = prewarm {
+            self.unload_for_prewarm(function, prewarm);
+        }
+    }
+
+    /// The keep-alive of `function`'s idle instances.
+    fn keep_alive_of(&self, function: u32) -> Nanos {
+        self.functions
+            .get(&function)
+            .and_then(|f| f.keep_alive)
+            .unwrap_or(self.view.functions.settings.keep_alive)
+    }
+
+    /// `n` requests of `function` ended. When none is left in flight the function is idle, and the keep-alive
+    /// policy (if any) decides its windows; returns the pre-warm window when it chose one.
+    fn function_done(&mut self, function: u32, n: u32) -> Option<Nanos> {
+        let now = self.now;
+        let f = self.functions.entry(function).or_default();
+        f.in_flight -= n;
+        if f.in_flight > 0 {
+            return None;
+        }
+        f.idle_since = Some(now);
+        let decision = self.keep_alive.as_mut()?.decide(function);
+        f.keep_alive = Some(decision.keep_alive);
+        (decision.prewarm > Nanos::ZERO).then_some(decision.prewarm)
+    }
+
+    /// The hybrid policy's pre-warm: `function`'s idle on-demand instances are unloaded now, and one is
+    /// loaded again `prewarm` from now (unless an invocation comes first).
+    fn unload_for_prewarm(&mut self, function: u32, prewarm: Nanos) {
+        let idle: Vec<u32> = self
+            .warm_free
+            .range((function, 0)..=(function, u32::MAX))
+            .map(|&(_, i)| i)
+            .filter(|&i| {
+                let inst = &self.fns[i as usize];
+                !inst.provisioned && inst.outstanding() == 0
+            })
+            .collect();
+        for i in idle {
+            self.fn_retire(i);
+        }
+        let f = self.functions.entry(function).or_default();
+        f.prewarm_epoch = f.prewarm_epoch.wrapping_add(1);
+        let epoch = f.prewarm_epoch;
+        self.queue.push(self.now.saturating_add(prewarm), Event::FnPrewarm { function, epoch });
     }
 
     fn fn_retire(&mut self, idx: u32) {
@@ -1064,7 +1197,8 @@ impl<'a> World<'a> {
                 if inst.phase == FnPhase::Warm && inst.outstanding() == 0 {
                     let epoch = inst.epoch;
                     inst.idle_since = Some(self.now);
-                    let expire = self.now.saturating_add(self.view.functions.settings.keep_alive);
+                    let function = inst.function;
+                    let expire = self.now.saturating_add(self.keep_alive_of(function));
                     self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
                 }
             }
@@ -1085,7 +1219,7 @@ impl<'a> World<'a> {
             if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
                 return Err("configure functions: prewarm exceeds the regional concurrency limit".into());
             }
-            self.fn_spawn(true);
+            self.fn_spawn(PROVISIONED_FUNCTION, true);
         }
         Ok(())
     }
@@ -1262,9 +1396,42 @@ impl<'a> World<'a> {
                 one_copy_per_request_peak: self.usage.fn_in_service_peak,
                 one_copy_per_request_gb_hours: self.usage.fn_in_service_ns as f64 / ns_per_h * model_gb,
             },
+            functions: function_stats(
+                &self.functions,
+                self.keep_alive.as_ref().map_or_else(|| "settings".to_string(), |k| k.name()),
+                self.usage.fn_idle_mb_ns,
+            ),
             actions: ActionSummary { applied: self.usage.actions_applied, refused: self.usage.actions_refused },
             timeline: self.timeline,
         }
+    }
+}
+
+/// The per-function summary: cold-invocation percentages by function, summarised by nearest-rank
+/// percentiles, and the idle memory time.
+fn function_stats(functions: &BTreeMap<u32, FnFunction>, keep_alive: String, idle_mb_ns: u128) -> FunctionStatsSummary {
+    let mut pct: Vec<f64> = functions
+        .values()
+        .filter(|f| f.invocations > 0)
+        .map(|f| 100.0 * f.cold_invocations as f64 / f.invocations as f64)
+        .collect();
+    pct.sort_by(f64::total_cmp);
+    let rank = |q: f64| -> f64 {
+        if pct.is_empty() {
+            return 0.0;
+        }
+        let k = ((q * pct.len() as f64).ceil() as usize).clamp(1, pct.len());
+        pct[k - 1]
+    };
+    FunctionStatsSummary {
+        keep_alive,
+        functions: pct.len() as u64,
+        invocations: functions.values().map(|f| f.invocations).sum(),
+        cold_invocations: functions.values().map(|f| f.cold_invocations).sum(),
+        cold_pct_p50: rank(0.5),
+        cold_pct_p75: rank(0.75),
+        cold_pct_p90: rank(0.9),
+        wasted_memory_gb_s: idle_mb_ns as f64 / 1024.0 / 1e9,
     }
 }
 
