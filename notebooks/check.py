@@ -17,6 +17,22 @@ ROOT = os.path.dirname(HERE)
 SCENARIOS = ["conv_static", "conv_function_only", "code_spot", "poisson_gpu_batching"]
 
 
+def check_reports(text: str, figures: list) -> None:
+    missing = [s for s in ["conv-static", "conv-function-only", "code-spot"] if s not in text]
+    assert not missing, f"summary lacks {missing}"
+    assert "cost_vs_slo.png" in figures, f"no cost_vs_slo.png among {figures}"
+    assert sum(f.startswith("timeline_") for f in figures) == len(SCENARIOS), figures
+
+
+def check_keepalive(text: str, figures: list) -> None:
+    assert "fixed-10min" in text and "hybrid" in text, f"table lacks its rows: {text[:500]}"
+    assert "keepalive.png" in figures, f"no keepalive.png among {figures}"
+
+
+# What each notebook must produce; a notebook without an entry fails the check.
+CHECKS = {"reports.ipynb": check_reports, "keepalive.ipynb": check_keepalive}
+
+
 def main() -> int:
     binary = sys.argv[1]
     passed = failed = 0
@@ -29,7 +45,15 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        keepalive = os.path.join(tmp, "keepalive", "keepalive.json")
+        subprocess.run(
+            [binary, "keepalive", "--scenario", os.path.join(ROOT, "scenarios", "azf_keepalive.toml"), "--minutes", "10", "--table", keepalive],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.environ["HYSCALE_REPORTS"] = tmp
+        os.environ["HYSCALE_KEEPALIVE"] = keepalive
         os.environ["HYSCALE_FIGURES"] = os.path.join(tmp, "figures")
         for nb_name in sorted(f for f in os.listdir(HERE) if f.endswith(".ipynb")):
             nb = nbformat.read(os.path.join(HERE, nb_name), as_version=4)
@@ -38,11 +62,7 @@ def main() -> int:
                 text = "".join(
                     o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                 )
-                missing = [s for s in ["conv-static", "conv-function-only", "code-spot"] if s not in text]
-                figures = os.listdir(os.environ["HYSCALE_FIGURES"])
-                assert not missing, f"summary lacks {missing}"
-                assert "cost_vs_slo.png" in figures, f"no cost_vs_slo.png among {figures}"
-                assert sum(f.startswith("timeline_") for f in figures) == len(SCENARIOS), figures
+                CHECKS[nb_name](text, os.listdir(os.environ["HYSCALE_FIGURES"]))
                 print(f"ok: {nb_name}")
                 passed += 1
             except Exception as e:  # report every notebook, then fail

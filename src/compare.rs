@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use hyscale_policies::oracle::{OracleBound, lower_bound};
-use hyscale_policies::report::Report;
 use hyscale_policies::spec::POLICY_NAMES;
 use hyscale_sim::Scenario;
 use serde::Serialize;
@@ -61,32 +60,11 @@ pub fn names(arg: &str) -> anyhow::Result<Vec<String>> {
 /// `table` (`.csv` or `.json`) when given.
 pub fn run(scenario: &Scenario, policies: &[String], table: Option<&Path>) -> anyhow::Result<()> {
     let started = Instant::now();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(policies.len()).max(1);
-    let mut results: Vec<Option<anyhow::Result<Report>>> = (0..policies.len()).map(|_| None).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots = std::sync::Mutex::new(&mut results);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(name) = policies.get(i) else { break };
-                    let t = Instant::now();
-                    let r = hyscale_sim::run_scenario_with(scenario, name, None).map_err(bad_input);
-                    eprintln!("  {name}: done in {:.2} s", t.elapsed().as_secs_f64());
-                    if let Ok(mut slots) = slots.lock() {
-                        slots[i] = Some(r);
-                    }
-                }
-            });
-        }
-    });
-    let mut reports = Vec::with_capacity(policies.len());
-    for (name, r) in policies.iter().zip(results) {
-        let report =
-            r.with_context(|| format!("policy {name} did not run"))?.with_context(|| format!("policy {name}"))?;
-        reports.push(report);
-    }
+    let reports = run_parallel(
+        policies,
+        |name| name.clone(),
+        |name| hyscale_sim::run_scenario_with(scenario, name, None).map_err(bad_input),
+    )?;
     let requests = reports.first().map_or(0, |r| r.requests.arrivals);
     let oracle = lower_bound(&scenario.catalog, &scenario.slo, requests);
     let rows: Vec<Row> = reports
@@ -170,6 +148,49 @@ pub fn run(scenario: &Scenario, policies: &[String], table: Option<&Path>) -> an
     Ok(())
 }
 
+/// Runs `f` on every item, one thread per core, and returns the results in the items' order (so the output
+/// does not depend on which thread finished first). Prints each item's wall time as it ends.
+pub fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    label: impl Fn(&T) -> String + Sync,
+    f: impl Fn(&T) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<Vec<R>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
+    let mut results: Vec<Option<anyhow::Result<R>>> = (0..items.len()).map(|_| None).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots = std::sync::Mutex::new(&mut results);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let t = Instant::now();
+                    let r = f(item);
+                    eprintln!("  {}: done in {:.2} s", label(item), t.elapsed().as_secs_f64());
+                    if let Ok(mut slots) = slots.lock() {
+                        slots[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    items
+        .iter()
+        .zip(results)
+        .map(|(item, r)| r.with_context(|| format!("{} did not run", label(item)))?.with_context(|| label(item)))
+        .collect()
+}
+
+/// Where a table goes: `.csv` or `.json`, nothing else (a `.txt` would silently get CSV).
+pub fn table_format(path: &Path) -> anyhow::Result<bool> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("json") => Ok(true),
+        Some("csv") => Ok(false),
+        _ => Err(BadInput(format!("--table {}: the file must end in .csv or .json", path.display())).into()),
+    }
+}
+
 fn write_table(
     path: &Path,
     scenario: &Scenario,
@@ -181,7 +202,7 @@ fn write_table(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let text = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+    let text = if table_format(path)? {
         let c = Comparison {
             scenario: &scenario.file.name,
             trace,

@@ -11,6 +11,7 @@ use hyscale_sim::{Scenario, SimError};
 use hyscale_traces::TraceSpec;
 
 mod compare;
+mod keepalive_cmd;
 mod predict;
 mod profile_cmd;
 mod replay_cmd;
@@ -45,6 +46,9 @@ enum Command {
     Replay(replay_cmd::ReplayArgs),
     /// Serve ONNX models over the Open Inference Protocol v2 (KServe / Triton REST), with dynamic batching.
     Serve(serve_cmd::ServeArgs),
+    /// Keep-alive policies of "Serverless in the Wild" on a scenario: fixed windows of 5 to 120 minutes and the
+    /// hybrid histogram policy; 75th-percentile per-function cold-start % against wasted memory.
+    Keepalive(keepalive_cmd::KeepaliveArgs),
 }
 
 #[derive(clap::Args)]
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => trace_cmd::run(args),
         Command::Replay(args) => replay_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Keepalive(args) => keepalive_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +145,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             );
         }
         let table = args.table.clone();
+        if let Some(t) = &table {
+            compare::table_format(t)?;
+        }
         let scenario = load_scenario(&SimulateArgs { policy: None, ..args })?;
         return compare::run(&scenario, &policies, table.as_deref());
     }

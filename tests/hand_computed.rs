@@ -166,7 +166,8 @@ fn a_spot_hazard_interrupts_at_random_and_the_fleet_is_replaced() {
     assert!(r.requests.completed > r.requests.arrivals * 8 / 10, "{:?}", r.requests);
 }
 
-const FUNCTIONS_1GB: &str = "policy = \"function-only\"\n[policies.function-only]\nmemory_mb = 1024\nkeep_alive_s = 600.0\n";
+const FUNCTIONS_1GB: &str =
+    "policy = \"function-only\"\n[policies.function-only]\nmemory_mb = 1024\nkeep_alive_s = 600.0\n";
 
 #[test]
 fn an_instance_serves_only_its_own_function() {
@@ -181,7 +182,11 @@ fn an_instance_serves_only_its_own_function() {
     // Cold percentages by function: 50% (function 0) and 100% (function 1); nearest rank p50 = 50, p75 = 100.
     assert!(approx(r.functions.cold_pct_p50, 50.0) && approx(r.functions.cold_pct_p75, 100.0), "{:?}", r.functions);
     // Latencies: 1,000 ms (cold), 1,000 ms (cold), 200 ms (warm): mean 733.3 ms.
-    assert!((r.latency_ms.max - 1000.0).abs() < 1.0 && (r.latency_ms.mean - 2200.0 / 3.0).abs() < 1.0, "{:?}", r.latency_ms);
+    assert!(
+        (r.latency_ms.max - 1000.0).abs() < 1.0 && (r.latency_ms.mean - 2200.0 / 3.0).abs() < 1.0,
+        "{:?}",
+        r.latency_ms
+    );
 }
 
 #[test]

@@ -41,7 +41,11 @@ fn post(addr: &str, path: &str, body: &str) -> (u16, String) {
 
 fn good(addr: &str) -> (u16, String) {
     let data = vec!["0.5"; 64].join(",");
-    post(addr, "/v2/models/mlp/infer", &format!(r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":[{data}]}}]}}"#))
+    post(
+        addr,
+        "/v2/models/mlp/infer",
+        &format!(r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":[{data}]}}]}}"#),
+    )
 }
 
 #[test]
@@ -70,7 +74,10 @@ fn the_request_that_aborted_the_server_is_a_400_and_the_server_lives_on() {
 fn a_body_over_the_limit_is_413_announced_or_not() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(&config(dir.path(), "max_body_bytes = 2048"));
-    let big = format!(r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":[{}]}}]}}"#, vec!["0.125"; 600].join(","));
+    let big = format!(
+        r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":[{}]}}]}}"#,
+        vec!["0.125"; 600].join(",")
+    );
     let (status, text) = post(&server.addr, "/v2/models/mlp/infer", &big);
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("limits.max_body_bytes"), "{text}");

@@ -58,24 +58,25 @@ const MIN_FORECAST_S: f64 = 1e-3;
 /// Weight of the newest IT in the forecast's exponentially weighted mean (fewer than 3 ITs); our choice.
 const EWMA_ALPHA: f64 = 0.5;
 
-/// What to do with a function that has just gone idle (its last invocation in flight ended).
+/// What to do with an instance of a function that has just gone idle (its execution ended).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeepAliveDecision {
-    /// The pre-warming window. Zero: keep the function's instances loaded for `keep_alive`, then unload them.
-    /// Positive: unload now, load the function again `prewarm` after it went idle, and keep it loaded for
+    /// The pre-warming window. Zero: keep the instance loaded for `keep_alive`, then unload it. Positive:
+    /// unload it now, load the function again `prewarm` after it went idle, and keep that instance loaded for
     /// `keep_alive` from then.
     pub prewarm: Nanos,
     /// The keep-alive window, counted from the idle start (`prewarm` zero) or from the pre-warm.
     pub keep_alive: Nanos,
 }
 
-/// A keep-alive policy: learns from a function's idle times and decides its windows when it goes idle.
+/// A keep-alive policy: learns from a function's idle times and decides the windows of its instances as
+/// they go idle (as DSLab's reproduction applies the paper's policy: per container, ITs per function).
 pub trait KeepAlivePolicy: Send {
-    /// An invocation of `function` starts after the function was idle (nothing in flight) for `idle`, the
-    /// paper's idle time. Not called for a function's first invocation.
+    /// An invocation of `function` arrives `idle` after the end of the function's previous execution (the
+    /// paper's idle time; zero when executions overlap). Not called for a function's first invocation.
     fn observe_idle(&mut self, function: u32, idle: Nanos);
 
-    /// The windows for `function`, which has just gone idle.
+    /// The windows for an instance of `function` that has just gone idle.
     fn decide(&mut self, function: u32) -> KeepAliveDecision;
 
     /// The policy's name for reports, e.g. `fixed-10min` or `hybrid`.
@@ -122,8 +123,8 @@ pub struct HybridConfig {
     /// Coefficient of variation of the bin counts at or above which the histogram is representative
     /// (default 2: the paper gives no number; DSLab's reproduction uses 2).
     pub cv_threshold: f64,
-    /// Fewest ITs in range before the histogram is trusted (default 10: our choice; the paper only says
-    /// "too few").
+    /// Fewest ITs in range before the histogram is trusted (default 1: as in DSLab's reproduction, the
+    /// coefficient of variation alone decides; a histogram of a few ITs in one bin is representative).
     pub min_samples: u32,
     /// Share of out-of-bounds ITs above which the forecast is used (default 0.5: the paper says "too many";
     /// DSLab's reproduction uses 0.5).
@@ -143,7 +144,7 @@ impl Default for HybridConfig {
             tail_percentile: 99.0,
             margin: 0.1,
             cv_threshold: 2.0,
-            min_samples: 10,
+            min_samples: 1,
             oob_threshold: 0.5,
             forecast_margin: 0.15,
             forecast_history: 32,
@@ -404,7 +405,7 @@ mod tests {
 
     #[test]
     fn hybrid_without_enough_idle_times_keeps_the_whole_range() {
-        let mut p = hybrid();
+        let mut p = HybridHistogram::new(&HybridConfig { min_samples: 10, ..HybridConfig::default() }).unwrap();
         assert_eq!(p.decide(1), decision(Nanos::ZERO, min(240)));
         // 9 ITs in range, one short of min_samples.
         for _ in 0..9 {
@@ -412,6 +413,14 @@ mod tests {
         }
         assert_eq!(p.decide(1), decision(Nanos::ZERO, min(240)));
         assert_eq!(p.name(), "hybrid");
+        // With the default (1), the same nine ITs in bin 30 are a representative histogram: pre-warm at
+        // 30 min x 0.9 = 1620 s, loaded until 31 min x 1.1 = 2046 s, so a keep-alive of 426 s.
+        let mut p = hybrid();
+        assert_eq!(p.decide(1), decision(Nanos::ZERO, min(240)));
+        for _ in 0..9 {
+            p.observe_idle(1, min(30));
+        }
+        assert_eq!(p.decide(1), decision(Nanos::from_secs(1620), Nanos::from_secs(426)));
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! scenario file. Every error names the file and, where TOML parsing found it, the line, column and field.
 //! The formats are documented in `scenarios/README.md`, `data/README.md` and `profiles/README.md`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hyscale_policies::catalog::{Catalog, FunctionPlatform, VmType, VmTypeId};
 use hyscale_policies::profile::ProfileFile;
 use hyscale_policies::{Nanos, PolicyConfigs, Slo};
-use hyscale_traces::TraceSpec;
+use hyscale_traces::{AzureFunctionsReader, DurationPercentiles, SourceSpec, TraceSpec};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -88,6 +89,11 @@ pub struct SimSettings {
     /// Shifts every arrival this much later, seconds, so that a fleet requested at time zero can be ready
     /// before the traffic starts (as a deployment would be). Default 0: traffic starts at once.
     pub trace_offset_s: f64,
+    /// Take each function's execution time and memory from the trace (an `azure-functions` trace with its
+    /// `durations` and `memory` files): a function instance's memory is its function's average allocated
+    /// memory (within the platform's sizes), and each execution's time is drawn from the function's
+    /// duration percentiles. Default false: the profile's service time and the configured memory.
+    pub functions_from_trace: bool,
 }
 
 impl Default for SimSettings {
@@ -99,6 +105,7 @@ impl Default for SimSettings {
             vm_queue_limit: 10_000,
             drain_limit_s: 600.0,
             trace_offset_s: 0.0,
+            functions_from_trace: false,
         }
     }
 }
@@ -254,6 +261,48 @@ pub struct Scenario {
     pub slo: Slo,
     /// Listed spot events, resolved: (time, type, count).
     pub spot_events: Vec<(Nanos, VmTypeId, u32)>,
+    /// Per function (model id), its execution times and memory from the trace (`sim.functions_from_trace`).
+    pub function_traits: BTreeMap<u32, FunctionTraits>,
+}
+
+/// One function's behaviour as the trace records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunctionTraits {
+    /// Execution-time percentiles, ms (`None` when the durations file lacks the function).
+    pub duration: Option<DurationPercentiles>,
+    /// Memory of an instance, MB, within the platform's sizes (`None` when the memory file lacks it).
+    pub memory_mb: Option<u32>,
+}
+
+/// Reads the per-function traits of the scenario's `azure-functions` trace.
+fn function_traits(
+    path: &Path,
+    base: &Path,
+    file: &ScenarioFile,
+    platform: &FunctionPlatform,
+) -> Result<BTreeMap<u32, FunctionTraits>, SimError> {
+    let TraceSpec::Source(SourceSpec::AzureFunctions(spec)) = &file.trace else {
+        return Err(config_err(
+            path,
+            "sim.functions_from_trace needs a [trace] of kind \"azure-functions\" (not wrapped in a transform)",
+        ));
+    };
+    if spec.durations.is_none() && spec.memory.is_none() {
+        return Err(config_err(
+            path,
+            "sim.functions_from_trace: the azure-functions [trace] names neither `durations` nor `memory`",
+        ));
+    }
+    let reader = AzureFunctionsReader::open(spec, base, 0)?;
+    Ok(reader
+        .functions()
+        .iter()
+        .map(|f| {
+            let memory_mb =
+                f.memory_mb.map(|mb| (mb.ceil() as u32).clamp(platform.memory_min_mb, platform.memory_max_mb));
+            (f.model, FunctionTraits { duration: f.duration.clone(), memory_mb })
+        })
+        .collect())
 }
 
 fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, SimError> {
@@ -326,6 +375,11 @@ impl Scenario {
             spot_events.push((Nanos::from_secs_f64(at), id, e.count));
         }
         spot_events.sort_by_key(|e| e.0);
+        let function_traits = if file.sim.functions_from_trace {
+            function_traits(path, &base_dir, &file, &catalog.functions)?
+        } else {
+            BTreeMap::new()
+        };
         Ok(Scenario {
             path: path.to_path_buf(),
             base_dir,
@@ -335,6 +389,7 @@ impl Scenario {
             function_model,
             slo,
             spot_events,
+            function_traits,
         })
     }
 }

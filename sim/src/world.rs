@@ -20,6 +20,7 @@ use hyscale_policies::{
     Pool, RecentStats, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
 };
 use hyscale_traces::{Arrival, ArrivalStream, TraceError};
+use rand::RngExt;
 use rand_distr::{Distribution, Exp, LogNormal};
 
 use crate::dist::unit_mean_noise;
@@ -53,8 +54,8 @@ enum Event {
     FnBatchTimer { idx: u32, epoch: u32 },
     /// A function instance idle since `idle_since` reaches its keep-alive.
     FnExpire { idx: u32, epoch: u32, idle_since: Nanos },
-    /// A function idle since its last invocation reaches the pre-warm time its keep-alive policy chose.
-    FnPrewarm { function: u32, epoch: u32 },
+    /// The pre-warm time a keep-alive policy chose for `function`: load an instance, to be kept `keep_alive`.
+    FnPrewarm { function: u32, keep_alive: Nanos },
     /// The policy's control tick.
     Tick,
     /// The arrival-count window closes an interval.
@@ -113,6 +114,8 @@ struct FnInst {
     /// Started as pre-warmed (provisioned) capacity: no init charge, the provisioned duration price, never
     /// expires while the capacity stays configured.
     provisioned: bool,
+    /// Loaded by a keep-alive policy's pre-warm and not used yet: kept this long once warm.
+    prewarmed_for: Option<Nanos>,
     queue: VecDeque<Req>,
     slots: Vec<Option<Vec<Req>>>,
     busy_slots: u32,
@@ -132,14 +135,8 @@ impl FnInst {
 /// One function: its instances serve it alone, and its keep-alive is decided for it.
 #[derive(Default)]
 struct FnFunction {
-    /// Its requests queued or in service on its instances.
-    in_flight: u32,
-    /// Since when no request of it has been in flight (while that lasts).
-    idle_since: Option<Nanos>,
-    /// Keep-alive of its idle instances chosen by the keep-alive policy (`None`: the settings').
-    keep_alive: Option<Nanos>,
-    /// Bumped when a pre-warm is scheduled or made moot by an invocation.
-    prewarm_epoch: u32,
+    /// When its last execution ended (the start of the idle time the keep-alive policy observes).
+    last_end: Option<Nanos>,
     /// Invocations, and those that met a cold instance.
     invocations: u64,
     cold_invocations: u64,
@@ -466,16 +463,14 @@ impl<'a> World<'a> {
                     self.fn_retire(idx);
                 }
             }
-            Event::FnPrewarm { function, epoch } => {
-                let f = self.functions.entry(function).or_default();
+            Event::FnPrewarm { function, keep_alive } => {
+                // Load the function again unless an instance with room is there already (an invocation
+                // since started one).
                 let has_instance = self.warm_free.range((function, 0)..=(function, u32::MAX)).next().is_some()
                     || self.cold_free.range((function, 0)..=(function, u32::MAX)).next().is_some();
-                if f.prewarm_epoch == epoch
-                    && f.in_flight == 0
-                    && !has_instance
-                    && self.fn_live < self.sc.catalog.functions.regional_concurrency
-                {
-                    self.fn_spawn(function, false);
+                if !has_instance && self.fn_live < self.sc.catalog.functions.regional_concurrency {
+                    let idx = self.fn_spawn(function, false);
+                    self.fns[idx as usize].prewarmed_for = Some(keep_alive);
                 }
             }
             Event::Tick => {
@@ -900,16 +895,11 @@ impl<'a> World<'a> {
         let cold = self.fns[idx as usize].phase == FnPhase::Cold;
         let now = self.now;
         let f = self.functions.entry(function).or_default();
-        if f.in_flight == 0 {
-            // The function was idle: its idle time is one observation, and a pending pre-warm is moot.
-            f.prewarm_epoch = f.prewarm_epoch.wrapping_add(1);
-            if let Some(since) = f.idle_since.take()
-                && let Some(k) = self.keep_alive.as_mut()
-            {
-                k.observe_idle(function, now - since);
-            }
+        if let Some(end) = f.last_end
+            && let Some(k) = self.keep_alive.as_mut()
+        {
+            k.observe_idle(function, now.saturating_sub(end));
         }
-        f.in_flight += 1;
         f.invocations += 1;
         f.cold_invocations += cold as u64;
         let before = self.fn_class(idx);
@@ -928,6 +918,7 @@ impl<'a> World<'a> {
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
         let bandwidth = m.model_load_mb_per_s.sample(&mut self.rng_cold).max(1e-9);
         let cold = Nanos::from_secs_f64(sandbox + self.sc.catalog.functions.model_size_mb / bandwidth);
+        let memory_mb = self.sc.function_traits.get(&function).and_then(|t| t.memory_mb).unwrap_or(settings.memory_mb);
         let idx = match self.fn_free.pop() {
             Some(i) => i,
             None => {
@@ -939,6 +930,7 @@ impl<'a> World<'a> {
                     concurrency: 0,
                     stale: false,
                     provisioned: false,
+                    prewarmed_for: None,
                     queue: VecDeque::new(),
                     slots: Vec::new(),
                     busy_slots: 0,
@@ -956,10 +948,11 @@ impl<'a> World<'a> {
         inst.function = function;
         inst.epoch = inst.epoch.wrapping_add(1);
         inst.phase = FnPhase::Cold;
-        inst.memory_mb = settings.memory_mb;
+        inst.memory_mb = memory_mb;
         inst.concurrency = settings.concurrency.max(1);
         inst.stale = false;
         inst.provisioned = provisioned;
+        inst.prewarmed_for = None;
         self.fn_provisioned_live += provisioned as u32;
         inst.slots.clear();
         inst.slots.resize(inst.concurrency as usize, None);
@@ -995,7 +988,23 @@ impl<'a> World<'a> {
                             return;
                         }
                         let epoch = inst.epoch;
-                        let keep_alive = self.keep_alive_of(inst.function);
+                        let function = inst.function;
+                        let keep_alive = match (inst.prewarmed_for, inst.provisioned, self.keep_alive.as_mut()) {
+                            (Some(k), _, _) => k,
+                            (None, false, Some(policy)) => {
+                                let d = policy.decide(function);
+                                if d.prewarm > Nanos::ZERO {
+                                    // Unload now; load again at the pre-warm time.
+                                    self.fn_sync(idx, before);
+                                    self.fn_retire(idx);
+                                    let at = self.now.saturating_add(d.prewarm);
+                                    self.queue.push(at, Event::FnPrewarm { function, keep_alive: d.keep_alive });
+                                    return;
+                                }
+                                d.keep_alive
+                            }
+                            _ => self.view.functions.settings.keep_alive,
+                        };
                         self.fns[idx as usize].idle_since = Some(self.now);
                         let expire = self.now.saturating_add(keep_alive);
                         self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
@@ -1015,14 +1024,28 @@ impl<'a> World<'a> {
                         break;
                     };
                     let platform = &self.sc.catalog.functions;
-                    let mut service = platform.service_time(n, inst.memory_mb, inst.concurrency);
-                    if let Some(noise) = &self.fn_noise {
-                        service = scale(service, noise.sample(&mut self.rng_service));
-                    }
+                    let traced = self.sc.function_traits.get(&inst.function).and_then(|t| t.duration.as_ref());
+                    let service = match traced {
+                        // The trace's execution time of one invocation, the batch's as the profile scales it.
+                        Some(d) => {
+                            let u: f64 = self.rng_service.random();
+                            let ms = d.at_quantile(u) * platform.service.latency(n).as_secs_f64()
+                                / platform.service.latency(1).as_secs_f64();
+                            Nanos::from_millis_f64(ms).max(Nanos(1))
+                        }
+                        None => {
+                            let mut service = platform.service_time(n, inst.memory_mb, inst.concurrency);
+                            if let Some(noise) = &self.fn_noise {
+                                service = scale(service, noise.sample(&mut self.rng_service));
+                            }
+                            service
+                        }
+                    };
                     self.usage.cost.function_requests += platform.price_per_request;
                     self.integrate();
                     let now = self.now;
                     let inst = &mut self.fns[idx as usize];
+                    inst.prewarmed_for = None;
                     let n = (n as usize).min(inst.queue.len());
                     let batch: Vec<Req> = inst.queue.drain(..n).collect();
                     if inst.busy_slots == 0 {
@@ -1069,55 +1092,8 @@ impl<'a> World<'a> {
             self.complete(r);
         }
         let function = self.fns[idx as usize].function;
-        let prewarm = self.function_done(function, batch.len() as u32);
+        self.functions.entry(function).or_default().last_end = Some(now);
         self.fn_try_start(idx);
-        if let Some(prewarm) = prewarm {
-            self.unload_for_prewarm(function, prewarm);
-        }
-    }
-
-    /// The keep-alive of `function`'s idle instances.
-    fn keep_alive_of(&self, function: u32) -> Nanos {
-        self.functions
-            .get(&function)
-            .and_then(|f| f.keep_alive)
-            .unwrap_or(self.view.functions.settings.keep_alive)
-    }
-
-    /// `n` requests of `function` ended. When none is left in flight the function is idle, and the keep-alive
-    /// policy (if any) decides its windows; returns the pre-warm window when it chose one.
-    fn function_done(&mut self, function: u32, n: u32) -> Option<Nanos> {
-        let now = self.now;
-        let f = self.functions.entry(function).or_default();
-        f.in_flight -= n;
-        if f.in_flight > 0 {
-            return None;
-        }
-        f.idle_since = Some(now);
-        let decision = self.keep_alive.as_mut()?.decide(function);
-        f.keep_alive = Some(decision.keep_alive);
-        (decision.prewarm > Nanos::ZERO).then_some(decision.prewarm)
-    }
-
-    /// The hybrid policy's pre-warm: `function`'s idle on-demand instances are unloaded now, and one is
-    /// loaded again `prewarm` from now (unless an invocation comes first).
-    fn unload_for_prewarm(&mut self, function: u32, prewarm: Nanos) {
-        let idle: Vec<u32> = self
-            .warm_free
-            .range((function, 0)..=(function, u32::MAX))
-            .map(|&(_, i)| i)
-            .filter(|&i| {
-                let inst = &self.fns[i as usize];
-                !inst.provisioned && inst.outstanding() == 0
-            })
-            .collect();
-        for i in idle {
-            self.fn_retire(i);
-        }
-        let f = self.functions.entry(function).or_default();
-        f.prewarm_epoch = f.prewarm_epoch.wrapping_add(1);
-        let epoch = f.prewarm_epoch;
-        self.queue.push(self.now.saturating_add(prewarm), Event::FnPrewarm { function, epoch });
     }
 
     fn fn_retire(&mut self, idx: u32) {
@@ -1197,8 +1173,7 @@ impl<'a> World<'a> {
                 if inst.phase == FnPhase::Warm && inst.outstanding() == 0 {
                     let epoch = inst.epoch;
                     inst.idle_since = Some(self.now);
-                    let function = inst.function;
-                    let expire = self.now.saturating_add(self.keep_alive_of(function));
+                    let expire = self.now.saturating_add(self.view.functions.settings.keep_alive);
                     self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
                 }
             }

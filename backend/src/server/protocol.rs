@@ -198,7 +198,10 @@ impl RequestLimits {
             return Err("[limits]: max_body_bytes, max_elements and max_rows must be at least 1".into());
         }
         if !(self.body_timeout_s.is_finite() && self.body_timeout_s > 0.0) {
-            return Err(format!("[limits]: body_timeout_s must be a positive number of seconds, got {}", self.body_timeout_s));
+            return Err(format!(
+                "[limits]: body_timeout_s must be a positive number of seconds, got {}",
+                self.body_timeout_s
+            ));
         }
         Ok(())
     }
@@ -223,7 +226,11 @@ fn flatten(value: &Value, out: &mut Vec<f32>, input: &str, limit: usize) -> Resu
 
 /// The shape of `tensor` as sizes, checked against the model's declaration and `limits`; returns it with
 /// its element count. Nothing is allocated from the client's numbers before this passes.
-fn checked_shape(tensor: &RequestTensor, info: &TensorInfo, limits: &RequestLimits) -> Result<(Vec<usize>, usize), String> {
+fn checked_shape(
+    tensor: &RequestTensor,
+    info: &TensorInfo,
+    limits: &RequestLimits,
+) -> Result<(Vec<usize>, usize), String> {
     let name = &tensor.name;
     let shape = tensor
         .shape
@@ -280,8 +287,9 @@ pub fn check_request(
         found.push((index, shape, elements));
     }
     if meta.batch_dim() != BatchDim::None
-        && let Some(((a, sa, _), (b, sb, _))) =
-            found.first().and_then(|first| found.iter().find(|(_, s, _)| s.first() != first.1.first()).map(|o| (first, o)))
+        && let Some(((a, sa, _), (b, sb, _))) = found
+            .first()
+            .and_then(|first| found.iter().find(|(_, s, _)| s.first() != first.1.first()).map(|o| (first, o)))
     {
         return Err(format!(
             "inputs '{}' and '{}' have different row counts ({} and {}): every input of a request needs the same \
@@ -371,7 +379,11 @@ mod tests {
     fn rows_and_elements_are_bounded_by_the_limits() {
         let meta = model(&["x"]);
         let limits = RequestLimits { max_rows: 2, max_elements: 8, ..RequestLimits::default() };
-        let ok = check(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,4],"data":[1,2,3,4,5,6,7,8]}]}"#, &meta, &limits);
+        let ok = check(
+            r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,4],"data":[1,2,3,4,5,6,7,8]}]}"#,
+            &meta,
+            &limits,
+        );
         assert_eq!(ok.unwrap()[0].data.len(), 8);
         let e = check(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[3,4],"data":[]}]}"#, &meta, &limits)
             .unwrap_err();
@@ -392,8 +404,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("more than the 4 elements"), "{e}");
-        let e = check(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,4],"data":[1,2]}]}"#, &meta, &RequestLimits::default())
-            .unwrap_err();
+        let e = check(
+            r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,4],"data":[1,2]}]}"#,
+            &meta,
+            &RequestLimits::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("needs 8 elements, the data has 2"), "{e}");
     }
 
