@@ -91,7 +91,7 @@ proptest! {
     #[test]
     fn no_request_is_lost(c in case()) {
         let body = scenario_body(&c);
-        let cloud = Cloud { boot_s: c.boot_s, cold_s: c.cold_s, regional: c.regional, hazard_per_h: c.hazard_per_h };
+        let cloud = Cloud { regional: c.regional, hazard_per_h: c.hazard_per_h, boot_s: c.boot_s, cold_s: c.cold_s, ..Cloud::default() };
         let f = fixture(&cloud, &body);
         let r = hyscale_sim::run_scenario(&f.scenario)
             .unwrap_or_else(|e| panic!("run failed: {e}\nscenario:\n{body}"));

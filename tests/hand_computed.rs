@@ -220,3 +220,29 @@ fn the_account_concurrency_limit_counts_requests_in_flight() {
     assert_eq!(r.requests.completed, 4);
     assert_eq!(r.instances.function_cold_starts, 2);
 }
+
+#[test]
+fn a_function_adds_at_most_its_scaling_step_of_executions_per_interval() {
+    // At most 2 more executions per function per 10 s. Three requests of function 0 at 0 s: the third is
+    // refused `function_scaling`; function 1 has its own budget. At 10.5 s (all done by 1 s, so the interval
+    // starts from 0 in flight) again two run and the third is refused.
+    let f = fixture(&Cloud { scale_step: 2, ..Cloud::default() }, FUNCTIONS_1GB);
+    let r = run_models(&f, &[(0.0, 0), (0.0, 0), (0.0, 0), (0.0, 1), (10.5, 0), (10.5, 0), (10.5, 0)]);
+    assert_conserved(&r);
+    assert_eq!(r.requests.rejected_by_reason.get("function_scaling"), Some(&2));
+    assert_eq!(r.requests.completed, 5);
+}
+
+#[test]
+fn a_vm_under_an_interruption_notice_takes_no_new_requests() {
+    // Two spot VMs ready at 0; vm 0 gets a 10 s notice at 50 ms. Requests at 0 go one to each; the two at
+    // 150 ms (both VMs idle) both go to vm 1, which serves them one after the other: 100 and 200 ms.
+    let body = "policy = \"static\"\n[spot]\nnotice_s = 10.0\nevents = [{ at_s = 0.05, vm_type = \"vm1\", count = 1 }]\n\
+                [policies.static]\nfleet = [{ vm_type = \"vm1\", count = 2, market = \"spot\" }]\n";
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, body);
+    let r = run(&f, &[0.0, 0.0, 0.15, 0.15]);
+    assert_conserved(&r);
+    assert_eq!(r.requests.completed, 4);
+    assert_eq!(r.instances.rerouted, 0);
+    assert!((r.latency_ms.max - 200.0).abs() < 1.0, "max {}", r.latency_ms.max);
+}

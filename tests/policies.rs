@@ -262,7 +262,8 @@ fn shared_model_fixture(body: &str) -> crate::support::Fixture {
         .replace("BOOT_S", "30.0")
         .replace("COLD_S", "0.0")
         .replace("REGIONAL", "1000")
-        .replace("HAZARD", "0.0");
+        .replace("HAZARD", "0.0")
+        .replace("SCALE_STEP", "1000");
     let profile = "[model]\nname = \"shared\"\nsize_mb = 5.0\nper_request_mb = 10.0\n\n\
                    [[hardware]]\nhardware = \"vm1\"\nbatch = [1]\nlatency_ms = [100.0]\n\n\
                    [[hardware]]\nhardware = \"function\"\nbatch = [1]\nlatency_ms = [200.0]\n";

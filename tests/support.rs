@@ -33,6 +33,8 @@ memory_min_mb = 128
 memory_max_mb = 10240
 mb_per_vcpu = 1024.0
 regional_concurrency = REGIONAL
+function_scale_step = SCALE_STEP
+function_scale_interval_s = 10.0
 default_memory_mb = 1024
 default_keep_alive_s = 600.0
 sandbox_init_s = { kind = "fixed", value = COLD_S }
@@ -62,11 +64,13 @@ pub struct Cloud {
     pub cold_s: f64,
     pub regional: u32,
     pub hazard_per_h: f64,
+    /// Concurrent executions one function may add per 10 s.
+    pub scale_step: u32,
 }
 
 impl Default for Cloud {
     fn default() -> Cloud {
-        Cloud { boot_s: 30.0, cold_s: 0.8, regional: 1000, hazard_per_h: 0.0 }
+        Cloud { boot_s: 30.0, cold_s: 0.8, regional: 1000, hazard_per_h: 0.0, scale_step: 1000 }
     }
 }
 
@@ -82,6 +86,7 @@ pub fn fixture(cloud: &Cloud, body: &str) -> Fixture {
         .replace("BOOT_S", &format!("{:?}", cloud.boot_s))
         .replace("COLD_S", &format!("{:?}", cloud.cold_s))
         .replace("REGIONAL", &cloud.regional.to_string())
+        .replace("SCALE_STEP", &cloud.scale_step.to_string())
         .replace("HAZARD", &format!("{:?}", cloud.hazard_per_h));
     write(dir.path(), "catalog.toml", &catalog);
     write(dir.path(), "profile.toml", PROFILE);

@@ -95,8 +95,13 @@ pub struct FunctionPlatform {
     pub memory_max_mb: u32,
     /// Memory that buys one full vCPU (CPU is proportional to memory).
     pub mb_per_vcpu: f64,
-    /// Most function instances alive at once in the region; past it, invocations are throttled.
+    /// Most function executions in flight at once in the account and region (AWS counts concurrency as
+    /// requests in flight); past it, invocations are throttled.
     pub regional_concurrency: u32,
+    /// How many concurrent executions one function may add per `function_scale_interval` (AWS: 1,000).
+    pub function_scale_step: u32,
+    /// The interval of `function_scale_step` (AWS: 10 s).
+    pub function_scale_interval: Nanos,
     /// Keep-alive of an idle instance unless a policy sets another.
     pub default_keep_alive: Nanos,
     /// Default memory size in MB unless a policy sets another.

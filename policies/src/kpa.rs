@@ -421,6 +421,8 @@ mod tests {
             memory_max_mb: 10240,
             mb_per_vcpu: 1024.0,
             regional_concurrency: 1000,
+            function_scale_step: 1000,
+            function_scale_interval: Nanos::from_secs(10),
             default_keep_alive: s(600),
             default_memory_mb: 1024,
             cold_start_mean: s(1),

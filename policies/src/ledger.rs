@@ -44,6 +44,9 @@ pub enum RejectReason {
     QueueFull,
     /// The function platform is at its regional concurrency limit.
     Throttled,
+    /// The function is scaling faster than the platform allows (AWS: 1,000 more concurrent executions per
+    /// function every 10 seconds).
+    FunctionScaling,
     /// The server's admission control refused it (live backend: bounded queues).
     Overloaded,
     /// The policy refused it, for the reason given.
@@ -57,6 +60,7 @@ impl RejectReason {
             RejectReason::NoVmCapacity => "no_vm_capacity".into(),
             RejectReason::QueueFull => "queue_full".into(),
             RejectReason::Throttled => "throttled".into(),
+            RejectReason::FunctionScaling => "function_scaling".into(),
             RejectReason::Overloaded => "overloaded".into(),
             RejectReason::Policy(why) => format!("policy:{why}"),
         }

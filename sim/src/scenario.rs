@@ -210,6 +210,10 @@ pub struct FunctionsFile {
     pub mb_per_vcpu: f64,
     /// Regional concurrency limit.
     pub regional_concurrency: u32,
+    /// Concurrent executions a function may add per interval.
+    pub function_scale_step: u32,
+    /// That interval, seconds.
+    pub function_scale_interval_s: f64,
     /// Default keep-alive, seconds.
     pub default_keep_alive_s: f64,
     /// Sandbox and runtime initialisation, seconds.
@@ -469,6 +473,9 @@ fn build_catalog(
     positive(catalog_path, "functions.mb_per_vcpu", f.mb_per_vcpu)?;
     non_negative(catalog_path, "functions.default_keep_alive_s", f.default_keep_alive_s)?;
     non_negative(catalog_path, "functions.billing_granularity_ms", f.billing_granularity_ms)?;
+    if f.function_scale_step == 0 {
+        return Err(config_err(catalog_path, "functions.function_scale_step must be at least 1"));
+    }
     if f.memory_min_mb == 0 || f.memory_min_mb > f.memory_max_mb {
         return Err(config_err(catalog_path, "functions: needs 0 < memory_min_mb <= memory_max_mb"));
     }
@@ -496,6 +503,12 @@ fn build_catalog(
         memory_max_mb: f.memory_max_mb,
         mb_per_vcpu: f.mb_per_vcpu,
         regional_concurrency: f.regional_concurrency,
+        function_scale_step: f.function_scale_step,
+        function_scale_interval: Nanos::from_secs_f64(positive(
+            catalog_path,
+            "functions.function_scale_interval_s",
+            f.function_scale_interval_s,
+        )?),
         default_keep_alive: Nanos::from_secs_f64(f.default_keep_alive_s),
         default_memory_mb: f.default_memory_mb,
         cold_start_mean: Nanos::from_secs_f64(sandbox.mean() + model.size_mb / bandwidth.mean()),

@@ -137,6 +137,12 @@ impl FnInst {
 struct FnFunction {
     /// When its last execution ended (the start of the idle time the keep-alive policy observes).
     last_end: Option<Nanos>,
+    /// Its requests queued or in service.
+    in_flight: u32,
+    /// The current scaling interval's start and the requests in flight then: within the interval, in-flight
+    /// requests may grow by at most the platform's `function_scale_step`.
+    scale_since: Nanos,
+    scale_base: u32,
     /// Invocations, and those that met a cold instance.
     invocations: u64,
     cold_invocations: u64,
@@ -649,6 +655,10 @@ impl<'a> World<'a> {
         let mut best: Option<(u8, usize, u32)> = None;
         for &i in members {
             let vm = &self.vms[i as usize];
+            // An instance under an interruption notice takes no new requests.
+            if vm.noticed {
+                continue;
+            }
             let rank = match vm.state {
                 Some(VmState::Ready) => 0,
                 Some(VmState::Provisioning) => 1,
@@ -880,6 +890,15 @@ impl<'a> World<'a> {
             return Err(RejectReason::Throttled);
         }
         let function = req.model;
+        let platform = &self.sc.catalog.functions;
+        let f = self.functions.entry(function).or_default();
+        if self.now >= f.scale_since.saturating_add(platform.function_scale_interval) {
+            f.scale_since = self.now;
+            f.scale_base = f.in_flight;
+        }
+        if f.in_flight >= f.scale_base.saturating_add(platform.function_scale_step) {
+            return Err(RejectReason::FunctionScaling);
+        }
         let mine = (function, 0)..=(function, u32::MAX);
         let idx = if let Some(&(_, i)) = self.warm_free.range(mine.clone()).next() {
             i
@@ -895,6 +914,7 @@ impl<'a> World<'a> {
         let cold = self.fns[idx as usize].phase == FnPhase::Cold;
         let now = self.now;
         let f = self.functions.entry(function).or_default();
+        f.in_flight += 1;
         if let Some(end) = f.last_end
             && let Some(k) = self.keep_alive.as_mut()
         {
@@ -1092,7 +1112,9 @@ impl<'a> World<'a> {
             self.complete(r);
         }
         let function = self.fns[idx as usize].function;
-        self.functions.entry(function).or_default().last_end = Some(now);
+        let f = self.functions.entry(function).or_default();
+        f.last_end = Some(now);
+        f.in_flight -= batch.len() as u32;
         self.fn_try_start(idx);
     }
 
