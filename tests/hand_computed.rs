@@ -1,6 +1,10 @@
 //! Tiny scenarios whose every figure is computed by hand.
 
-use crate::support::{Cloud, approx, assert_conserved, fixture, run, run_models};
+use crate::support::{
+    Cloud, PROFILE, approx, assert_conserved, fixture, fixture_with_profile, run, run_arrivals, run_models,
+};
+use hyscale_policies::Nanos;
+use hyscale_traces::Arrival;
 
 const STATIC_ONE: &str = "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1 }]\n";
 
@@ -245,4 +249,32 @@ fn a_vm_under_an_interruption_notice_takes_no_new_requests() {
     assert_eq!(r.requests.completed, 4);
     assert_eq!(r.instances.rerouted, 0);
     assert!((r.latency_ms.max - 200.0).abs() < 1.0, "max {}", r.latency_ms.max);
+}
+
+#[test]
+fn a_cold_start_adds_the_model_load_at_the_vcpu_share_its_memory_buys() {
+    // load_s = 0.5 s at one vCPU; 512 MB buys half a vCPU (1,024 MB per vCPU), so loading takes 1.0 s on top of
+    // the 0.8 s sandbox; the 200 ms request then takes 400 ms: 2.2 s in all. The fetch is 0 (size 0).
+    let profile = PROFILE.replace("size_mb = 0.0", "size_mb = 0.0\nload_s = 0.5");
+    let body = "policy = \"function-only\"\n[policies.function-only]\nmemory_mb = 512\n";
+    let f = fixture_with_profile(&Cloud::default(), &profile, body);
+    let r = run(&f, &[0.0]);
+    assert!((r.latency_ms.max - 2200.0).abs() < 2.0, "{:?}", r.latency_ms);
+    // The planning estimate a policy sees is the mean at the default memory (1,024 MB: one vCPU): 1.3 s.
+    assert_eq!(f.scenario.catalog.functions.cold_start_mean, Nanos::from_millis(1300));
+}
+
+#[test]
+fn a_requests_size_adds_to_its_service_time_through_the_profile() {
+    // vm1: 100 ms per batch of one, plus 1 ms per input token and 10 ms per output token: a request of 5 in
+    // and 3 out takes 135 ms; one without sizes 100 ms.
+    let profile =
+        PROFILE.replace("latency_ms = [100.0, 130.0]", "latency_ms = [100.0, 130.0]\ninput_ms = 1.0\noutput_ms = 10.0");
+    let f = fixture_with_profile(&Cloud { boot_s: 0.0, ..Cloud::default() }, &profile, STATIC_ONE);
+    let at =
+        |t: f64, i: u32, o: u32| Arrival { time: Nanos::from_secs_f64(t), model: 0, input_size: i, output_size: o };
+    let r = run_arrivals(&f, vec![at(1.0, 5, 3), at(2.0, 0, 0)]);
+    assert_conserved(&r);
+    assert!((r.latency_ms.max - 135.0).abs() < 0.5, "{:?}", r.latency_ms);
+    assert!((r.latency_ms.mean - 117.5).abs() < 0.5, "{:?}", r.latency_ms);
 }

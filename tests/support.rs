@@ -81,6 +81,11 @@ pub struct Fixture {
 }
 
 pub fn fixture(cloud: &Cloud, body: &str) -> Fixture {
+    fixture_with_profile(cloud, PROFILE, body)
+}
+
+/// As [`fixture`], with another profile file.
+pub fn fixture_with_profile(cloud: &Cloud, profile: &str, body: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = CATALOG
         .replace("BOOT_S", &format!("{:?}", cloud.boot_s))
@@ -89,7 +94,7 @@ pub fn fixture(cloud: &Cloud, body: &str) -> Fixture {
         .replace("SCALE_STEP", &cloud.scale_step.to_string())
         .replace("HAZARD", &format!("{:?}", cloud.hazard_per_h));
     write(dir.path(), "catalog.toml", &catalog);
-    write(dir.path(), "profile.toml", PROFILE);
+    write(dir.path(), "profile.toml", profile);
     let scenario = format!(
         "name = \"test\"\ncatalog = \"catalog.toml\"\nprofile = \"profile.toml\"\n{body}\n{}",
         if body.contains("[trace]") { "" } else { "[trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n" }
@@ -121,13 +126,18 @@ pub fn run(f: &Fixture, times_s: &[f64]) -> Report {
 
 /// Runs the fixture's own policy on arrivals `(time_s, model or function id)`.
 pub fn run_models(f: &Fixture, arrivals: &[(f64, u32)]) -> Report {
+    let v: Vec<Arrival> = arrivals
+        .iter()
+        .map(|&(t, model)| Arrival { time: Nanos::from_secs_f64(t), model, input_size: 0, output_size: 0 })
+        .collect();
+    run_arrivals(f, v)
+}
+
+/// Runs the fixture's own policy on these arrivals.
+pub fn run_arrivals(f: &Fixture, arrivals: Vec<Arrival>) -> Report {
     let s = &f.scenario;
     let mut policy = s.file.policies.build(&s.file.policy, &s.catalog).expect("policy builds");
-    let v: Vec<_> = arrivals
-        .iter()
-        .map(|&(t, model)| Ok(Arrival { time: Nanos::from_secs_f64(t), model, input_size: 0, output_size: 0 }))
-        .collect();
-    hyscale_sim::simulate(s, policy.as_mut(), Box::new(v.into_iter()), None).expect("simulation runs")
+    hyscale_sim::simulate(s, policy.as_mut(), Box::new(arrivals.into_iter().map(Ok)), None).expect("simulation runs")
 }
 
 /// Asserts that every request ended in exactly one way.

@@ -128,10 +128,16 @@ impl FunctionPlatform {
     /// `concurrency` request slots. A slot with less than one vCPU runs proportionally slower; one with
     /// more runs faster only up to `max_vcpus_per_request`.
     pub fn service_time(&self, batch: u32, memory_mb: u32, concurrency: u32) -> Nanos {
+        self.service_time_sized(batch, memory_mb, concurrency, 0, 0)
+    }
+
+    /// As [`FunctionPlatform::service_time`], for requests whose input and output sizes add up to `input` and
+    /// `output` (see [`LatencyTable::latency_sized`]).
+    pub fn service_time_sized(&self, batch: u32, memory_mb: u32, concurrency: u32, input: u64, output: u64) -> Nanos {
         let per_slot = self.vcpus(memory_mb) / concurrency.max(1) as f64;
         let speed = per_slot.min(self.max_vcpus_per_request).max(1e-6);
-        let base = self.service.latency(batch).0 as f64;
-        Nanos((base / speed).round().max(1.0) as u64)
+        let base = self.service.latency_sized(batch, input, output).0 as f64;
+        Nanos((base / speed).round().clamp(1.0, u64::MAX as f64) as u64)
     }
 
     /// Memory an instance needs to hold one model copy and serve `concurrency` requests at once.

@@ -19,6 +19,9 @@ use crate::time::Nanos;
 pub struct LatencyTable {
     batch: Vec<u32>,
     latency: Vec<Nanos>,
+    /// Nanoseconds added per unit of a request's input size and output size (0: size does not matter).
+    per_input_ns: f64,
+    per_output_ns: f64,
 }
 
 impl LatencyTable {
@@ -54,7 +57,32 @@ impl LatencyTable {
         if latency.iter().any(|l| l.0 == 0) {
             return Err(bad("latencies must be positive".into()));
         }
-        Ok(LatencyTable { batch, latency })
+        Ok(LatencyTable { batch, latency, per_input_ns: 0.0, per_output_ns: 0.0 })
+    }
+
+    /// The same table, with `input_ms` and `output_ms` added to a batch's latency per unit of each
+    /// request's input and output size (tokens for the LLM traces, bytes for payloads).
+    pub fn with_size_cost(self, what: &str, input_ms: f64, output_ms: f64) -> Result<LatencyTable, PolicyError> {
+        for (name, v) in [("input_ms", input_ms), ("output_ms", output_ms)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(PolicyError::InvalidProfile {
+                    what: what.to_string(),
+                    reason: format!("{name} must be a non-negative number, got {v}"),
+                });
+            }
+        }
+        Ok(LatencyTable { per_input_ns: input_ms * 1e6, per_output_ns: output_ms * 1e6, ..self })
+    }
+
+    /// Latency of a batch of `batch` requests whose input and output sizes add up to `input` and `output`.
+    pub fn latency_sized(&self, batch: u32, input: u64, output: u64) -> Nanos {
+        let extra = (input as f64 * self.per_input_ns + output as f64 * self.per_output_ns).round();
+        self.latency(batch).saturating_add(Nanos(extra.min(u64::MAX as f64) as u64))
+    }
+
+    /// Whether a request's size changes its latency.
+    pub fn sized(&self) -> bool {
+        self.per_input_ns > 0.0 || self.per_output_ns > 0.0
     }
 
     /// Builds a table from milliseconds, as written in profile files.
@@ -141,6 +169,16 @@ pub struct HardwareProfile {
     /// multiplier with mean 1 and this CV.
     #[serde(default)]
     pub cv: f64,
+    /// Milliseconds added to a batch per unit of each request's input size (tokens, bytes); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_ms: f64,
+    /// Milliseconds added to a batch per unit of each request's output size (generated tokens); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_ms: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The model a profile file describes.
@@ -159,6 +197,12 @@ pub struct ModelProfile {
     /// request faster. 1.0 for a single-threaded runtime.
     #[serde(default = "one")]
     pub max_vcpus_per_request: f64,
+    /// Seconds to deserialise the model and run its first inference with one vCPU, after its bytes are
+    /// fetched: the model-load part of every cold start (on a function it scales with the vCPU share its
+    /// memory buys; on a VM it runs at one vCPU). `hyscale profile` measures it (session creation + first
+    /// inference, in fresh processes). Default 0: not measured.
+    #[serde(default)]
+    pub load_s: f64,
 }
 
 fn one() -> f64 {
@@ -191,7 +235,12 @@ impl HardwareProfile {
                 reason: format!("cv must be a non-negative number, got {}", self.cv),
             });
         }
-        LatencyTable::from_millis(&format!("hardware '{}'", self.hardware), self.batch.clone(), &self.latency_ms)
+        let what = format!("hardware '{}'", self.hardware);
+        LatencyTable::from_millis(&what, self.batch.clone(), &self.latency_ms)?.with_size_cost(
+            &what,
+            self.input_ms,
+            self.output_ms,
+        )
     }
 }
 

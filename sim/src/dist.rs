@@ -49,12 +49,12 @@ pub enum DistSpec {
 pub enum Dist {
     /// A constant.
     Fixed(f64),
-    /// Uniform.
-    Uniform(Uniform<f64>, f64),
+    /// Uniform (the distribution, its mean, the mean of its reciprocal).
+    Uniform(Uniform<f64>, f64, f64),
     /// Exponential (the distribution, its mean).
     Exponential(Exp<f64>, f64),
-    /// Log-normal (the distribution, its mean).
-    Lognormal(LogNormal<f64>, f64),
+    /// Log-normal (the distribution, its mean, the mean of its reciprocal).
+    Lognormal(LogNormal<f64>, f64, f64),
 }
 
 impl DistSpec {
@@ -78,7 +78,9 @@ impl DistSpec {
                     return Ok(Dist::Fixed(lo));
                 }
                 let u = Uniform::new_inclusive(lo, hi).map_err(|e| e.to_string())?;
-                Ok(Dist::Uniform(u, (lo + hi) / 2.0))
+                // E[1/X] = ln(hi / lo) / (hi - lo); unbounded when lo is 0.
+                let recip = if lo > 0.0 { (hi / lo).ln() / (hi - lo) } else { f64::INFINITY };
+                Ok(Dist::Uniform(u, (lo + hi) / 2.0, recip))
             }
             DistSpec::Exponential { mean } => {
                 let m = check("mean", mean)?;
@@ -96,7 +98,8 @@ impl DistSpec {
                 let mu = p50.ln();
                 let sigma = (p99 / p50).ln() / z99;
                 let d = LogNormal::new(mu, sigma).map_err(|e| e.to_string())?;
-                Ok(Dist::Lognormal(d, (mu + sigma * sigma / 2.0).exp()))
+                // E[X] = exp(mu + sigma^2 / 2); 1/X is log-normal (-mu, sigma), so E[1/X] = exp(-mu + sigma^2 / 2).
+                Ok(Dist::Lognormal(d, (mu + sigma * sigma / 2.0).exp(), (-mu + sigma * sigma / 2.0).exp()))
             }
         }
     }
@@ -107,9 +110,9 @@ impl Dist {
     pub fn sample(&self, rng: &mut SimRng) -> f64 {
         match self {
             Dist::Fixed(v) => *v,
-            Dist::Uniform(d, _) => d.sample(rng),
+            Dist::Uniform(d, ..) => d.sample(rng),
             Dist::Exponential(d, _) => d.sample(rng),
-            Dist::Lognormal(d, _) => d.sample(rng),
+            Dist::Lognormal(d, ..) => d.sample(rng),
         }
     }
 
@@ -117,7 +120,17 @@ impl Dist {
     pub fn mean(&self) -> f64 {
         match self {
             Dist::Fixed(v) => *v,
-            Dist::Uniform(_, m) | Dist::Exponential(_, m) | Dist::Lognormal(_, m) => *m,
+            Dist::Uniform(_, m, _) | Dist::Exponential(_, m) | Dist::Lognormal(_, m, _) => *m,
+        }
+    }
+
+    /// The mean of `1 / X` (infinite when `X` can come arbitrarily close to 0 with enough weight, as an
+    /// exponential can): what a quantity divided by a random rate (a size over a bandwidth) averages to.
+    pub fn mean_reciprocal(&self) -> f64 {
+        match self {
+            Dist::Fixed(v) => 1.0 / v,
+            Dist::Uniform(_, _, r) | Dist::Lognormal(_, _, r) => *r,
+            Dist::Exponential(..) => f64::INFINITY,
         }
     }
 }
@@ -133,6 +146,21 @@ pub fn unit_mean_noise(cv: f64) -> Option<LogNormal<f64>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_mean_of_a_reciprocal_is_computed_not_guessed() {
+        // Log-normal with median 90 and p99 160: sigma = ln(160 / 90) / z(0.99) = 0.24735; E[1/X] =
+        // exp(-ln 90 + sigma^2 / 2) = 0.0111111 x 1.03107 = 0.0114563, above 1 / E[X] = 1 / 92.80 = 0.010776.
+        let d = DistSpec::Lognormal { p50: 90.0, p99: 160.0 }.build().unwrap();
+        assert!((d.mean_reciprocal() - 0.0114563).abs() < 1e-6, "{}", d.mean_reciprocal());
+        assert!((d.mean() - 92.803).abs() < 1e-2, "{}", d.mean());
+        // Uniform on [50, 150]: ln(3) / 100.
+        let u = DistSpec::Uniform { min: 50.0, max: 150.0 }.build().unwrap();
+        assert!((u.mean_reciprocal() - 3f64.ln() / 100.0).abs() < 1e-12);
+        assert_eq!(DistSpec::Fixed { value: 4.0 }.build().unwrap().mean_reciprocal(), 0.25);
+        assert!(DistSpec::Exponential { mean: 1.0 }.build().unwrap().mean_reciprocal().is_infinite());
+    }
+
     use super::*;
     use rand::SeedableRng;
 

@@ -216,8 +216,11 @@ pub struct FunctionsFile {
     pub function_scale_interval_s: f64,
     /// Default keep-alive, seconds.
     pub default_keep_alive_s: f64,
-    /// Sandbox and runtime initialisation, seconds.
+    /// Sandbox (microVM) creation, seconds.
     pub sandbox_init_s: DistSpec,
+    /// Language runtime start in a new sandbox, seconds (hello-world init of the runtime; default 0).
+    #[serde(default)]
+    pub runtime_init_s: f64,
     /// Model load bandwidth, MB/s.
     pub model_load_mb_per_s: DistSpec,
 }
@@ -238,8 +241,12 @@ pub struct VmModel {
 /// Random parts of the function platform's model.
 #[derive(Clone, Debug)]
 pub struct FunctionModel {
-    /// Sandbox and runtime init, seconds.
+    /// Sandbox (microVM) creation, seconds.
     pub sandbox_init_s: Dist,
+    /// Language runtime start inside the sandbox.
+    pub runtime_init: Nanos,
+    /// The model's deserialisation and first inference at one vCPU, seconds (the profile's `load_s`).
+    pub load_s_one_vcpu: f64,
     /// Model load bandwidth, MB/s.
     pub model_load_mb_per_s: Dist,
     /// Service-time CV from the profile.
@@ -436,7 +443,8 @@ fn build_catalog(
             .launch_boot_s
             .build()
             .map_err(|e| config_err(catalog_path, format!("{}: {e}", field("launch_boot_s"))))?;
-        let model_load = Nanos::from_secs_f64(model.size_mb / v.model_load_mb_per_s);
+        // Fetch the model's bytes, then deserialise it and run its first inference (at one vCPU).
+        let model_load = Nanos::from_secs_f64(model.size_mb / v.model_load_mb_per_s + model.load_s.max(0.0));
         let id = VmTypeId(vm_types.len() as u16);
         vm_types.push(VmType {
             id,
@@ -467,9 +475,16 @@ fn build_catalog(
         .model_load_mb_per_s
         .build()
         .map_err(|e| config_err(catalog_path, format!("functions.model_load_mb_per_s: {e}")))?;
-    if bandwidth.mean() <= 0.0 {
-        return Err(config_err(catalog_path, "functions.model_load_mb_per_s must have a positive mean"));
+    if bandwidth.mean() <= 0.0 || !bandwidth.mean_reciprocal().is_finite() {
+        return Err(config_err(
+            catalog_path,
+            "functions.model_load_mb_per_s must be a positive rate whose reciprocal has a mean (fixed, uniform \
+             above 0 or lognormal; not exponential)",
+        ));
     }
+    let runtime_init = non_negative(catalog_path, "functions.runtime_init_s", f.runtime_init_s)?;
+    let load_s = non_negative(profile_path, "model.load_s", model.load_s)?;
+    let vcpus_at_default = (f64::from(f.default_memory_mb) / f.mb_per_vcpu).min(model.max_vcpus_per_request);
     positive(catalog_path, "functions.mb_per_vcpu", f.mb_per_vcpu)?;
     non_negative(catalog_path, "functions.default_keep_alive_s", f.default_keep_alive_s)?;
     non_negative(catalog_path, "functions.billing_granularity_ms", f.billing_granularity_ms)?;
@@ -511,7 +526,14 @@ fn build_catalog(
         )?),
         default_keep_alive: Nanos::from_secs_f64(f.default_keep_alive_s),
         default_memory_mb: f.default_memory_mb,
-        cold_start_mean: Nanos::from_secs_f64(sandbox.mean() + model.size_mb / bandwidth.mean()),
+        // The true mean of the modelled cold start at the default memory: E[size / bandwidth] is size x
+        // E[1 / bandwidth], not size / E[bandwidth].
+        cold_start_mean: Nanos::from_secs_f64(
+            sandbox.mean()
+                + runtime_init
+                + model.size_mb * bandwidth.mean_reciprocal()
+                + load_s / vcpus_at_default.max(1e-6),
+        ),
         service: ftable,
         model_size_mb: model.size_mb,
         per_request_mb: model.per_request_mb,
@@ -521,7 +543,12 @@ fn build_catalog(
         .check_settings(f.default_memory_mb, 1)
         .map_err(|e| config_err(catalog_path, format!("functions.default_memory_mb: {e}")))?;
     let catalog = Catalog { model: model.name.clone(), vm_types, functions: platform };
-    let function_model =
-        FunctionModel { sandbox_init_s: sandbox, model_load_mb_per_s: bandwidth, service_cv: fentry.cv };
+    let function_model = FunctionModel {
+        sandbox_init_s: sandbox,
+        runtime_init: Nanos::from_secs_f64(runtime_init),
+        load_s_one_vcpu: load_s,
+        model_load_mb_per_s: bandwidth,
+        service_cv: fentry.cv,
+    };
     Ok((catalog, vm_models, function_model))
 }

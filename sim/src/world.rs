@@ -73,6 +73,9 @@ struct Req {
     enqueued: Nanos,
     attempt: u32,
     model: u32,
+    /// The request's input and output sizes (tokens, bytes; 0 where the trace has none).
+    input_size: u32,
+    output_size: u32,
 }
 
 struct Vm {
@@ -372,7 +375,14 @@ impl<'a> World<'a> {
                 self.view.arrivals.current += 1;
                 self.interval.arrivals += 1;
                 self.recent.arrivals += 1;
-                self.dispatch(Req { arrival: self.now, enqueued: self.now, attempt: 0, model: a.model });
+                self.dispatch(Req {
+                    arrival: self.now,
+                    enqueued: self.now,
+                    attempt: 0,
+                    model: a.model,
+                    input_size: a.input_size,
+                    output_size: a.output_size,
+                });
                 self.pull_arrival()?;
             }
             Event::VmReady(i) => {
@@ -698,14 +708,15 @@ impl<'a> World<'a> {
             BatchDecision::Start(n) => {
                 let before = self.vm_snapshot(i);
                 let t = vm.vm_type.0 as usize;
-                let mut service = self.sc.catalog.vm_types[t].service.latency(n);
-                if let Some(noise) = &self.vm_noise[t] {
-                    service = scale(service, noise.sample(&mut self.rng_service));
-                }
                 let vm = &mut self.vms[i as usize];
                 let n = (n as usize).min(vm.queue.len());
                 vm.batch.extend(vm.queue.drain(..n));
                 vm.timer = None;
+                let (input, output) = sizes(&vm.batch);
+                let mut service = self.sc.catalog.vm_types[t].service.latency_sized(n as u32, input, output);
+                if let Some(noise) = &self.vm_noise[t] {
+                    service = scale(service, noise.sample(&mut self.rng_service));
+                }
                 self.vm_sync(i, before);
                 self.queue.push(self.now + service, Event::VmBatchDone(i));
             }
@@ -934,11 +945,16 @@ impl<'a> World<'a> {
 
     fn fn_spawn(&mut self, function: u32, provisioned: bool) -> u32 {
         let settings = self.view.functions.settings;
+        let memory_mb = self.sc.function_traits.get(&function).and_then(|t| t.memory_mb).unwrap_or(settings.memory_mb);
         let m = &self.sc.function_model;
+        let platform = &self.sc.catalog.functions;
+        // A cold start of measured parts: the sandbox, the language runtime, fetching the model's bytes, and
+        // loading it (deserialise + first inference), which is CPU-bound and gets the vCPU share its memory buys.
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
         let bandwidth = m.model_load_mb_per_s.sample(&mut self.rng_cold).max(1e-9);
-        let cold = Nanos::from_secs_f64(sandbox + self.sc.catalog.functions.model_size_mb / bandwidth);
-        let memory_mb = self.sc.function_traits.get(&function).and_then(|t| t.memory_mb).unwrap_or(settings.memory_mb);
+        let vcpus = platform.vcpus(memory_mb).min(platform.max_vcpus_per_request).max(1e-6);
+        let cold = Nanos::from_secs_f64(sandbox + platform.model_size_mb / bandwidth + m.load_s_one_vcpu / vcpus)
+            .saturating_add(m.runtime_init);
         let idx = match self.fn_free.pop() {
             Some(i) => i,
             None => {
@@ -1044,6 +1060,8 @@ impl<'a> World<'a> {
                         break;
                     };
                     let platform = &self.sc.catalog.functions;
+                    let taken = (n as usize).min(inst.queue.len());
+                    let (input, output) = sizes(inst.queue.range(..taken));
                     let traced = self.sc.function_traits.get(&inst.function).and_then(|t| t.duration.as_ref());
                     let service = match traced {
                         // The trace's execution time of one invocation, the batch's as the profile scales it.
@@ -1054,7 +1072,8 @@ impl<'a> World<'a> {
                             Nanos::from_millis_f64(ms).max(Nanos(1))
                         }
                         None => {
-                            let mut service = platform.service_time(n, inst.memory_mb, inst.concurrency);
+                            let mut service =
+                                platform.service_time_sized(n, inst.memory_mb, inst.concurrency, input, output);
                             if let Some(noise) = &self.fn_noise {
                                 service = scale(service, noise.sample(&mut self.rng_service));
                             }
@@ -1438,6 +1457,11 @@ fn state_counts(pool: &mut hyscale_policies::PoolView, state: VmState) -> &mut M
         VmState::Ready => &mut pool.ready,
         VmState::Draining => &mut pool.draining,
     }
+}
+
+/// The input and output sizes of `reqs`, summed.
+fn sizes<'r>(reqs: impl IntoIterator<Item = &'r Req>) -> (u64, u64) {
+    reqs.into_iter().fold((0, 0), |(i, o), r| (i + u64::from(r.input_size), o + u64::from(r.output_size)))
 }
 
 fn scale(t: Nanos, factor: f64) -> Nanos {
