@@ -278,3 +278,19 @@ fn a_requests_size_adds_to_its_service_time_through_the_profile() {
     assert!((r.latency_ms.max - 135.0).abs() < 0.5, "{:?}", r.latency_ms);
     assert!((r.latency_ms.mean - 117.5).abs() < 0.5, "{:?}", r.latency_ms);
 }
+
+#[test]
+fn keep_alive_checks_do_not_pile_up_in_the_event_queue() {
+    // 2,000 requests 1.5 s apart on one function with a 600 s keep-alive: its instance goes idle 2,000 times,
+    // and a check armed per idle period would hold ~400 events at once; one armed per instance holds a handful.
+    let f = fixture(&Cloud::default(), FUNCTIONS_1GB);
+    let s = &f.scenario;
+    let mut policy = s.file.policies.build(&s.file.policy, &s.catalog).unwrap();
+    let times: Vec<_> = (0..2000)
+        .map(|i| Ok(Arrival { time: Nanos::from_millis(1500 * i), model: 0, input_size: 0, output_size: 0 }))
+        .collect();
+    let (r, stats) = hyscale_sim::simulate_with_stats(s, policy.as_mut(), Box::new(times.into_iter()), None).unwrap();
+    assert_eq!(r.requests.completed, 2000);
+    assert_eq!(r.instances.function_cold_starts, 1);
+    assert!(stats.queue_peak <= 8, "{stats:?}");
+}

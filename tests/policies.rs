@@ -110,11 +110,12 @@ fn kpa_panics_on_a_burst_holds_its_count_in_panic_and_scales_to_zero_after_the_g
             // Six ready and busy: panic average 6 needs 6; below the threshold now, but still in panic.
             (26, vec![prewarm(6)]),
             // The load ended at 27.1 s; panic lasts until 60 s after 24 s, so the count holds at 6 until
-            // 86 s, then halves per tick as instances go: 3, then 1, then 0 at 90 s.
+            // 86 s, then halves per tick as instances go: 3, then 1. The three released at 86 s expire at
+            // 88 s, after the tick of that instant (it was scheduled first), so the next halving is at 90 s.
             (86, vec![prewarm(3)]),
-            (88, vec![prewarm(1)]),
-            // The last instance is kept for the 30 s grace period: released at 120 s.
-            (120, vec![prewarm(0)]),
+            (90, vec![prewarm(1)]),
+            // The last instance is kept for the 30 s grace period: released at 124 s.
+            (124, vec![prewarm(0)]),
             // The request at 199 s starts an instance itself (a cold start); the KPA follows with a count of 1.
             (200, vec![prewarm(1)]),
         ]
@@ -130,8 +131,9 @@ fn kpa_panics_on_a_burst_holds_its_count_in_panic_and_scales_to_zero_after_the_g
     // Ready (warm) instances the panic decisions saw: the first (provisioned) one at 22 s and 24 s, all seven
     // at 26 s.
     assert_eq!((at(22.0).fn_warm, at(24.0).fn_warm, at(26.0).fn_warm), (1, 1, 7));
-    assert_eq!(at(118.0).fn_live, 1);
-    assert_eq!(at(122.0).fn_live, 0);
+    assert_eq!(at(122.0).fn_live, 1);
+    // Released at 124 s, it lives out its 2 s keep-alive (gone after the tick of 126 s).
+    assert_eq!(at(128.0).fn_live, 0);
     // The initial instance, the six of the burst, and the one at 199 s.
     assert_eq!(r.instances.function_cold_starts, 8);
 }

@@ -3,6 +3,9 @@
 //! Time is a count of nanoseconds in a `u64` newtype. The simulator counts from the start of the run; the
 //! backend counts from the moment its clock was started. `f64` seconds appear only at the boundaries
 //! (configuration files and reports), never in the core, so that event order never depends on rounding.
+//!
+//! Arithmetic never wraps: `+` saturates at [`Nanos::MAX`] ("never"), `-` at zero (and asserts in debug
+//! builds, where a negative duration is a bug), and the constructors saturate.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub};
@@ -19,17 +22,17 @@ impl Nanos {
 
     /// Whole seconds.
     pub const fn from_secs(s: u64) -> Nanos {
-        Nanos(s * 1_000_000_000)
+        Nanos(s.saturating_mul(1_000_000_000))
     }
 
     /// Whole milliseconds.
     pub const fn from_millis(ms: u64) -> Nanos {
-        Nanos(ms * 1_000_000)
+        Nanos(ms.saturating_mul(1_000_000))
     }
 
     /// Whole microseconds.
     pub const fn from_micros(us: u64) -> Nanos {
-        Nanos(us * 1_000)
+        Nanos(us.saturating_mul(1_000))
     }
 
     /// Seconds as a float, rounded to the nearest nanosecond; negative or non-finite input gives zero and
@@ -79,13 +82,13 @@ impl Nanos {
 impl Add for Nanos {
     type Output = Nanos;
     fn add(self, rhs: Nanos) -> Nanos {
-        Nanos(self.0 + rhs.0)
+        self.saturating_add(rhs)
     }
 }
 
 impl AddAssign for Nanos {
     fn add_assign(&mut self, rhs: Nanos) {
-        self.0 += rhs.0;
+        *self = self.saturating_add(rhs);
     }
 }
 
@@ -93,7 +96,7 @@ impl Sub for Nanos {
     type Output = Nanos;
     fn sub(self, rhs: Nanos) -> Nanos {
         debug_assert!(self.0 >= rhs.0, "time went backwards: {} - {}", self.0, rhs.0);
-        Nanos(self.0 - rhs.0)
+        self.saturating_sub(rhs)
     }
 }
 
@@ -114,6 +117,16 @@ mod tests {
         assert_eq!(Nanos::from_secs_f64(-1.0), Nanos::ZERO);
         assert_eq!(Nanos::from_secs_f64(f64::NAN), Nanos::ZERO);
         assert_eq!(Nanos::from_millis(1500).as_secs_f64(), 1.5);
+    }
+
+    #[test]
+    fn arithmetic_saturates_instead_of_wrapping() {
+        assert_eq!(Nanos::MAX + Nanos(1), Nanos::MAX);
+        let mut t = Nanos(u64::MAX - 1);
+        t += Nanos(5);
+        assert_eq!(t, Nanos::MAX);
+        assert_eq!(Nanos::from_secs(u64::MAX / 10), Nanos::MAX);
+        assert_eq!(Nanos::from_millis(5) - Nanos::from_millis(2), Nanos::from_millis(3));
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod world;
 
 pub use error::SimError;
 pub use scenario::Scenario;
-pub use world::simulate;
+pub use world::{EngineStats, simulate, simulate_with_stats};
 
 use hyscale_policies::report::Report;
 

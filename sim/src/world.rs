@@ -52,8 +52,8 @@ enum Event {
     FnBatchDone { idx: u32, epoch: u32, slot: u32 },
     /// A function instance's batching deadline.
     FnBatchTimer { idx: u32, epoch: u32 },
-    /// A function instance idle since `idle_since` reaches its keep-alive.
-    FnExpire { idx: u32, epoch: u32, idle_since: Nanos },
+    /// A function instance's armed keep-alive check (one armed per instance at most).
+    FnExpire { idx: u32, epoch: u32 },
     /// The pre-warm time a keep-alive policy chose for `function`: load an instance, to be kept `keep_alive`.
     FnPrewarm { function: u32, keep_alive: Nanos },
     /// The policy's control tick.
@@ -125,6 +125,10 @@ struct FnInst {
     in_service: u32,
     busy_since: Nanos,
     idle_since: Option<Nanos>,
+    /// When the current idle period's keep-alive ends.
+    expire_at: Nanos,
+    /// The time of its pending keep-alive event, if one is armed.
+    armed: Option<Nanos>,
     timer: Option<Nanos>,
     cold_time: Nanos,
 }
@@ -226,7 +230,22 @@ struct World<'a> {
     trace_done: bool,
     actions: Vec<Action>,
     events: u64,
+    /// Settings as durations, converted once (no float-to-time conversion in the event loop).
     trace_offset: Nanos,
+    drain_limit: Nanos,
+    report_interval: Nanos,
+    spot_notice: Nanos,
+    /// When the last timeline row was taken.
+    sampled_to: Nanos,
+}
+
+/// Figures of the engine itself, for tests and benchmarks (not part of the report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Events handled.
+    pub events: u64,
+    /// Most events pending at once.
+    pub queue_peak: usize,
 }
 
 /// Runs `policy` on `scenario` against `arrivals` and returns the report.
@@ -237,8 +256,19 @@ pub fn simulate(
     scenario: &Scenario,
     policy: &mut dyn Policy,
     arrivals: ArrivalStream,
-    mut progress: Option<&mut dyn FnMut(Nanos, u64)>,
+    progress: Option<&mut dyn FnMut(Nanos, u64)>,
 ) -> Result<Report, SimError> {
+    simulate_with_stats(scenario, policy, arrivals, progress).map(|(r, _)| r)
+}
+
+/// As [`simulate`], with the engine's own figures.
+pub fn simulate_with_stats(
+    scenario: &Scenario,
+    policy: &mut dyn Policy,
+    arrivals: ArrivalStream,
+    mut progress: Option<&mut dyn FnMut(Nanos, u64)>,
+) -> Result<(Report, EngineStats), SimError> {
+    let mut queue_peak = 0;
     let mut w = World::new(scenario, policy, arrivals);
     w.start()?;
     while !w.finished() {
@@ -248,6 +278,7 @@ pub fn simulate(
             break;
         };
         debug_assert!(t >= w.now, "event at {t} before now {}", w.now);
+        queue_peak = queue_peak.max(w.queue.len() + 1);
         w.now = t;
         w.view.now = t;
         w.events += 1;
@@ -258,7 +289,8 @@ pub fn simulate(
             p(w.now, w.ledger.arrivals());
         }
     }
-    Ok(w.finish())
+    let events = w.events;
+    Ok((w.finish(), EngineStats { events, queue_peak }))
 }
 
 impl<'a> World<'a> {
@@ -317,6 +349,10 @@ impl<'a> World<'a> {
             actions: Vec::new(),
             events: 0,
             trace_offset: Nanos::from_secs_f64(s.trace_offset_s),
+            drain_limit: Nanos::from_secs_f64(s.drain_limit_s),
+            report_interval: Nanos::from_secs_f64(s.report_interval_s).max(Nanos(1)),
+            spot_notice: Nanos::from_secs_f64(sc.file.spot.notice_s),
+            sampled_to: Nanos::ZERO,
         }
     }
 
@@ -326,10 +362,9 @@ impl<'a> World<'a> {
         self.apply_all(&mut actions);
         self.actions = actions;
         self.pull_arrival()?;
-        let s = &self.sc.file.sim;
         self.queue.push(self.policy.control_interval().max(Nanos(1)), Event::Tick);
         self.queue.push(self.view.arrivals.interval.max(Nanos(1)), Event::WindowRoll);
-        self.queue.push(Nanos::from_secs_f64(s.report_interval_s).max(Nanos(1)), Event::Sample);
+        self.queue.push(self.report_interval, Event::Sample);
         for (k, e) in self.sc.spot_events.iter().enumerate() {
             self.queue.push(e.0, Event::SpotListed(k as u32));
         }
@@ -358,8 +393,7 @@ impl<'a> World<'a> {
             Some(Err(e)) => return Err(e.into()),
             None => {
                 self.trace_done = true;
-                let limit = Nanos::from_secs_f64(self.sc.file.sim.drain_limit_s);
-                self.queue.push(self.now.saturating_add(limit), Event::DrainDeadline);
+                self.queue.push(self.now.saturating_add(self.drain_limit), Event::DrainDeadline);
             }
         }
         Ok(())
@@ -462,19 +496,25 @@ impl<'a> World<'a> {
                     self.fn_try_start(idx);
                 }
             }
-            Event::FnExpire { idx, epoch, idle_since } => {
-                let inst = &self.fns[idx as usize];
-                if inst.epoch != epoch
-                    || inst.phase != FnPhase::Warm
-                    || inst.outstanding() != 0
-                    || inst.idle_since != Some(idle_since)
-                {
+            Event::FnExpire { idx, epoch } => {
+                let inst = &mut self.fns[idx as usize];
+                if inst.epoch != epoch || inst.armed != Some(self.now) {
+                    // Superseded by an earlier deadline, or the instance was replaced.
                     return Ok(());
                 }
-                if inst.provisioned && !inst.stale {
+                inst.armed = None;
+                if inst.phase != FnPhase::Warm || inst.outstanding() != 0 || inst.idle_since.is_none() {
+                    // Busy now: its next idle period arms a check again.
+                    return Ok(());
+                }
+                if inst.expire_at > self.now {
+                    // Used and idle again since this was armed: wait for the new deadline.
+                    let at = inst.expire_at;
+                    self.arm_expiry(idx, at);
+                } else if inst.provisioned && !inst.stale {
                     // Pre-warmed capacity never expires; look again after another keep-alive.
-                    let next = self.now.saturating_add(self.view.functions.settings.keep_alive.max(Nanos(1)));
-                    self.queue.push(next, Event::FnExpire { idx, epoch, idle_since });
+                    let at = self.now.saturating_add(self.view.functions.settings.keep_alive.max(Nanos(1)));
+                    self.arm_expiry(idx, at);
                 } else {
                     self.fn_retire(idx);
                 }
@@ -504,8 +544,7 @@ impl<'a> World<'a> {
             }
             Event::Sample => {
                 self.sample();
-                let every = Nanos::from_secs_f64(self.sc.file.sim.report_interval_s).max(Nanos(1));
-                self.queue.push(self.now + every, Event::Sample);
+                self.queue.push(self.now + self.report_interval, Event::Sample);
             }
             Event::DrainDeadline => {
                 // Everything outstanding sits in some instance's queue or batch; the run ends now, so
@@ -766,7 +805,7 @@ impl<'a> World<'a> {
             return;
         }
         vm.noticed = true;
-        let deadline = self.now.saturating_add(Nanos::from_secs_f64(self.sc.file.spot.notice_s));
+        let deadline = self.now.saturating_add(self.spot_notice);
         let notice = SpotNotice { instance: InstanceId(i as u64), vm_type: vm.vm_type, deadline };
         let view_idx = vm.view_idx;
         self.view.vms[view_idx].interruption_at = Some(deadline);
@@ -973,6 +1012,8 @@ impl<'a> World<'a> {
                     in_service: 0,
                     busy_since: Nanos::ZERO,
                     idle_since: None,
+                    expire_at: Nanos::ZERO,
+                    armed: None,
                     timer: None,
                     cold_time: Nanos::ZERO,
                 });
@@ -995,6 +1036,7 @@ impl<'a> World<'a> {
         inst.busy_slots = 0;
         inst.in_service = 0;
         inst.idle_since = None;
+        inst.armed = None;
         inst.timer = None;
         inst.cold_time = cold;
         let epoch = inst.epoch;
@@ -1023,7 +1065,6 @@ impl<'a> World<'a> {
                             self.fn_retire(idx);
                             return;
                         }
-                        let epoch = inst.epoch;
                         let function = inst.function;
                         let keep_alive = match (inst.prewarmed_for, inst.provisioned, self.keep_alive.as_mut()) {
                             (Some(k), _, _) => k,
@@ -1042,8 +1083,7 @@ impl<'a> World<'a> {
                             _ => self.view.functions.settings.keep_alive,
                         };
                         self.fns[idx as usize].idle_since = Some(self.now);
-                        let expire = self.now.saturating_add(keep_alive);
-                        self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
+                        self.arm_expiry(idx, self.now.saturating_add(keep_alive));
                     }
                     break;
                 }
@@ -1137,6 +1177,18 @@ impl<'a> World<'a> {
         self.fn_try_start(idx);
     }
 
+    /// Instance `idx`, idle, expires at `at`: at most one keep-alive event is armed per instance; a later
+    /// deadline is picked up when the armed one fires.
+    fn arm_expiry(&mut self, idx: u32, at: Nanos) {
+        let inst = &mut self.fns[idx as usize];
+        inst.expire_at = at;
+        if inst.armed.is_none_or(|t| t > at) {
+            inst.armed = Some(at);
+            let epoch = inst.epoch;
+            self.queue.push(at, Event::FnExpire { idx, epoch });
+        }
+    }
+
     fn fn_retire(&mut self, idx: u32) {
         let before = self.fn_class(idx);
         if before == FnClass::Gone {
@@ -1212,10 +1264,9 @@ impl<'a> World<'a> {
                 inst.provisioned = false;
                 self.fn_provisioned_live -= 1;
                 if inst.phase == FnPhase::Warm && inst.outstanding() == 0 {
-                    let epoch = inst.epoch;
                     inst.idle_since = Some(self.now);
-                    let expire = self.now.saturating_add(self.view.functions.settings.keep_alive);
-                    self.queue.push(expire, Event::FnExpire { idx, epoch, idle_since: self.now });
+                    let at = self.now.saturating_add(self.view.functions.settings.keep_alive);
+                    self.arm_expiry(idx, at);
                 }
             }
         }
@@ -1313,6 +1364,7 @@ impl<'a> World<'a> {
     }
 
     fn sample(&mut self) {
+        self.sampled_to = self.now;
         let c = mem::take(&mut self.interval);
         let mut provisioning = 0;
         let mut ready = MarketCounts::default();
@@ -1361,8 +1413,7 @@ impl<'a> World<'a> {
         for (t, m, ran) in live {
             self.bill_vm(t, m, ran, VmEnd::Released);
         }
-        let sampled_to = self.timeline.last().map_or(Nanos::ZERO, |r| Nanos::from_secs_f64(r.t_s));
-        if self.timeline.is_empty() || self.now > sampled_to {
+        if self.timeline.is_empty() || self.now > self.sampled_to {
             self.sample();
         }
         let (requests, slo, latency) = self.ledger.summary();
