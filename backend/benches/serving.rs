@@ -49,6 +49,7 @@ fn serving(c: &mut Criterion) {
         request_timeout_s: 30.0,
         retry_after_s: 1,
         engine: engine_config,
+        limits: Default::default(),
         models: vec![ModelConfig {
             name: "mlp".into(),
             path: model(),

@@ -99,7 +99,7 @@ impl KeepAlivePolicy for FixedKeepAlive {
 
     fn name(&self) -> String {
         let ns = self.keep_alive.0;
-        if ns % MINUTE == 0 {
+        if ns.is_multiple_of(MINUTE) {
             format!("fixed-{}min", ns / MINUTE)
         } else {
             format!("fixed-{}min", ns as f64 / MINUTE as f64)

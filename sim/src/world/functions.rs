@@ -1,0 +1,410 @@
+//! Function instances (sandboxes): one pool per function, cold starts of measured parts, concurrency and
+//! batching slots, the account and per-function scaling limits, keep-alive (one armed check per instance, the
+//! scenario's keep-alive policy and its pre-warms), provisioned capacity, and reconfiguration.
+
+use super::*;
+
+impl World<'_> {
+    pub(super) fn fn_capacity(&self, inst: &FnInst) -> u32 {
+        inst.concurrency.saturating_mul(self.view.functions.settings.batching.max_batch)
+    }
+
+    pub(super) fn fn_class(&self, idx: u32) -> FnClass {
+        let inst = &self.fns[idx as usize];
+        match inst.phase {
+            FnPhase::Gone => FnClass::Gone,
+            FnPhase::Cold => FnClass::Cold,
+            FnPhase::Warm if inst.outstanding() == 0 => FnClass::Idle,
+            FnPhase::Warm => FnClass::Busy,
+        }
+    }
+
+    /// Advances the time integrals of function instances and in-service requests to now.
+    pub(super) fn integrate(&mut self) {
+        let dt = (self.now - self.last_integral).0 as u128;
+        self.usage.fn_live_ns += self.fn_live as u128 * dt;
+        self.usage.fn_in_service_ns += self.fn_in_service as u128 * dt;
+        self.usage.fn_idle_mb_ns += self.fn_idle_mb as u128 * dt;
+        self.last_integral = self.now;
+    }
+
+    pub(super) fn fn_admit(&mut self, req: Req) -> Result<(), RejectReason> {
+        // AWS's account concurrency counts executions in flight, not instances.
+        if self.view.functions.in_flight >= self.sc.catalog.functions.regional_concurrency as u64 {
+            self.view.functions.throttled_total += 1;
+            return Err(RejectReason::Throttled);
+        }
+        let function = req.model;
+        let platform = &self.sc.catalog.functions;
+        let f = self.functions.entry(function).or_default();
+        if self.now >= f.scale_since.saturating_add(platform.function_scale_interval) {
+            f.scale_since = self.now;
+            f.scale_base = f.in_flight;
+        }
+        if f.in_flight >= f.scale_base.saturating_add(platform.function_scale_step) {
+            return Err(RejectReason::FunctionScaling);
+        }
+        let mine = (function, 0)..=(function, u32::MAX);
+        let idx = if let Some(&(_, i)) = self.warm_free.range(mine.clone()).next() {
+            i
+        } else if let Some(&(_, i)) = self.cold_free.range(mine).next() {
+            i
+        } else {
+            if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
+                self.view.functions.throttled_total += 1;
+                return Err(RejectReason::Throttled);
+            }
+            self.fn_spawn(function, false)
+        };
+        let cold = self.fns[idx as usize].phase == FnPhase::Cold;
+        let now = self.now;
+        let f = self.functions.entry(function).or_default();
+        f.in_flight += 1;
+        if let Some(end) = f.last_end
+            && let Some(k) = self.keep_alive.as_mut()
+        {
+            k.observe_idle(function, now.saturating_sub(end));
+        }
+        f.invocations += 1;
+        f.cold_invocations += cold as u64;
+        let before = self.fn_class(idx);
+        let inst = &mut self.fns[idx as usize];
+        inst.queue.push_back(req);
+        inst.idle_since = None;
+        self.view.functions.in_flight += 1;
+        self.fn_sync(idx, before);
+        self.fn_try_start(idx);
+        Ok(())
+    }
+
+    pub(super) fn fn_spawn(&mut self, function: u32, provisioned: bool) -> u32 {
+        let settings = self.view.functions.settings;
+        let memory_mb = self.sc.function_traits.get(&function).and_then(|t| t.memory_mb).unwrap_or(settings.memory_mb);
+        let m = &self.sc.function_model;
+        let platform = &self.sc.catalog.functions;
+        // A cold start of measured parts: the sandbox, the language runtime, fetching the model's bytes, and
+        // loading it (deserialise + first inference), which is CPU-bound and gets the vCPU share its memory buys.
+        let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
+        let bandwidth = m.model_load_mb_per_s.sample(&mut self.rng_cold).max(1e-9);
+        let vcpus = platform.vcpus(memory_mb).min(platform.max_vcpus_per_request).max(1e-6);
+        let cold = Nanos::from_secs_f64(sandbox + platform.model_size_mb / bandwidth + m.load_s_one_vcpu / vcpus)
+            .saturating_add(m.runtime_init);
+        let idx = match self.fn_free.pop() {
+            Some(i) => i,
+            None => {
+                self.fns.push(FnInst {
+                    function,
+                    epoch: 0,
+                    phase: FnPhase::Gone,
+                    memory_mb: 0,
+                    concurrency: 0,
+                    stale: false,
+                    provisioned: false,
+                    prewarmed_for: None,
+                    queue: VecDeque::new(),
+                    slots: Vec::new(),
+                    busy_slots: 0,
+                    in_service: 0,
+                    busy_since: Nanos::ZERO,
+                    idle_since: None,
+                    expire_at: Nanos::ZERO,
+                    armed: None,
+                    timer: None,
+                    cold_time: Nanos::ZERO,
+                });
+                (self.fns.len() - 1) as u32
+            }
+        };
+        self.integrate();
+        let inst = &mut self.fns[idx as usize];
+        inst.function = function;
+        inst.epoch = inst.epoch.wrapping_add(1);
+        inst.phase = FnPhase::Cold;
+        inst.memory_mb = memory_mb;
+        inst.concurrency = settings.concurrency.max(1);
+        inst.stale = false;
+        inst.provisioned = provisioned;
+        inst.prewarmed_for = None;
+        self.fn_provisioned_live += provisioned as u32;
+        inst.slots.clear();
+        inst.slots.resize(inst.concurrency as usize, None);
+        inst.busy_slots = 0;
+        inst.in_service = 0;
+        inst.idle_since = None;
+        inst.armed = None;
+        inst.timer = None;
+        inst.cold_time = cold;
+        let epoch = inst.epoch;
+        self.fn_live += 1;
+        self.usage.fn_live_peak = self.usage.fn_live_peak.max(self.fn_live as u64);
+        self.view.functions.cold_starts_total += 1;
+        self.fn_sync(idx, FnClass::Gone);
+        self.queue.push(self.now + cold, Event::FnWarm { idx, epoch });
+        idx
+    }
+
+    pub(super) fn fn_try_start(&mut self, idx: u32) {
+        let before = self.fn_class(idx);
+        let rule = self.view.functions.settings.batching;
+        loop {
+            let inst = &self.fns[idx as usize];
+            if inst.phase != FnPhase::Warm {
+                break;
+            }
+            let oldest = inst.queue.front().map_or(self.now, |r| r.enqueued);
+            match rule.decide(inst.queue.len(), oldest, self.now) {
+                BatchDecision::Idle => {
+                    if inst.busy_slots == 0 && inst.idle_since.is_none() {
+                        if inst.stale {
+                            self.fn_sync(idx, before);
+                            self.fn_retire(idx);
+                            return;
+                        }
+                        let function = inst.function;
+                        let keep_alive = match (inst.prewarmed_for, inst.provisioned, self.keep_alive.as_mut()) {
+                            (Some(k), _, _) => k,
+                            (None, false, Some(policy)) => {
+                                let d = policy.decide(function);
+                                if d.prewarm > Nanos::ZERO {
+                                    // Unload now; load again at the pre-warm time.
+                                    self.fn_sync(idx, before);
+                                    self.fn_retire(idx);
+                                    let at = self.now.saturating_add(d.prewarm);
+                                    self.queue.push(at, Event::FnPrewarm { function, keep_alive: d.keep_alive });
+                                    return;
+                                }
+                                d.keep_alive
+                            }
+                            _ => self.view.functions.settings.keep_alive,
+                        };
+                        self.fns[idx as usize].idle_since = Some(self.now);
+                        self.arm_expiry(idx, self.now.saturating_add(keep_alive));
+                    }
+                    break;
+                }
+                BatchDecision::WaitUntil(t) => {
+                    if inst.timer != Some(t) {
+                        let epoch = inst.epoch;
+                        self.fns[idx as usize].timer = Some(t);
+                        self.queue.push(t, Event::FnBatchTimer { idx, epoch });
+                    }
+                    break;
+                }
+                BatchDecision::Start(n) => {
+                    let Some(slot) = inst.slots.iter().position(Option::is_none) else {
+                        break;
+                    };
+                    let platform = &self.sc.catalog.functions;
+                    let taken = (n as usize).min(inst.queue.len());
+                    let (input, output) = sizes(inst.queue.range(..taken));
+                    let traced = self.sc.function_traits.get(&inst.function).and_then(|t| t.duration.as_ref());
+                    let service = match traced {
+                        // The trace's execution time of one invocation, the batch's as the profile scales it.
+                        Some(d) => {
+                            let u: f64 = self.rng_service.random();
+                            let ms = d.at_quantile(u) * platform.service.latency(n).as_secs_f64()
+                                / platform.service.latency(1).as_secs_f64();
+                            Nanos::from_millis_f64(ms).max(Nanos(1))
+                        }
+                        None => {
+                            let mut service =
+                                platform.service_time_sized(n, inst.memory_mb, inst.concurrency, input, output);
+                            if let Some(noise) = &self.fn_noise {
+                                service = scale(service, noise.sample(&mut self.rng_service));
+                            }
+                            service
+                        }
+                    };
+                    self.usage.cost.function_requests += platform.price_per_request;
+                    self.integrate();
+                    let now = self.now;
+                    let inst = &mut self.fns[idx as usize];
+                    inst.prewarmed_for = None;
+                    let n = (n as usize).min(inst.queue.len());
+                    let batch: Vec<Req> = inst.queue.drain(..n).collect();
+                    if inst.busy_slots == 0 {
+                        inst.busy_since = now;
+                    }
+                    inst.busy_slots += 1;
+                    inst.in_service += n as u32;
+                    inst.slots[slot] = Some(batch);
+                    inst.timer = None;
+                    inst.idle_since = None;
+                    let epoch = inst.epoch;
+                    self.fn_in_service += n as u64;
+                    self.usage.fn_in_service_peak = self.usage.fn_in_service_peak.max(self.fn_in_service);
+                    self.queue.push(now + service, Event::FnBatchDone { idx, epoch, slot: slot as u32 });
+                }
+            }
+        }
+        self.fn_sync(idx, before);
+    }
+
+    pub(super) fn fn_batch_done(&mut self, idx: u32, epoch: u32, slot: u32) {
+        let inst = &self.fns[idx as usize];
+        if inst.epoch != epoch || inst.phase != FnPhase::Warm {
+            return;
+        }
+        let before = self.fn_class(idx);
+        self.integrate();
+        let now = self.now;
+        let inst = &mut self.fns[idx as usize];
+        let Some(batch) = inst.slots.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        inst.busy_slots -= 1;
+        inst.in_service -= batch.len() as u32;
+        let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
+        self.fn_in_service -= batch.len() as u64;
+        self.view.functions.in_flight -= batch.len() as u64;
+        if let Some((memory, ran, provisioned)) = busy_period {
+            self.usage.cost.function_compute +=
+                billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
+        }
+        self.fn_sync(idx, before);
+        for r in &batch {
+            self.complete(r);
+        }
+        let function = self.fns[idx as usize].function;
+        let f = self.functions.entry(function).or_default();
+        f.last_end = Some(now);
+        f.in_flight -= batch.len() as u32;
+        self.fn_try_start(idx);
+    }
+
+    /// Instance `idx`, idle, expires at `at`: at most one keep-alive event is armed per instance; a later
+    /// deadline is picked up when the armed one fires.
+    pub(super) fn arm_expiry(&mut self, idx: u32, at: Nanos) {
+        let inst = &mut self.fns[idx as usize];
+        inst.expire_at = at;
+        if inst.armed.is_none_or(|t| t > at) {
+            inst.armed = Some(at);
+            let epoch = inst.epoch;
+            self.queue.push(at, Event::FnExpire { idx, epoch });
+        }
+    }
+
+    pub(super) fn fn_retire(&mut self, idx: u32) {
+        let before = self.fn_class(idx);
+        if before == FnClass::Gone {
+            return;
+        }
+        self.integrate();
+        let inst = &mut self.fns[idx as usize];
+        debug_assert_eq!(inst.outstanding(), 0, "retiring a function instance with work");
+        inst.phase = FnPhase::Gone;
+        if inst.stale {
+            self.fn_stale_live -= 1;
+        }
+        if inst.provisioned {
+            inst.provisioned = false;
+            self.fn_provisioned_live -= 1;
+        }
+        self.fn_live -= 1;
+        self.fn_sync(idx, before);
+        self.fn_free.push(idx);
+    }
+
+    pub(super) fn configure_functions(
+        &mut self,
+        memory_mb: Option<u32>,
+        concurrency: Option<u32>,
+        keep_alive: Option<Nanos>,
+        prewarm: Option<u32>,
+    ) -> Result<(), String> {
+        let old = self.view.functions.settings;
+        let memory = memory_mb.unwrap_or(old.memory_mb);
+        let conc = concurrency.unwrap_or(old.concurrency);
+        self.sc.catalog.functions.check_settings(memory, conc).map_err(|e| format!("configure functions: {e}"))?;
+        if prewarm.unwrap_or(old.prewarm) != old.prewarm || memory != old.memory_mb {
+            // A configured period of provisioned capacity ends (and is billed) when its size changes.
+            self.settle_prewarm();
+        }
+        let settings = &mut self.view.functions.settings;
+        settings.memory_mb = memory;
+        settings.concurrency = conc;
+        settings.keep_alive = keep_alive.unwrap_or(old.keep_alive);
+        settings.prewarm = prewarm.unwrap_or(old.prewarm);
+        if memory != old.memory_mb || conc != old.concurrency {
+            // As when a function's configuration is published: running instances finish their work under
+            // the old settings and retire; new requests get new instances.
+            for idx in 0..self.fns.len() as u32 {
+                let inst = &mut self.fns[idx as usize];
+                if inst.phase == FnPhase::Gone || inst.stale {
+                    continue;
+                }
+                inst.stale = true;
+                self.fn_stale_live += 1;
+                if inst.provisioned {
+                    // Provisioned capacity moves to the new version; this one finishes on demand.
+                    inst.provisioned = false;
+                    self.fn_provisioned_live -= 1;
+                }
+                let before = self.fn_class(idx);
+                self.fn_sync(idx, before);
+                if before == FnClass::Idle {
+                    self.fn_retire(idx);
+                }
+            }
+        }
+        let target = self.view.functions.settings.prewarm;
+        // Fewer provisioned instances than before: the surplus become on-demand instances (idle ones start
+        // their keep-alive now).
+        for idx in 0..self.fns.len() as u32 {
+            if self.fn_provisioned_live <= target {
+                break;
+            }
+            let inst = &mut self.fns[idx as usize];
+            if inst.phase != FnPhase::Gone && inst.provisioned && !inst.stale {
+                inst.provisioned = false;
+                self.fn_provisioned_live -= 1;
+                if inst.phase == FnPhase::Warm && inst.outstanding() == 0 {
+                    inst.idle_since = Some(self.now);
+                    let at = self.now.saturating_add(self.view.functions.settings.keep_alive);
+                    self.arm_expiry(idx, at);
+                }
+            }
+        }
+        // More: live on-demand instances of the current version are adopted first (they are initialised
+        // already), then new ones start; so `prewarm` is also the number of instances kept alive at least.
+        for idx in 0..self.fns.len() as u32 {
+            if self.fn_provisioned_live >= target {
+                break;
+            }
+            let inst = &mut self.fns[idx as usize];
+            if inst.phase != FnPhase::Gone && !inst.provisioned && !inst.stale {
+                inst.provisioned = true;
+                self.fn_provisioned_live += 1;
+            }
+        }
+        while self.fn_provisioned_live < target {
+            if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
+                return Err("configure functions: prewarm exceeds the regional concurrency limit".into());
+            }
+            self.fn_spawn(PROVISIONED_FUNCTION, true);
+        }
+        Ok(())
+    }
+
+    pub(super) fn set_batching(&mut self, pool: Pool, rule: hyscale_policies::BatchRule) -> Result<(), String> {
+        let rule = hyscale_policies::BatchRule::new(rule.max_batch, rule.max_wait);
+        match pool {
+            Pool::Vm(t) => {
+                let p = self.view.pools.get_mut(t.0 as usize).ok_or_else(|| format!("batching: no VM type {}", t.0))?;
+                p.batching = rule;
+                for i in self.pool_members[t.0 as usize].clone() {
+                    self.vm_try_start(i);
+                }
+            }
+            Pool::Functions => {
+                self.view.functions.settings.batching = rule;
+                for idx in 0..self.fns.len() as u32 {
+                    let before = self.fn_class(idx);
+                    self.fn_sync(idx, before);
+                    self.fn_try_start(idx);
+                }
+            }
+        }
+        Ok(())
+    }
+}

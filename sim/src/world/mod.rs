@@ -1,0 +1,637 @@
+//! The simulation itself: the cloud's state, the event handlers, and `simulate`.
+//!
+//! One [`World`] holds the cluster (VMs, function instances), the view the policy sees (kept current as
+//! the state changes, never rebuilt), the ledger and the cost. Events are a closed enum handled by one
+//! `match`. Requests live only while outstanding, inside the queue or batch of the instance holding them;
+//! completed ones leave only counters and a histogram behind.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::mem;
+
+use hyscale_policies::billing::{self, CostBreakdown, VmEnd};
+use hyscale_policies::keepalive::KeepAlivePolicy;
+use hyscale_policies::report::{
+    ActionSummary, CostSummary, FunctionStatsSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report,
+    TimelineRow,
+};
+use hyscale_policies::view::MarketCounts;
+use hyscale_policies::{
+    Action, ArrivalWindow, BatchDecision, DropReason, FunctionSettings, InstanceId, Ledger, Market, Nanos, Policy,
+    Pool, RecentStats, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
+};
+use hyscale_traces::{Arrival, ArrivalStream, TraceError};
+use rand::RngExt;
+use rand_distr::{Distribution, Exp, LogNormal};
+
+use crate::dist::unit_mean_noise;
+use crate::error::SimError;
+use crate::queue::EventQueue;
+use crate::rng::{SeedFan, SimRng};
+use crate::scenario::Scenario;
+
+mod cost;
+mod functions;
+mod report;
+mod spot;
+mod view;
+mod vm;
+
+/// Every kind of event, handled by [`World::handle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// The next arrival of the trace (held in `World::next_arrival`).
+    Arrival,
+    /// A VM finished provisioning.
+    VmReady(u32),
+    /// A VM finished its batch.
+    VmBatchDone(u32),
+    /// A VM's oldest queued request reached its batching deadline.
+    VmBatchTimer(u32),
+    /// A spot VM receives its interruption notice (random hazard).
+    SpotNotice(u32),
+    /// A noticed spot VM is taken.
+    SpotTerminate(u32),
+    /// A listed spot interruption (index into the scenario's events).
+    SpotListed(u32),
+    /// A function instance finished its cold start.
+    FnWarm { idx: u32, epoch: u32 },
+    /// A function instance's slot finished its batch.
+    FnBatchDone { idx: u32, epoch: u32, slot: u32 },
+    /// A function instance's batching deadline.
+    FnBatchTimer { idx: u32, epoch: u32 },
+    /// A function instance's armed keep-alive check (one armed per instance at most).
+    FnExpire { idx: u32, epoch: u32 },
+    /// The pre-warm time a keep-alive policy chose for `function`: load an instance, to be kept `keep_alive`.
+    FnPrewarm { function: u32, keep_alive: Nanos },
+    /// The policy's control tick.
+    Tick,
+    /// The arrival-count window closes an interval.
+    WindowRoll,
+    /// A timeline row is due.
+    Sample,
+    /// The drain limit after the last arrival: whatever is outstanding is dropped.
+    DrainDeadline,
+}
+
+/// An outstanding request.
+#[derive(Clone, Copy, Debug)]
+struct Req {
+    arrival: Nanos,
+    enqueued: Nanos,
+    attempt: u32,
+    model: u32,
+    /// The request's input and output sizes (tokens, bytes; 0 where the trace has none).
+    input_size: u32,
+    output_size: u32,
+}
+
+struct Vm {
+    vm_type: VmTypeId,
+    market: Market,
+    /// `None` once gone.
+    state: Option<VmState>,
+    launched: Nanos,
+    queue: VecDeque<Req>,
+    batch: Vec<Req>,
+    timer: Option<Nanos>,
+    view_idx: usize,
+    noticed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FnPhase {
+    Cold,
+    Warm,
+    Gone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FnClass {
+    Cold,
+    Idle,
+    Busy,
+    Gone,
+}
+
+struct FnInst {
+    /// The function (the request's model id) it belongs to: it serves no other.
+    function: u32,
+    epoch: u32,
+    phase: FnPhase,
+    memory_mb: u32,
+    concurrency: u32,
+    stale: bool,
+    /// Started as pre-warmed (provisioned) capacity: no init charge, the provisioned duration price, never
+    /// expires while the capacity stays configured.
+    provisioned: bool,
+    /// Loaded by a keep-alive policy's pre-warm and not used yet: kept this long once warm.
+    prewarmed_for: Option<Nanos>,
+    queue: VecDeque<Req>,
+    slots: Vec<Option<Vec<Req>>>,
+    busy_slots: u32,
+    in_service: u32,
+    busy_since: Nanos,
+    idle_since: Option<Nanos>,
+    /// When the current idle period's keep-alive ends.
+    expire_at: Nanos,
+    /// The time of its pending keep-alive event, if one is armed.
+    armed: Option<Nanos>,
+    timer: Option<Nanos>,
+    cold_time: Nanos,
+}
+
+impl FnInst {
+    fn outstanding(&self) -> u32 {
+        self.queue.len() as u32 + self.in_service
+    }
+}
+
+/// One function: its instances serve it alone, and its keep-alive is decided for it.
+#[derive(Default)]
+struct FnFunction {
+    /// When its last execution ended (the start of the idle time the keep-alive policy observes).
+    last_end: Option<Nanos>,
+    /// Its requests queued or in service.
+    in_flight: u32,
+    /// The current scaling interval's start and the requests in flight then: within the interval, in-flight
+    /// requests may grow by at most the platform's `function_scale_step`.
+    scale_since: Nanos,
+    scale_base: u32,
+    /// Invocations, and those that met a cold instance.
+    invocations: u64,
+    cold_invocations: u64,
+}
+
+/// Provisioned (pre-warmed) capacity belongs to this function: the one of single-model traces.
+const PROVISIONED_FUNCTION: u32 = 0;
+
+#[derive(Default)]
+struct IntervalCounts {
+    arrivals: u64,
+    completed: u64,
+    fulfilled: u64,
+    rejected: u64,
+    dropped: u64,
+}
+
+/// Counters the report needs that are not in the ledger.
+#[derive(Default)]
+struct Usage {
+    cost: CostBreakdown,
+    vm_hours: [f64; 2],
+    launched: BTreeMap<String, u64>,
+    spot_interruptions: u64,
+    rerouted: u64,
+    fn_live_peak: u64,
+    fn_in_service_peak: u64,
+    /// Integral of live function instances over time, instance-nanoseconds.
+    fn_live_ns: u128,
+    /// Integral of requests in service on functions, request-nanoseconds.
+    fn_in_service_ns: u128,
+    /// Integral of idle warm function memory over time, MB-nanoseconds.
+    fn_idle_mb_ns: u128,
+    actions_applied: u64,
+    actions_refused: BTreeMap<String, u64>,
+}
+
+/// How often (in events) the progress callback runs.
+const PROGRESS_EVERY: u64 = 1 << 20;
+
+/// The simulated cloud; see the module docs.
+struct World<'a> {
+    sc: &'a Scenario,
+    policy: &'a mut dyn Policy,
+    now: Nanos,
+    queue: EventQueue<Event>,
+    view: View,
+    ledger: Ledger,
+    vms: Vec<Vm>,
+    pool_members: Vec<Vec<u32>>,
+    fns: Vec<FnInst>,
+    fn_free: Vec<u32>,
+    /// (function, instance) of instances with room, warm and cold.
+    warm_free: BTreeSet<(u32, u32)>,
+    cold_free: BTreeSet<(u32, u32)>,
+    functions: BTreeMap<u32, FnFunction>,
+    keep_alive: Option<Box<dyn KeepAlivePolicy>>,
+    /// Memory of idle warm instances, MB.
+    fn_idle_mb: u64,
+    fn_live: u32,
+    fn_stale_live: u32,
+    fn_provisioned_live: u32,
+    fn_in_service: u64,
+    last_integral: Nanos,
+    prewarm_since: Nanos,
+    rng_provision: SimRng,
+    rng_cold: SimRng,
+    rng_service: SimRng,
+    rng_spot: SimRng,
+    vm_noise: Vec<Option<LogNormal<f64>>>,
+    fn_noise: Option<LogNormal<f64>>,
+    usage: Usage,
+    interval: IntervalCounts,
+    recent: RecentStats,
+    timeline: Vec<TimelineRow>,
+    trace: ArrivalStream,
+    next_arrival: Option<Arrival>,
+    trace_done: bool,
+    actions: Vec<Action>,
+    events: u64,
+    /// Settings as durations, converted once (no float-to-time conversion in the event loop).
+    trace_offset: Nanos,
+    drain_limit: Nanos,
+    report_interval: Nanos,
+    spot_notice: Nanos,
+    /// When the last timeline row was taken.
+    sampled_to: Nanos,
+}
+
+/// Figures of the engine itself, for tests and benchmarks (not part of the report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Events handled.
+    pub events: u64,
+    /// Most events pending at once.
+    pub queue_peak: usize,
+}
+
+/// Runs `policy` on `scenario` against `arrivals` and returns the report.
+///
+/// `progress`, when given, is called every million or so events with the simulated time and the number of
+/// arrivals so far.
+pub fn simulate(
+    scenario: &Scenario,
+    policy: &mut dyn Policy,
+    arrivals: ArrivalStream,
+    progress: Option<&mut dyn FnMut(Nanos, u64)>,
+) -> Result<Report, SimError> {
+    simulate_with_stats(scenario, policy, arrivals, progress).map(|(r, _)| r)
+}
+
+/// As [`simulate`], with the engine's own figures.
+pub fn simulate_with_stats(
+    scenario: &Scenario,
+    policy: &mut dyn Policy,
+    arrivals: ArrivalStream,
+    mut progress: Option<&mut dyn FnMut(Nanos, u64)>,
+) -> Result<(Report, EngineStats), SimError> {
+    let mut queue_peak = 0;
+    let mut w = World::new(scenario, policy, arrivals);
+    w.start()?;
+    while !w.finished() {
+        let Some((t, ev)) = w.queue.pop() else {
+            // Unreachable while requests are outstanding: each is held by an instance with a pending event.
+            debug_assert!(false, "event queue ran dry with {} requests outstanding", w.ledger.outstanding());
+            break;
+        };
+        debug_assert!(t >= w.now, "event at {t} before now {}", w.now);
+        queue_peak = queue_peak.max(w.queue.len() + 1);
+        w.now = t;
+        w.view.now = t;
+        w.events += 1;
+        w.handle(ev)?;
+        if w.events.is_multiple_of(PROGRESS_EVERY)
+            && let Some(p) = progress.as_mut()
+        {
+            p(w.now, w.ledger.arrivals());
+        }
+    }
+    let events = w.events;
+    Ok((w.finish(), EngineStats { events, queue_peak }))
+}
+
+impl<'a> World<'a> {
+    fn new(sc: &'a Scenario, policy: &'a mut dyn Policy, trace: ArrivalStream) -> World<'a> {
+        let fan = SeedFan::new(sc.file.seed);
+        let f = &sc.catalog.functions;
+        let settings = FunctionSettings {
+            memory_mb: f.default_memory_mb,
+            concurrency: 1,
+            keep_alive: f.default_keep_alive,
+            prewarm: 0,
+            batching: hyscale_policies::BatchRule::NONE,
+        };
+        let s = &sc.file.sim;
+        let window = ArrivalWindow::new(Nanos::from_secs_f64(s.arrival_window_s), s.arrival_history);
+        let mut view = View::new(sc.catalog.clone(), sc.slo, window, settings);
+        for p in &mut view.pools {
+            p.queue_limit = s.vm_queue_limit;
+        }
+        World {
+            sc,
+            policy,
+            now: Nanos::ZERO,
+            queue: EventQueue::new(),
+            view,
+            ledger: Ledger::new(sc.slo),
+            vms: Vec::new(),
+            pool_members: vec![Vec::new(); sc.catalog.vm_types.len()],
+            fns: Vec::new(),
+            fn_free: Vec::new(),
+            warm_free: BTreeSet::new(),
+            cold_free: BTreeSet::new(),
+            functions: BTreeMap::new(),
+            // Checked when the scenario was loaded.
+            keep_alive: sc.file.keep_alive.as_ref().and_then(|k| k.build().ok()),
+            fn_idle_mb: 0,
+            fn_live: 0,
+            fn_stale_live: 0,
+            fn_provisioned_live: 0,
+            fn_in_service: 0,
+            last_integral: Nanos::ZERO,
+            prewarm_since: Nanos::ZERO,
+            rng_provision: fan.stream("provisioning"),
+            rng_cold: fan.stream("cold-start"),
+            rng_service: fan.stream("service"),
+            rng_spot: fan.stream("spot"),
+            vm_noise: sc.vm_models.iter().map(|m| unit_mean_noise(m.service_cv)).collect(),
+            fn_noise: unit_mean_noise(sc.function_model.service_cv),
+            usage: Usage::default(),
+            interval: IntervalCounts::default(),
+            recent: RecentStats::default(),
+            timeline: Vec::new(),
+            trace,
+            next_arrival: None,
+            trace_done: false,
+            actions: Vec::new(),
+            events: 0,
+            trace_offset: Nanos::from_secs_f64(s.trace_offset_s),
+            drain_limit: Nanos::from_secs_f64(s.drain_limit_s),
+            report_interval: Nanos::from_secs_f64(s.report_interval_s).max(Nanos(1)),
+            spot_notice: Nanos::from_secs_f64(sc.file.spot.notice_s),
+            sampled_to: Nanos::ZERO,
+        }
+    }
+
+    fn start(&mut self) -> Result<(), SimError> {
+        let mut actions = mem::take(&mut self.actions);
+        self.policy.start(&self.view, &mut actions);
+        self.apply_all(&mut actions);
+        self.actions = actions;
+        self.pull_arrival()?;
+        self.queue.push(self.policy.control_interval().max(Nanos(1)), Event::Tick);
+        self.queue.push(self.view.arrivals.interval.max(Nanos(1)), Event::WindowRoll);
+        self.queue.push(self.report_interval, Event::Sample);
+        for (k, e) in self.sc.spot_events.iter().enumerate() {
+            self.queue.push(e.0, Event::SpotListed(k as u32));
+        }
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        self.trace_done && self.ledger.outstanding() == 0
+    }
+
+    fn pull_arrival(&mut self) -> Result<(), SimError> {
+        match self.trace.next() {
+            Some(Ok(mut a)) => {
+                a.time = a.time.saturating_add(self.trace_offset);
+                if a.time < self.now {
+                    return Err(SimError::Trace(TraceError::InvalidParameters(format!(
+                        "arrival {} at {} comes before the previous one at {}; arrivals must be in time order",
+                        self.ledger.arrivals() + 1,
+                        a.time,
+                        self.now
+                    ))));
+                }
+                self.queue.push(a.time, Event::Arrival);
+                self.next_arrival = Some(a);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                self.trace_done = true;
+                self.queue.push(self.now.saturating_add(self.drain_limit), Event::DrainDeadline);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<(), SimError> {
+        match ev {
+            Event::Arrival => {
+                let Some(a) = self.next_arrival.take() else {
+                    return Ok(());
+                };
+                self.ledger.arrive();
+                self.view.arrivals.current += 1;
+                self.interval.arrivals += 1;
+                self.recent.arrivals += 1;
+                self.dispatch(Req {
+                    arrival: self.now,
+                    enqueued: self.now,
+                    attempt: 0,
+                    model: a.model,
+                    input_size: a.input_size,
+                    output_size: a.output_size,
+                });
+                self.pull_arrival()?;
+            }
+            Event::VmReady(i) => {
+                if self.vms[i as usize].state == Some(VmState::Provisioning) {
+                    let before = self.vm_snapshot(i);
+                    self.vms[i as usize].state = Some(VmState::Ready);
+                    self.vm_sync(i, before);
+                    self.vm_try_start(i);
+                }
+            }
+            Event::VmBatchDone(i) => {
+                let vm = &mut self.vms[i as usize];
+                if vm.state.is_none() || vm.batch.is_empty() {
+                    return Ok(());
+                }
+                let before = self.vm_snapshot(i);
+                let batch = mem::take(&mut self.vms[i as usize].batch);
+                self.vm_sync(i, before);
+                for r in &batch {
+                    self.complete(r);
+                }
+                // Give the batch's allocation back for the next one.
+                let mut batch = batch;
+                batch.clear();
+                self.vms[i as usize].batch = batch;
+                self.vm_try_start(i);
+            }
+            Event::VmBatchTimer(i) => {
+                if self.vms[i as usize].timer == Some(self.now) {
+                    self.vms[i as usize].timer = None;
+                    self.vm_try_start(i);
+                }
+            }
+            Event::SpotNotice(i) => self.spot_notice(i),
+            Event::SpotTerminate(i) => {
+                if self.vms[i as usize].state.is_some() {
+                    self.usage.spot_interruptions += 1;
+                    self.vm_gone(i, VmEnd::Interrupted);
+                }
+            }
+            Event::SpotListed(k) => {
+                let (_, vm_type, count) = self.sc.spot_events[k as usize];
+                let victims: Vec<u32> = self.pool_members[vm_type.0 as usize]
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let vm = &self.vms[i as usize];
+                        vm.market == Market::Spot && !vm.noticed && vm.state.is_some()
+                    })
+                    .take(count as usize)
+                    .collect();
+                for i in victims {
+                    self.spot_notice(i);
+                }
+            }
+            Event::FnWarm { idx, epoch } => {
+                let inst = &self.fns[idx as usize];
+                if inst.epoch != epoch || inst.phase != FnPhase::Cold {
+                    return Ok(());
+                }
+                let before = self.fn_class(idx);
+                let inst = &mut self.fns[idx as usize];
+                inst.phase = FnPhase::Warm;
+                let (memory, cold) = (inst.memory_mb, inst.cold_time);
+                if self.sc.catalog.functions.bill_init && !inst.provisioned {
+                    self.usage.cost.function_compute +=
+                        billing::function_compute_charge(&self.sc.catalog.functions, memory, cold);
+                }
+                self.fn_sync(idx, before);
+                self.fn_try_start(idx);
+            }
+            Event::FnBatchDone { idx, epoch, slot } => self.fn_batch_done(idx, epoch, slot),
+            Event::FnBatchTimer { idx, epoch } => {
+                let inst = &mut self.fns[idx as usize];
+                if inst.epoch == epoch && inst.timer == Some(self.now) {
+                    inst.timer = None;
+                    self.fn_try_start(idx);
+                }
+            }
+            Event::FnExpire { idx, epoch } => {
+                let inst = &mut self.fns[idx as usize];
+                if inst.epoch != epoch || inst.armed != Some(self.now) {
+                    // Superseded by an earlier deadline, or the instance was replaced.
+                    return Ok(());
+                }
+                inst.armed = None;
+                if inst.phase != FnPhase::Warm || inst.outstanding() != 0 || inst.idle_since.is_none() {
+                    // Busy now: its next idle period arms a check again.
+                    return Ok(());
+                }
+                if inst.expire_at > self.now {
+                    // Used and idle again since this was armed: wait for the new deadline.
+                    let at = inst.expire_at;
+                    self.arm_expiry(idx, at);
+                } else if inst.provisioned && !inst.stale {
+                    // Pre-warmed capacity never expires; look again after another keep-alive.
+                    let at = self.now.saturating_add(self.view.functions.settings.keep_alive.max(Nanos(1)));
+                    self.arm_expiry(idx, at);
+                } else {
+                    self.fn_retire(idx);
+                }
+            }
+            Event::FnPrewarm { function, keep_alive } => {
+                // Load the function again unless an instance with room is there already (an invocation
+                // since started one).
+                let has_instance = self.warm_free.range((function, 0)..=(function, u32::MAX)).next().is_some()
+                    || self.cold_free.range((function, 0)..=(function, u32::MAX)).next().is_some();
+                if !has_instance && self.fn_live < self.sc.catalog.functions.regional_concurrency {
+                    let idx = self.fn_spawn(function, false);
+                    self.fns[idx as usize].prewarmed_for = Some(keep_alive);
+                }
+            }
+            Event::Tick => {
+                self.view.recent = self.recent;
+                let mut actions = mem::take(&mut self.actions);
+                self.policy.tick(&self.view, &mut actions);
+                self.apply_all(&mut actions);
+                self.actions = actions;
+                self.recent = RecentStats::default();
+                self.queue.push(self.now + self.policy.control_interval().max(Nanos(1)), Event::Tick);
+            }
+            Event::WindowRoll => {
+                self.view.arrivals.roll();
+                self.queue.push(self.now + self.view.arrivals.interval.max(Nanos(1)), Event::WindowRoll);
+            }
+            Event::Sample => {
+                self.sample();
+                self.queue.push(self.now + self.report_interval, Event::Sample);
+            }
+            Event::DrainDeadline => {
+                // Everything outstanding sits in some instance's queue or batch; the run ends now, so
+                // counting them is enough.
+                let n = self.ledger.outstanding();
+                for _ in 0..n {
+                    self.ledger.drop_request(DropReason::RunEnded);
+                }
+                self.interval.dropped += n;
+                self.recent.failed += n;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- requests -----
+
+    fn dispatch(&mut self, req: Req) {
+        let info = RequestInfo { arrival: req.arrival, model: req.model, attempt: req.attempt };
+        let route = self.policy.route(&info, &self.view);
+        let result = match route {
+            Route::Vm(t) => self.vm_admit(t, req),
+            Route::Functions => self.fn_admit(req),
+            Route::Reject(r) => Err(r),
+        };
+        if let Err(reason) = result {
+            if req.attempt == 0 {
+                self.ledger.reject(reason);
+                self.interval.rejected += 1;
+            } else {
+                self.ledger.drop_request(DropReason::RerouteFailed(reason));
+                self.interval.dropped += 1;
+            }
+            self.recent.failed += 1;
+        }
+    }
+
+    fn complete(&mut self, r: &Req) {
+        let latency = self.now - r.arrival;
+        let ok = self.ledger.complete(latency);
+        self.interval.completed += 1;
+        self.interval.fulfilled += ok as u64;
+        self.recent.completed += 1;
+        self.recent.fulfilled += ok as u64;
+        self.recent.latency_ms_max = self.recent.latency_ms_max.max(latency.as_millis_f64());
+    }
+
+    fn reroute(&mut self, reqs: Vec<Req>) {
+        self.usage.rerouted += reqs.len() as u64;
+        for r in reqs {
+            self.dispatch(Req { enqueued: self.now, attempt: r.attempt + 1, ..r });
+        }
+    }
+
+    // ----- actions -----
+
+    fn apply_all(&mut self, actions: &mut Vec<Action>) {
+        for a in actions.drain(..) {
+            let result = match a {
+                Action::Provision { vm_type, market, count } => self.provision(vm_type, market, count),
+                Action::Release { instance } => self.release(u32::try_from(instance.0).unwrap_or(u32::MAX)),
+                Action::ReleaseVms { vm_type, market, count } => self.release_vms(vm_type, market, count),
+                Action::ConfigureFunctions { memory_mb, concurrency, keep_alive, prewarm } => {
+                    self.configure_functions(memory_mb, concurrency, keep_alive, prewarm)
+                }
+                Action::SetBatching { pool, rule } => self.set_batching(pool, rule),
+            };
+            match result {
+                Ok(()) => self.usage.actions_applied += 1,
+                Err(reason) => *self.usage.actions_refused.entry(reason).or_insert(0) += 1,
+            }
+        }
+    }
+}
+
+/// The input and output sizes of `reqs`, summed.
+fn sizes<'r>(reqs: impl IntoIterator<Item = &'r Req>) -> (u64, u64) {
+    reqs.into_iter().fold((0, 0), |(i, o), r| (i + u64::from(r.input_size), o + u64::from(r.output_size)))
+}
+
+fn scale(t: Nanos, factor: f64) -> Nanos {
+    Nanos((t.0 as f64 * factor).round().max(1.0) as u64)
+}

@@ -1,0 +1,90 @@
+//! Upkeep of the view a policy sees: counts by pool, state and market, and the free sets of function
+//! instances, brought in line after every change (never rebuilt).
+
+use super::*;
+
+impl World<'_> {
+    /// Brings the view in line with VM `i` after a change from `before`.
+    pub(super) fn vm_sync(&mut self, i: u32, before: (Option<VmState>, u32, u32)) {
+        let after = self.vm_snapshot(i);
+        let vm = &self.vms[i as usize];
+        let (vm_type, market, view_idx) = (vm.vm_type, vm.market, vm.view_idx);
+        let pool = &mut self.view.pools[vm_type.0 as usize];
+        if before.0 != after.0 {
+            if let Some(s) = before.0 {
+                *state_counts(pool, s).get_mut(market) -= 1;
+            }
+            if let Some(s) = after.0 {
+                *state_counts(pool, s).get_mut(market) += 1;
+            }
+        }
+        pool.queued = pool.queued + after.1 as u64 - before.1 as u64;
+        pool.in_service = pool.in_service + after.2 as u64 - before.2 as u64;
+        match after.0 {
+            Some(state) => {
+                let v = &mut self.view.vms[view_idx];
+                v.state = state;
+                v.queued = after.1;
+                v.in_service = after.2;
+            }
+            None if before.0.is_some() => {
+                self.view.vms.swap_remove(view_idx);
+                if let Some(moved) = self.view.vms.get(view_idx) {
+                    self.vms[moved.id.0 as usize].view_idx = view_idx;
+                }
+                self.pool_members[vm_type.0 as usize].retain(|&m| m != i);
+                self.view.notices.retain(|n| n.instance.0 != i as u64);
+            }
+            None => {}
+        }
+    }
+
+    /// Brings counts and the free sets in line with instance `idx` after a change from `before`.
+    pub(super) fn fn_sync(&mut self, idx: u32, before: FnClass) {
+        let after = self.fn_class(idx);
+        if (before == FnClass::Idle) != (after == FnClass::Idle) {
+            self.integrate();
+            let mb = self.fns[idx as usize].memory_mb as u64;
+            if after == FnClass::Idle {
+                self.fn_idle_mb += mb;
+            } else {
+                self.fn_idle_mb -= mb;
+            }
+        }
+        if before != after {
+            let f = &mut self.view.functions;
+            for (class, delta) in [(before, -1i64), (after, 1)] {
+                let counter = match class {
+                    FnClass::Cold => &mut f.cold_starting,
+                    FnClass::Idle => &mut f.idle_warm,
+                    FnClass::Busy => &mut f.busy,
+                    FnClass::Gone => continue,
+                };
+                *counter = (*counter as i64 + delta) as u32;
+            }
+        }
+        let inst = &self.fns[idx as usize];
+        let key = (inst.function, idx);
+        self.warm_free.remove(&key);
+        self.cold_free.remove(&key);
+        if !inst.stale && inst.outstanding() < self.fn_capacity(inst) {
+            match inst.phase {
+                FnPhase::Warm => {
+                    self.warm_free.insert(key);
+                }
+                FnPhase::Cold => {
+                    self.cold_free.insert(key);
+                }
+                FnPhase::Gone => {}
+            }
+        }
+    }
+}
+
+pub(super) fn state_counts(pool: &mut hyscale_policies::PoolView, state: VmState) -> &mut MarketCounts {
+    match state {
+        VmState::Provisioning => &mut pool.provisioning,
+        VmState::Ready => &mut pool.ready,
+        VmState::Draining => &mut pool.draining,
+    }
+}

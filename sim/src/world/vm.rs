@@ -1,0 +1,207 @@
+//! VMs: provisioning, admission (least outstanding among instances in service, a provisioning one only
+//! when none has room, none under an interruption notice), batches by the shared rule, release and drain.
+
+use super::*;
+
+impl World<'_> {
+    pub(super) fn vm_snapshot(&self, i: u32) -> (Option<VmState>, u32, u32) {
+        let vm = &self.vms[i as usize];
+        (vm.state, vm.queue.len() as u32, vm.batch.len() as u32)
+    }
+
+    pub(super) fn provision(&mut self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
+        let t = self
+            .sc
+            .catalog
+            .vm_types
+            .get(vm_type.0 as usize)
+            .ok_or_else(|| format!("provision: no VM type with id {}", vm_type.0))?;
+        if t.price_per_h(market).is_none() {
+            return Err(format!("provision: {} is not sold on the {} market", t.name, market.name()));
+        }
+        let model = &self.sc.vm_models[vm_type.0 as usize];
+        *self.usage.launched.entry(format!("{}/{}", t.name, market.name())).or_insert(0) += count as u64;
+        for _ in 0..count {
+            let i = self.vms.len() as u32;
+            let boot = Nanos::from_secs_f64(model.launch_boot_s.sample(&mut self.rng_provision));
+            let ready_at = self.now.saturating_add(boot).saturating_add(model.model_load);
+            self.vms.push(Vm {
+                vm_type,
+                market,
+                state: None,
+                launched: self.now,
+                queue: VecDeque::new(),
+                batch: Vec::new(),
+                timer: None,
+                view_idx: self.view.vms.len(),
+                noticed: false,
+            });
+            self.view.vms.push(VmInstanceView {
+                id: InstanceId(i as u64),
+                vm_type,
+                market,
+                state: VmState::Provisioning,
+                launched_at: self.now,
+                queued: 0,
+                in_service: 0,
+                interruption_at: None,
+            });
+            let before = self.vm_snapshot(i);
+            self.vms[i as usize].state = Some(VmState::Provisioning);
+            self.vm_sync(i, before);
+            self.pool_members[vm_type.0 as usize].push(i);
+            self.queue.push(ready_at, Event::VmReady(i));
+            if market == Market::Spot && model.spot_hazard_per_h > 0.0 {
+                // The hazard is positive and finite (checked at load), so the rate is valid.
+                if let Ok(exp) = Exp::new(model.spot_hazard_per_h) {
+                    let hours: f64 = exp.sample(&mut self.rng_spot);
+                    let at = self.now.saturating_add(Nanos::from_secs_f64(hours * 3600.0));
+                    if at < Nanos::MAX {
+                        self.queue.push(at, Event::SpotNotice(i));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn vm_admit(&mut self, vm_type: VmTypeId, req: Req) -> Result<(), RejectReason> {
+        let members = self.pool_members.get(vm_type.0 as usize).ok_or(RejectReason::Policy("unknown VM type"))?;
+        let limit = self.sc.file.sim.vm_queue_limit as usize;
+        let mut any = false;
+        let mut best: Option<(u8, usize, u32)> = None;
+        for &i in members {
+            let vm = &self.vms[i as usize];
+            // An instance under an interruption notice takes no new requests.
+            if vm.noticed {
+                continue;
+            }
+            let rank = match vm.state {
+                Some(VmState::Ready) => 0,
+                Some(VmState::Provisioning) => 1,
+                _ => continue,
+            };
+            any = true;
+            let load = vm.queue.len() + vm.batch.len();
+            // Like a load balancer, send to instances in service (least outstanding requests first); queue at
+            // an instance still provisioning only when no instance in service has room.
+            if load < limit && best.is_none_or(|b| (rank, load, i) < b) {
+                best = Some((rank, load, i));
+            }
+        }
+        let Some((_, _, i)) = best else {
+            return Err(if any { RejectReason::QueueFull } else { RejectReason::NoVmCapacity });
+        };
+        let before = self.vm_snapshot(i);
+        self.vms[i as usize].queue.push_back(req);
+        self.vm_sync(i, before);
+        self.vm_try_start(i);
+        Ok(())
+    }
+
+    pub(super) fn vm_try_start(&mut self, i: u32) {
+        let vm = &self.vms[i as usize];
+        if !matches!(vm.state, Some(VmState::Ready | VmState::Draining)) || !vm.batch.is_empty() {
+            return;
+        }
+        let rule = self.view.pools[vm.vm_type.0 as usize].batching;
+        let oldest = vm.queue.front().map_or(self.now, |r| r.enqueued);
+        match rule.decide(vm.queue.len(), oldest, self.now) {
+            BatchDecision::Idle => {
+                if vm.state == Some(VmState::Draining) {
+                    self.vm_gone(i, VmEnd::Released);
+                }
+            }
+            BatchDecision::Start(n) => {
+                let before = self.vm_snapshot(i);
+                let t = vm.vm_type.0 as usize;
+                let vm = &mut self.vms[i as usize];
+                let n = (n as usize).min(vm.queue.len());
+                vm.batch.extend(vm.queue.drain(..n));
+                vm.timer = None;
+                let (input, output) = sizes(&vm.batch);
+                let mut service = self.sc.catalog.vm_types[t].service.latency_sized(n as u32, input, output);
+                if let Some(noise) = &self.vm_noise[t] {
+                    service = scale(service, noise.sample(&mut self.rng_service));
+                }
+                self.vm_sync(i, before);
+                self.queue.push(self.now + service, Event::VmBatchDone(i));
+            }
+            BatchDecision::WaitUntil(t) => {
+                if vm.timer != Some(t) {
+                    self.vms[i as usize].timer = Some(t);
+                    self.queue.push(t, Event::VmBatchTimer(i));
+                }
+            }
+        }
+    }
+
+    /// VM `i` is gone now, ended by `end`: billed, removed, its queued and in-service requests routed again.
+    pub(super) fn vm_gone(&mut self, i: u32, end: VmEnd) {
+        let before = self.vm_snapshot(i);
+        if before.0.is_none() {
+            return;
+        }
+        let vm = &mut self.vms[i as usize];
+        let mut orphans: Vec<Req> = mem::take(&mut vm.batch);
+        orphans.extend(mem::take(&mut vm.queue));
+        vm.state = None;
+        vm.timer = None;
+        let (vm_type, market, ran) = (vm.vm_type, vm.market, self.now - vm.launched);
+        self.bill_vm(vm_type, market, ran, end);
+        self.vm_sync(i, before);
+        if !orphans.is_empty() {
+            self.reroute(orphans);
+        }
+    }
+
+    pub(super) fn release(&mut self, i: u32) -> Result<(), String> {
+        let state = self.vms.get(i as usize).and_then(|vm| vm.state);
+        match state {
+            None => Err("release: instance is not alive".into()),
+            Some(VmState::Provisioning) => {
+                self.vm_gone(i, VmEnd::Released);
+                Ok(())
+            }
+            Some(VmState::Ready) => {
+                let before = self.vm_snapshot(i);
+                self.vms[i as usize].state = Some(VmState::Draining);
+                self.vm_sync(i, before);
+                self.vm_try_start(i);
+                Ok(())
+            }
+            Some(VmState::Draining) => Ok(()),
+        }
+    }
+
+    pub(super) fn release_vms(&mut self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
+        let members = self
+            .pool_members
+            .get(vm_type.0 as usize)
+            .ok_or_else(|| format!("release: no VM type with id {}", vm_type.0))?;
+        let mut provisioning: Vec<u32> = Vec::new();
+        let mut ready: Vec<(usize, std::cmp::Reverse<u32>)> = Vec::new();
+        for &i in members {
+            let vm = &self.vms[i as usize];
+            if vm.market != market {
+                continue;
+            }
+            match vm.state {
+                Some(VmState::Provisioning) => provisioning.push(i),
+                Some(VmState::Ready) => ready.push((vm.queue.len() + vm.batch.len(), std::cmp::Reverse(i))),
+                _ => {}
+            }
+        }
+        provisioning.sort_unstable_by(|a, b| b.cmp(a));
+        ready.sort_unstable();
+        let chosen: Vec<u32> = provisioning
+            .into_iter()
+            .chain(ready.into_iter().map(|(_, std::cmp::Reverse(i))| i))
+            .take(count as usize)
+            .collect();
+        for i in chosen {
+            self.release(i)?;
+        }
+        Ok(())
+    }
+}
