@@ -203,8 +203,14 @@ fn print_table(r: &Report) {
     );
     let c = &r.cost;
     println!(
-        "cost $        {:.4} total = VM on-demand {:.4} + VM spot {:.4} + fn compute {:.4} + fn requests {:.4}  ({:.2} per 1M)",
-        c.total, c.vm_on_demand, c.vm_spot, c.function_compute, c.function_requests, c.per_million_completed
+        "cost $        {:.4} total = VM on-demand {:.4} + VM spot {:.4} + fn compute {:.4} + fn requests {:.4}{}  ({:.2} per 1M)",
+        c.total,
+        c.vm_on_demand,
+        c.vm_spot,
+        c.function_compute,
+        c.function_requests,
+        if c.pods > 0.0 { format!(" + pods {:.4}", c.pods) } else { String::new() },
+        c.per_million_completed
     );
     let i = &r.instances;
     println!(

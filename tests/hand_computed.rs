@@ -294,3 +294,18 @@ fn keep_alive_checks_do_not_pile_up_in_the_event_queue() {
     assert_eq!(r.instances.function_cold_starts, 1);
     assert!(stats.queue_peak <= 8, "{stats:?}");
 }
+
+#[test]
+fn knative_pods_are_billed_as_their_share_of_a_node_not_as_lambda() {
+    // The KPA keeps one pod from 0 s (initial scale 1); the request at 10 s runs on it (warm since 0.8 s) and
+    // the run ends at 10.2 s. The node vm1 ($3.60/h, 4 GiB) bills $0.00025 per GB-s: a 1 GB pod for 10.2 s
+    // costs $0.00255; no per-request fee, no GB-s of execution, no init, no provisioned concurrency.
+    let body = "policy = \"kpa\"\n[policies.kpa]\nmemory_mb = 1024\n";
+    let f = fixture(&Cloud::default(), body);
+    let r = run(&f, &[10.0]);
+    assert_conserved(&r);
+    assert_eq!(r.requests.completed, 1);
+    assert!(approx(r.cost.pods, 0.00255), "{:?}", r.cost);
+    assert_eq!((r.cost.function_compute, r.cost.function_requests), (0.0, 0.0));
+    assert!(approx(r.cost.total, 0.00255));
+}

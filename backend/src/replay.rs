@@ -199,6 +199,7 @@ pub async fn replay(
         slo,
         latency_ms,
         cost: CostSummary {
+            pods: 0.0,
             vm_on_demand: 0.0,
             vm_spot: 0.0,
             function_compute: 0.0,

@@ -28,6 +28,28 @@ pub const VM_MIN_BILLED: Nanos = Nanos::from_secs(60);
 /// EC2's billing granularity.
 pub const VM_GRANULARITY: Nanos = Nanos::from_secs(1);
 
+/// How function instances are billed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FunctionBilling {
+    /// As AWS Lambda bills: GB-s of execution, a fee per invocation, the init of on-demand instances, and
+    /// provisioned concurrency.
+    Lambda,
+    /// As pods on VMs (Knative on a Kubernetes cluster): every instance, from its start to its end, busy or
+    /// idle, at its memory's share of a node's on-demand price; no per-request fee, no init charge. The cluster
+    /// is assumed to be sized to its pods (no idle node capacity billed).
+    Pods {
+        /// The node type whose price sets the rate.
+        node: String,
+        /// Dollars per GB-second of pod memory: the node's hourly price / its memory in GiB / 3600.
+        price_per_gb_s: f64,
+    },
+}
+
+/// Dollars for a pod of `memory_mb` that lived `lived` at `price_per_gb_s` (see [`FunctionBilling::Pods`]).
+pub fn pod_charge(price_per_gb_s: f64, memory_mb: u32, lived: Nanos) -> f64 {
+    price_per_gb_s * gb(memory_mb) * lived.as_secs_f64()
+}
+
 /// A spot instance interrupted by EC2 before it has run this long is not charged (EC2 User Guide, "Billing for
 /// interrupted Spot Instances").
 pub const SPOT_FREE_INTERRUPTION_WINDOW: Nanos = Nanos::from_secs(3600);
@@ -68,11 +90,16 @@ pub fn function_compute_charge_on(platform: &FunctionPlatform, memory_mb: u32, r
     price * gb(memory_mb) * billed.as_secs_f64()
 }
 
-/// Dollars for keeping one provisioned instance of `memory_mb` configured for `held` (one configured period,
-/// rounded up to the platform's provisioned granularity).
+/// Dollars for keeping one provisioned instance of `memory_mb` configured for `held`.
 pub fn function_provisioned_charge(platform: &FunctionPlatform, memory_mb: u32, held: Nanos) -> f64 {
-    let billed = if held == Nanos::ZERO { held } else { held.round_up_to(platform.provisioned_granularity) };
-    platform.provisioned_price_per_gb_s * gb(memory_mb) * billed.as_secs_f64()
+    platform.provisioned_price_per_gb_s * gb(memory_mb) * held.as_secs_f64()
+}
+
+/// The time added to a period of `enabled` during which provisioned concurrency was on (enabled until it was
+/// disabled, whatever amounts it took meanwhile): AWS rounds that period up to the provisioned granularity.
+/// The extra is billed at the amount in force when it was disabled.
+pub fn provisioned_rounding(platform: &FunctionPlatform, enabled: Nanos) -> Nanos {
+    enabled.round_up_to(platform.provisioned_granularity) - enabled
 }
 
 fn gb(memory_mb: u32) -> f64 {
@@ -90,12 +117,14 @@ pub struct CostBreakdown {
     pub function_compute: f64,
     /// Function per-invocation fees.
     pub function_requests: f64,
+    /// Function instances billed as pods on VMs.
+    pub pods: f64,
 }
 
 impl CostBreakdown {
     /// The sum of all kinds.
     pub fn total(&self) -> f64 {
-        self.vm_on_demand + self.vm_spot + self.function_compute + self.function_requests
+        self.vm_on_demand + self.vm_spot + self.function_compute + self.function_requests + self.pods
     }
 }
 
@@ -155,13 +184,22 @@ mod tests {
     }
 
     #[test]
+    fn pods_pay_their_memory_share_of_a_node_for_their_whole_life() {
+        // A c5.2xlarge ($0.34/h, 16 GiB): $0.34 / 16 / 3600 per GB-s; a 2 GB pod for 30 minutes: $0.02125.
+        let rate = 0.34 / 16.0 / 3600.0;
+        assert!(close(pod_charge(rate, 2048, Nanos::from_secs(1800)), 0.02125));
+    }
+
+    #[test]
     fn provisioned_concurrency_bills_its_time_in_five_minute_steps_and_work_at_the_lower_price() {
         let f = lambda();
-        // 2 GB provisioned for 61 s: billed as 300 s at $0.0000041667/GB-s = $0.00250002.
-        assert!(close(function_provisioned_charge(&f, 2048, Nanos::from_secs(61)), 0.00250002));
-        // Exactly 600 s stays 600 s.
-        assert!(close(function_provisioned_charge(&f, 1024, Nanos::from_secs(600)), 0.00250002));
-        assert_eq!(function_provisioned_charge(&f, 1024, Nanos::ZERO), 0.0);
+        // 2 GB provisioned for 61 s: $0.0000041667 x 2 x 61; enabled for 61 s, rounded up to 300 s, so 239 s
+        // more at the amount in force when disabled.
+        assert!(close(function_provisioned_charge(&f, 2048, Nanos::from_secs(61)), 0.0000041667 * 2.0 * 61.0));
+        assert_eq!(provisioned_rounding(&f, Nanos::from_secs(61)), Nanos::from_secs(239));
+        // Exactly 600 s needs no rounding; nothing enabled, nothing added.
+        assert_eq!(provisioned_rounding(&f, Nanos::from_secs(600)), Nanos::ZERO);
+        assert_eq!(provisioned_rounding(&f, Nanos::ZERO), Nanos::ZERO);
         // 100.4 ms of work at 1 GB: 101 ms; on demand $0.0000016833367, provisioned $0.0000009819422.
         let ran = Nanos::from_micros(100_400);
         assert!(close(function_compute_charge_on(&f, 1024, ran, false), 0.101 * 0.0000166667));

@@ -30,6 +30,11 @@
 //! `prewarm` count; instances above it are released once idle for `keep_alive_s` (2 s), as Knative removes
 //! surplus pods when it scales down.
 //!
+//! Billing: Knative pods are not Lambda provisioned concurrency. They run on a Kubernetes cluster's nodes, so
+//! every instance is billed from its start to its end at its memory's share of a node's on-demand price
+//! (`node_type`, default the catalog's cheapest type per GiB), as [`FunctionBilling::Pods`] states; the
+//! EC2 prices come from the catalog (`data/`).
+//!
 //! Leaves out: the activator's buffering (a request that finds every slot full starts a new instance at
 //! once, as on AWS Lambda, instead of waiting for the autoscaler), target burst capacity, the
 //! requests-per-second metric, `scale-down-delay`, `scale-to-zero-pod-retention-period`, and the
@@ -40,6 +45,7 @@ use std::collections::VecDeque;
 use serde::Deserialize;
 
 use crate::action::{Action, Route};
+use crate::billing::FunctionBilling;
 use crate::catalog::Catalog;
 use crate::error::PolicyError;
 use crate::policy::{Policy, Router, Scaler};
@@ -84,6 +90,9 @@ pub struct KpaConfig {
     pub tick_s: f64,
     /// How long an idle instance above the desired count lives, seconds (default 2).
     pub keep_alive_s: f64,
+    /// The VM type of the cluster's nodes, whose price per GiB bills the pods (default: the catalog's
+    /// cheapest on-demand type per GiB).
+    pub node_type: Option<String>,
 }
 
 impl Default for KpaConfig {
@@ -105,6 +114,7 @@ impl Default for KpaConfig {
             max_scale: 0,
             tick_s: 2.0,
             keep_alive_s: 2.0,
+            node_type: None,
         }
     }
 }
@@ -202,6 +212,8 @@ pub struct Kpa {
     zero_since: Option<Nanos>,
     /// The `prewarm` count last asked for.
     asked: u32,
+    /// How its pods are billed.
+    billing: FunctionBilling,
 }
 
 impl Kpa {
@@ -242,6 +254,18 @@ impl Kpa {
                 config.min_scale, config.initial_scale
             )));
         }
+        let per_gib = |t: &crate::catalog::VmType| t.price_on_demand_per_h / t.memory_gib.max(1e-9);
+        let node = match &config.node_type {
+            Some(name) => catalog
+                .vm_types
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| invalid(format!("node_type '{name}' is not a VM type of the catalog")))?,
+            None => catalog.vm_types.iter().min_by(|a, b| per_gib(a).total_cmp(&per_gib(b))).ok_or_else(|| {
+                invalid("pods are billed as a share of a node, and the catalog has no VM type".into())
+            })?,
+        };
+        let billing = FunctionBilling::Pods { node: node.name.clone(), price_per_gb_s: per_gib(node) / 3600.0 };
         let stable_samples = (config.stable_window_s / config.tick_s).round().max(1.0) as usize;
         let panic_samples = (stable_samples as f64 * config.panic_window_percentage / 100.0)
             .round()
@@ -269,6 +293,7 @@ impl Kpa {
             samples: VecDeque::with_capacity(stable_samples),
             zero_since: None,
             asked: 0,
+            billing,
         })
     }
 
@@ -295,6 +320,10 @@ impl Kpa {
 impl Scaler for Kpa {
     fn control_interval(&self) -> Nanos {
         self.tick
+    }
+
+    fn function_billing(&self) -> FunctionBilling {
+        self.billing.clone()
     }
 
     fn start(&mut self, _view: &View, out: &mut Vec<Action>) {
@@ -431,7 +460,19 @@ mod tests {
             per_request_mb: 0.0,
             max_vcpus_per_request: 1.0,
         };
-        Arc::new(Catalog { model: "m".into(), vm_types: Vec::new(), functions })
+        // One node type: its price per GiB bills the pods.
+        let node = crate::catalog::VmType {
+            id: crate::catalog::VmTypeId(0),
+            name: "node".into(),
+            vcpus: 8,
+            gpus: 0,
+            memory_gib: 16.0,
+            price_on_demand_per_h: 0.34,
+            price_spot_per_h: None,
+            provision_mean: s(60),
+            service: LatencyTable::from_millis("node", vec![1], &[50.0]).unwrap(),
+        };
+        Arc::new(Catalog { model: "m".into(), vm_types: vec![node], functions })
     }
 
     #[test]

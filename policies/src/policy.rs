@@ -5,6 +5,7 @@
 //! the wall clock; neither calls it concurrently.
 
 use crate::action::{Action, Route};
+use crate::billing::FunctionBilling;
 use crate::time::Nanos;
 use crate::view::{RequestInfo, SpotNotice, View};
 
@@ -23,6 +24,12 @@ pub trait Scaler {
 
     /// Runs when a spot instance receives its interruption notice (the notice is also in the view).
     fn on_spot_notice(&mut self, _notice: &SpotNotice, _view: &View, _out: &mut Vec<Action>) {}
+
+    /// How the function instances this policy runs are billed: as AWS Lambda bills (the default), or as
+    /// pods on VMs for a policy that models a Kubernetes autoscaler.
+    fn function_billing(&self) -> FunctionBilling {
+        FunctionBilling::Lambda
+    }
 }
 
 /// Chooses where each request goes.

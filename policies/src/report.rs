@@ -86,6 +86,9 @@ pub struct CostSummary {
     pub function_compute: f64,
     /// Function per-invocation fees.
     pub function_requests: f64,
+    /// Function instances billed as pods on VMs (a Knative policy), their memory's share of the nodes.
+    #[serde(default)]
+    pub pods: f64,
     /// Sum of the above.
     pub total: f64,
     /// Total per million completed requests.

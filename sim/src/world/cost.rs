@@ -16,15 +16,34 @@ impl World<'_> {
         self.usage.vm_hours[market as usize] += hours;
     }
 
-    /// Bills pre-warmed capacity held since the last settlement.
-    pub(super) fn settle_prewarm(&mut self) {
+    /// Bills pre-warmed (provisioned) capacity held since the last settlement, at the amount in force; when
+    /// `disabling` (the amount goes to 0, or the run ends), the whole enabled period is rounded up to the
+    /// platform's provisioned granularity, the extra billed at that amount.
+    pub(super) fn settle_prewarm(&mut self, disabling: bool) {
         let s = self.view.functions.settings;
-        if s.prewarm > 0 {
-            let held = self.now - self.prewarm_since;
+        let platform = &self.sc.catalog.functions;
+        if s.prewarm > 0 && self.fn_billing == FunctionBilling::Lambda {
+            let mut held = self.now - self.prewarm_since;
+            if disabling && let Some(since) = self.prewarm_enabled_since {
+                held += billing::provisioned_rounding(platform, self.now - since);
+            }
             self.usage.cost.function_compute +=
-                s.prewarm as f64 * billing::function_provisioned_charge(&self.sc.catalog.functions, s.memory_mb, held);
+                s.prewarm as f64 * billing::function_provisioned_charge(platform, s.memory_mb, held);
+        }
+        if disabling {
+            self.prewarm_enabled_since = None;
+        } else if self.prewarm_enabled_since.is_none() {
+            self.prewarm_enabled_since = Some(self.now);
         }
         self.prewarm_since = self.now;
+    }
+
+    /// Bills the instance `idx` that ends now, when instances are billed as pods (their whole life).
+    pub(super) fn bill_pod(&mut self, idx: u32) {
+        if let FunctionBilling::Pods { price_per_gb_s, .. } = self.fn_billing {
+            let inst = &self.fns[idx as usize];
+            self.usage.cost.pods += billing::pod_charge(price_per_gb_s, inst.memory_mb, self.now - inst.spawned_at);
+        }
     }
 
     /// Cost so far, counting live VMs and pre-warmed capacity up to now (without minimums).
@@ -34,13 +53,24 @@ impl World<'_> {
             let price = self.sc.catalog.vm(vm.vm_type).price_per_h(vm.market).unwrap_or(0.0);
             total += price * (self.now - vm.launched_at).as_secs_f64() / 3600.0;
         }
-        let s = self.view.functions.settings;
-        total
-            + s.prewarm as f64
-                * billing::function_provisioned_charge(
-                    &self.sc.catalog.functions,
-                    s.memory_mb,
-                    self.now - self.prewarm_since,
-                )
+        match self.fn_billing {
+            FunctionBilling::Lambda => {
+                let s = self.view.functions.settings;
+                total
+                    + s.prewarm as f64
+                        * billing::function_provisioned_charge(
+                            &self.sc.catalog.functions,
+                            s.memory_mb,
+                            self.now - self.prewarm_since,
+                        )
+            }
+            FunctionBilling::Pods { price_per_gb_s, .. } => {
+                let live = self.fns.iter().filter(|i| i.phase != FnPhase::Gone);
+                total
+                    + live
+                        .map(|i| billing::pod_charge(price_per_gb_s, i.memory_mb, self.now - i.spawned_at))
+                        .sum::<f64>()
+            }
+        }
     }
 }

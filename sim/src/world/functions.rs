@@ -108,6 +108,7 @@ impl World<'_> {
                     busy_since: Nanos::ZERO,
                     idle_since: None,
                     expire_at: Nanos::ZERO,
+                    spawned_at: Nanos::ZERO,
                     armed: None,
                     timer: None,
                     cold_time: Nanos::ZERO,
@@ -118,6 +119,7 @@ impl World<'_> {
         self.integrate();
         let inst = &mut self.fns[idx as usize];
         inst.function = function;
+        inst.spawned_at = self.now;
         inst.epoch = inst.epoch.wrapping_add(1);
         inst.phase = FnPhase::Cold;
         inst.memory_mb = memory_mb;
@@ -215,7 +217,9 @@ impl World<'_> {
                             service
                         }
                     };
-                    self.usage.cost.function_requests += platform.price_per_request;
+                    if self.fn_billing == FunctionBilling::Lambda {
+                        self.usage.cost.function_requests += platform.price_per_request;
+                    }
                     self.integrate();
                     let now = self.now;
                     let inst = &mut self.fns[idx as usize];
@@ -257,7 +261,9 @@ impl World<'_> {
         let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
         self.fn_in_service -= batch.len() as u64;
         self.view.functions.in_flight -= batch.len() as u64;
-        if let Some((memory, ran, provisioned)) = busy_period {
+        if let Some((memory, ran, provisioned)) = busy_period
+            && self.fn_billing == FunctionBilling::Lambda
+        {
             self.usage.cost.function_compute +=
                 billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
         }
@@ -290,6 +296,7 @@ impl World<'_> {
             return;
         }
         self.integrate();
+        self.bill_pod(idx);
         let inst = &mut self.fns[idx as usize];
         debug_assert_eq!(inst.outstanding(), 0, "retiring a function instance with work");
         inst.phase = FnPhase::Gone;
@@ -316,9 +323,10 @@ impl World<'_> {
         let memory = memory_mb.unwrap_or(old.memory_mb);
         let conc = concurrency.unwrap_or(old.concurrency);
         self.sc.catalog.functions.check_settings(memory, conc).map_err(|e| format!("configure functions: {e}"))?;
-        if prewarm.unwrap_or(old.prewarm) != old.prewarm || memory != old.memory_mb {
-            // A configured period of provisioned capacity ends (and is billed) when its size changes.
-            self.settle_prewarm();
+        let new_prewarm = prewarm.unwrap_or(old.prewarm);
+        if new_prewarm != old.prewarm || memory != old.memory_mb {
+            // A configured amount of provisioned capacity is billed when it changes; going to 0 disables it.
+            self.settle_prewarm(new_prewarm == 0);
         }
         let settings = &mut self.view.functions.settings;
         settings.memory_mb = memory;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::mem;
 
-use hyscale_policies::billing::{self, CostBreakdown, VmEnd};
+use hyscale_policies::billing::{self, CostBreakdown, FunctionBilling, VmEnd};
 use hyscale_policies::keepalive::KeepAlivePolicy;
 use hyscale_policies::report::{
     ActionSummary, CostSummary, FunctionStatsSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report,
@@ -134,6 +134,8 @@ struct FnInst {
     idle_since: Option<Nanos>,
     /// When the current idle period's keep-alive ends.
     expire_at: Nanos,
+    /// When it started (a pod is billed from then).
+    spawned_at: Nanos,
     /// The time of its pending keep-alive event, if one is armed.
     armed: Option<Nanos>,
     timer: Option<Nanos>,
@@ -222,6 +224,10 @@ struct World<'a> {
     fn_in_service: u64,
     last_integral: Nanos,
     prewarm_since: Nanos,
+    /// Since when provisioned capacity has been on without a break (AWS rounds that period up).
+    prewarm_enabled_since: Option<Nanos>,
+    /// How function instances are billed (the policy says).
+    fn_billing: FunctionBilling,
     rng_provision: SimRng,
     rng_cold: SimRng,
     rng_service: SimRng,
@@ -317,6 +323,7 @@ impl<'a> World<'a> {
         for p in &mut view.pools {
             p.queue_limit = s.vm_queue_limit;
         }
+        let fn_billing = policy.function_billing();
         World {
             sc,
             policy,
@@ -340,6 +347,8 @@ impl<'a> World<'a> {
             fn_in_service: 0,
             last_integral: Nanos::ZERO,
             prewarm_since: Nanos::ZERO,
+            prewarm_enabled_since: None,
+            fn_billing,
             rng_provision: fan.stream("provisioning"),
             rng_cold: fan.stream("cold-start"),
             rng_service: fan.stream("service"),
@@ -488,7 +497,10 @@ impl<'a> World<'a> {
                 let inst = &mut self.fns[idx as usize];
                 inst.phase = FnPhase::Warm;
                 let (memory, cold) = (inst.memory_mb, inst.cold_time);
-                if self.sc.catalog.functions.bill_init && !inst.provisioned {
+                if self.sc.catalog.functions.bill_init
+                    && !inst.provisioned
+                    && self.fn_billing == FunctionBilling::Lambda
+                {
                     self.usage.cost.function_compute +=
                         billing::function_compute_charge(&self.sc.catalog.functions, memory, cold);
                 }

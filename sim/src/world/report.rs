@@ -36,10 +36,16 @@ impl World<'_> {
 
     pub(super) fn finish(mut self) -> Report {
         self.integrate();
-        self.settle_prewarm();
+        self.settle_prewarm(true);
+        // Pods still alive are billed to the end of the run.
+        for idx in 0..self.fns.len() as u32 {
+            if self.fns[idx as usize].phase != FnPhase::Gone {
+                self.bill_pod(idx);
+            }
+        }
         // Bill functions still mid-batch (only when the drain limit cut the run short).
         for inst in &self.fns {
-            if inst.phase == FnPhase::Warm && inst.busy_slots > 0 {
+            if inst.phase == FnPhase::Warm && inst.busy_slots > 0 && self.fn_billing == FunctionBilling::Lambda {
                 self.usage.cost.function_compute += billing::function_compute_charge_on(
                     &self.sc.catalog.functions,
                     inst.memory_mb,
@@ -79,6 +85,7 @@ impl World<'_> {
                 vm_spot: cost.vm_spot,
                 function_compute: cost.function_compute,
                 function_requests: cost.function_requests,
+                pods: cost.pods,
                 total,
                 per_million_completed: if self.ledger.completed() == 0 {
                     0.0
