@@ -87,6 +87,7 @@ fn cluster_catalog(
         spot: Default::default(),
         policies: c.policies.clone(),
         keep_alive: None,
+        models: Vec::new(),
     };
     let scenario = hyscale_sim::scenario::Scenario::from_file(config_path, base.to_path_buf(), file)
         .map_err(|e| bad(e.to_string()))?;

@@ -1,7 +1,8 @@
 //! Tiny scenarios whose every figure is computed by hand.
 
 use crate::support::{
-    Cloud, PROFILE, approx, assert_conserved, fixture, fixture_with_profile, run, run_arrivals, run_models,
+    Cloud, PROFILE, approx, assert_conserved, fixture, fixture_with_files, fixture_with_profile, run, run_arrivals,
+    run_models,
 };
 use hyscale_policies::Nanos;
 use hyscale_traces::Arrival;
@@ -308,4 +309,52 @@ fn knative_pods_are_billed_as_their_share_of_a_node_not_as_lambda() {
     assert!(approx(r.cost.pods, 0.00255), "{:?}", r.cost);
     assert_eq!((r.cost.function_compute, r.cost.function_requests), (0.0, 0.0));
     assert!(approx(r.cost.total, 0.00255));
+}
+
+/// Model 1: 3,000 MB, 50 ms on vm1, 100 ms on a function at one vCPU, 0.5 s to load at one vCPU.
+const BIG_MODEL: &str = "[model]\nname = \"big\"\nsize_mb = 3000.0\nload_s = 0.5\n\n[[hardware]]\nhardware = \"vm1\"\n\
+                         batch = [1]\nlatency_ms = [50.0]\n\n[[hardware]]\nhardware = \"function\"\nbatch = [1]\n\
+                         latency_ms = [100.0]\n";
+/// Model 2: 2,000 MB, 70 ms on vm1, no load beyond the fetch.
+const MID_MODEL: &str = "[model]\nname = \"mid\"\nsize_mb = 2000.0\n\n[[hardware]]\nhardware = \"vm1\"\nbatch = [1]\n\
+                         latency_ms = [70.0]\n\n[[hardware]]\nhardware = \"function\"\nbatch = [1]\nlatency_ms = [140.0]\n";
+/// Model 3: profiled on functions only.
+const FN_ONLY_MODEL: &str = "[model]\nname = \"fn-only\"\nsize_mb = 10.0\n\n[[hardware]]\nhardware = \"function\"\n\
+                             batch = [1]\nlatency_ms = [100.0]\n";
+const MODELS: &str = "[[models]]\nids = [1]\nprofile = \"big.toml\"\n[[models]]\nids = [2]\nprofile = \"mid.toml\"\n\
+                      [[models]]\nids = [3]\nprofile = \"fn.toml\"\n";
+
+fn models_fixture(body: &str) -> crate::support::Fixture {
+    let files = [("big.toml", BIG_MODEL), ("mid.toml", MID_MODEL), ("fn.toml", FN_ONLY_MODEL)];
+    fixture_with_files(&Cloud { boot_s: 0.0, ..Cloud::default() }, PROFILE, &format!("{body}{MODELS}"), &files)
+}
+
+#[test]
+fn a_vm_hosts_several_models_loading_them_on_demand_and_evicting_the_least_recently_used() {
+    // One vm1 (4 GiB, 100 MB/s), booted with model 0 (0 MB). Model 1 at 1 s: fetch 3,000 MB in 30 s + 0.5 s
+    // load + 50 ms = 30.55 s. Model 1 at 40 s: loaded, 50 ms. Model 0 at 50 s: 100 ms. Model 2 at 60 s:
+    // 3,000 + 2,000 MB do not fit, so model 1 (used last at 40 s, before model 0 at 50 s) is evicted; 20 s +
+    // 70 ms. Model 1 at 100 s: models 0 and then 2 are evicted; 30.55 s again. Three loads in all.
+    let f = models_fixture(STATIC_ONE);
+    let r = run_models(&f, &[(1.0, 1), (40.0, 1), (50.0, 0), (60.0, 2), (100.0, 1)]);
+    assert_conserved(&r);
+    assert_eq!(r.requests.completed, 5);
+    assert_eq!(r.instances.vm_model_loads, 3);
+    assert!((r.latency_ms.max - 30_550.0).abs() < 40.0, "{:?}", r.latency_ms);
+    let mean = (30_550.0 + 50.0 + 100.0 + 20_070.0 + 30_550.0) / 5.0;
+    assert!((r.latency_ms.mean - mean).abs() < 20.0, "{} vs {mean}", r.latency_ms.mean);
+    // Model 3 has no profile on vm1: refused with the reason.
+    let r = run_models(&f, &[(1.0, 3)]);
+    assert_eq!(r.requests.rejected_by_reason.get("policy:model not profiled on this VM type"), Some(&1));
+}
+
+#[test]
+fn a_function_of_another_model_cold_starts_and_serves_with_that_models_profile() {
+    // Model 1 on a 1,024 MB function (one vCPU): 0.8 s sandbox + 3,000 MB at 100 MB/s + 0.5 s load = 31.3 s,
+    // then 100 ms; model 3 (10 MB): 0.8 + 0.1 s, then 100 ms.
+    let f = models_fixture(FUNCTIONS_1GB);
+    let r = run_models(&f, &[(0.0, 1), (0.0, 3)]);
+    assert_conserved(&r);
+    assert!((r.latency_ms.max - 31_400.0).abs() < 40.0, "{:?}", r.latency_ms);
+    assert!((r.latency_ms.mean - (31_400.0 + 1_000.0) / 2.0).abs() < 20.0, "{:?}", r.latency_ms);
 }

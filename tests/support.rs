@@ -86,6 +86,11 @@ pub fn fixture(cloud: &Cloud, body: &str) -> Fixture {
 
 /// As [`fixture`], with another profile file.
 pub fn fixture_with_profile(cloud: &Cloud, profile: &str, body: &str) -> Fixture {
+    fixture_with_files(cloud, profile, body, &[])
+}
+
+/// As [`fixture_with_profile`], with more files (name, text) in the scenario's folder.
+pub fn fixture_with_files(cloud: &Cloud, profile: &str, body: &str, files: &[(&str, &str)]) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = CATALOG
         .replace("BOOT_S", &format!("{:?}", cloud.boot_s))
@@ -95,6 +100,9 @@ pub fn fixture_with_profile(cloud: &Cloud, profile: &str, body: &str) -> Fixture
         .replace("HAZARD", &format!("{:?}", cloud.hazard_per_h));
     write(dir.path(), "catalog.toml", &catalog);
     write(dir.path(), "profile.toml", profile);
+    for (name, text) in files {
+        write(dir.path(), name, text);
+    }
     let scenario = format!(
         "name = \"test\"\ncatalog = \"catalog.toml\"\nprofile = \"profile.toml\"\n{body}\n{}",
         if body.contains("[trace]") { "" } else { "[trace]\nkind = \"poisson\"\nrate_per_s = 1.0\nduration_s = 1.0\n" }

@@ -216,6 +216,7 @@ pub async fn replay(
             function_cold_starts: 0,
             function_instance_hours: 0.0,
             function_instances_peak: 0,
+            vm_model_loads: 0,
         },
         model_memory: ModelMemorySummary {
             model_size_mb: 0.0,

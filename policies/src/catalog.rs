@@ -5,6 +5,8 @@
 //! Random parts of the cloud model (provisioning and cold-start distributions) stay in the simulator:
 //! a policy sees only their means, as a real operator would know them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
@@ -134,9 +136,22 @@ impl FunctionPlatform {
     /// As [`FunctionPlatform::service_time`], for requests whose input and output sizes add up to `input` and
     /// `output` (see [`LatencyTable::latency_sized`]).
     pub fn service_time_sized(&self, batch: u32, memory_mb: u32, concurrency: u32, input: u64, output: u64) -> Nanos {
+        self.service_time_of(&self.service, self.max_vcpus_per_request, batch, memory_mb, concurrency, (input, output))
+    }
+
+    /// As [`FunctionPlatform::service_time_sized`], for a model with its own one-vCPU table and vCPU cap.
+    pub fn service_time_of(
+        &self,
+        table: &LatencyTable,
+        max_vcpus_per_request: f64,
+        batch: u32,
+        memory_mb: u32,
+        concurrency: u32,
+        (input, output): (u64, u64),
+    ) -> Nanos {
         let per_slot = self.vcpus(memory_mb) / concurrency.max(1) as f64;
-        let speed = per_slot.min(self.max_vcpus_per_request).max(1e-6);
-        let base = self.service.latency_sized(batch, input, output).0 as f64;
+        let speed = per_slot.min(max_vcpus_per_request).max(1e-6);
+        let base = table.latency_sized(batch, input, output).0 as f64;
         Nanos((base / speed).round().clamp(1.0, u64::MAX as f64) as u64)
     }
 
@@ -171,12 +186,35 @@ impl FunctionPlatform {
 /// Everything a policy may buy, for one model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Catalog {
-    /// The model being served.
+    /// The model being served (every model id the scenario does not map to another profile).
     pub model: String,
+    /// Other models served in the same cluster, by model id (the request's `model`), each with its own
+    /// profile; ids not listed are the catalog's own model.
+    pub models: BTreeMap<u32, ModelSpec>,
     /// VM types with a latency profile for the model, indexed by [`VmTypeId`].
     pub vm_types: Vec<VmType>,
     /// The function platform.
     pub functions: FunctionPlatform,
+}
+
+/// A model other than the catalog's own, with its own latency profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// Its name (from its profile).
+    pub name: String,
+    /// Its batch latency on each VM type, indexed like [`Catalog::vm_types`]; `None` where it was not
+    /// profiled, so it cannot run there.
+    pub vm_service: Vec<Option<LatencyTable>>,
+    /// Its batch latency on a function with one vCPU per request.
+    pub function_service: LatencyTable,
+    /// One loaded copy, MB.
+    pub size_mb: f64,
+    /// Extra memory per concurrent request on a function, MB.
+    pub per_request_mb: f64,
+    /// Most vCPUs one request can use.
+    pub max_vcpus_per_request: f64,
+    /// Deserialisation and first inference at one vCPU, seconds.
+    pub load_s: f64,
 }
 
 impl Catalog {

@@ -474,7 +474,7 @@ mod tests {
     }
 
     fn catalog(f: FunctionPlatform) -> Catalog {
-        Catalog { model: "m".into(), vm_types: Vec::new(), functions: f }
+        Catalog { model: "m".into(), models: Default::default(), vm_types: Vec::new(), functions: f }
     }
 
     fn ms(x: u64) -> Nanos {

@@ -472,7 +472,7 @@ mod tests {
             provision_mean: s(60),
             service: LatencyTable::from_millis("node", vec![1], &[50.0]).unwrap(),
         };
-        Arc::new(Catalog { model: "m".into(), vm_types: vec![node], functions })
+        Arc::new(Catalog { model: "m".into(), models: Default::default(), vm_types: vec![node], functions })
     }
 
     #[test]

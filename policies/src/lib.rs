@@ -54,6 +54,6 @@ pub use profile::LatencyTable;
 pub use spec::{POLICY_NAMES, PolicyConfigs};
 pub use time::Nanos;
 pub use view::{
-    ArrivalWindow, FunctionSettings, FunctionView, InstanceId, MarketCounts, PoolView, RecentStats, RequestInfo,
-    SpotNotice, View, VmInstanceView, VmState,
+    ArrivalWindow, FunctionCounts, FunctionSettings, FunctionView, InstanceId, MarketCounts, PoolView, RecentStats,
+    RequestInfo, SpotNotice, View, VmInstanceView, VmState,
 };

@@ -114,6 +114,9 @@ pub struct InstanceSummary {
     pub function_instance_hours: f64,
     /// Most function instances alive at once.
     pub function_instances_peak: u64,
+    /// Models loaded onto running VMs beyond the one each boots with (multi-model hosting, LRU eviction).
+    #[serde(default)]
+    pub vm_model_loads: u64,
 }
 
 /// Memory held by model copies on the function platform.

@@ -3,7 +3,7 @@
 //! The simulator and the live backend each keep a [`View`] current as their state changes and hand it
 //! to the policy by shared reference: a policy can read everything here and change nothing.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::batching::BatchRule;
@@ -45,6 +45,9 @@ pub struct VmInstanceView {
     pub in_service: u32,
     /// Deadline of a spot interruption notice, if it received one.
     pub interruption_at: Option<Nanos>,
+    /// Model ids loaded on it (a VM hosts several, as SageMaker multi-model endpoints do; model memory
+    /// counts against the instance's memory).
+    pub models: Vec<u32>,
 }
 
 /// Counts split by market.
@@ -139,9 +142,32 @@ pub struct FunctionView {
     pub throttled_total: u64,
     /// Cold starts so far.
     pub cold_starts_total: u64,
+    /// The same, per function (model id): each function's instances serve only it.
+    pub per_function: BTreeMap<u32, FunctionCounts>,
+}
+
+/// One function's instances and requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FunctionCounts {
+    /// Instances alive (cold, idle or busy).
+    pub instances: u32,
+    /// Requests in service or waiting at its instances.
+    pub in_flight: u32,
 }
 
 impl FunctionView {
+    /// Records the whole platform as one function, `function` (a live cluster serves one model).
+    pub fn as_one_function(&mut self, function: u32) {
+        let counts = FunctionCounts {
+            instances: self.instances(),
+            in_flight: u32::try_from(self.in_flight).unwrap_or(u32::MAX),
+        };
+        self.per_function.clear();
+        if counts != FunctionCounts::default() {
+            self.per_function.insert(function, counts);
+        }
+    }
+
     /// Instances alive in any state.
     pub fn instances(&self) -> u32 {
         self.cold_starting + self.idle_warm + self.busy
@@ -284,6 +310,7 @@ impl View {
                 in_flight: 0,
                 throttled_total: 0,
                 cold_starts_total: 0,
+                per_function: BTreeMap::new(),
             },
             arrivals: window,
             recent: RecentStats::default(),

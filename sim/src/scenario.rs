@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyscale_policies::catalog::{Catalog, FunctionPlatform, VmType, VmTypeId};
+use hyscale_policies::catalog::{Catalog, FunctionPlatform, ModelSpec, VmType, VmTypeId};
 use hyscale_policies::profile::ProfileFile;
 use hyscale_policies::{Nanos, PolicyConfigs, Slo};
 use hyscale_traces::{AzureFunctionsReader, DurationPercentiles, SourceSpec, TraceSpec};
@@ -54,6 +54,20 @@ pub struct ScenarioFile {
     /// policy's (or the catalog's default) keep-alive, the same for every function.
     #[serde(default)]
     pub keep_alive: Option<hyscale_policies::keepalive::KeepAliveSpec>,
+    /// `[[models]]`: other models in the same cluster, by model id, each with its own profile; ids not listed
+    /// use `profile`.
+    #[serde(default)]
+    pub models: Vec<ModelMapping>,
+}
+
+/// One `[[models]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMapping {
+    /// The model ids (the requests' `model`: an Azure Functions function, a model column value).
+    pub ids: Vec<u32>,
+    /// Their profile file (`profiles/README.md` format), relative to the scenario.
+    pub profile: PathBuf,
 }
 
 /// `[slo]`: MArk's 200 ms / 98% unless set.
@@ -232,6 +246,8 @@ pub struct VmModel {
     pub launch_boot_s: Dist,
     /// Model load time, fixed by size and bandwidth.
     pub model_load: Nanos,
+    /// The type's bandwidth for fetching a model, MB/s (loads of other models on a running instance).
+    pub load_mb_per_s: f64,
     /// Spot interruptions per hour (already scaled).
     pub spot_hazard_per_h: f64,
     /// Service-time CV from the profile.
@@ -376,8 +392,19 @@ impl Scenario {
         let profile_path = base_dir.join(&file.profile);
         let catalog_file: CatalogFile = read_toml(&catalog_path)?;
         let profile: ProfileFile = read_toml(&profile_path)?;
-        let (catalog, vm_models, function_model) =
+        let (mut catalog, vm_models, function_model) =
             build_catalog(&catalog_path, &catalog_file, &profile_path, &profile, file.spot.hazard_scale)?;
+        for (k, m) in file.models.iter().enumerate() {
+            let spec = model_spec(&base_dir.join(&m.profile), &catalog)?;
+            if m.ids.is_empty() {
+                return Err(config_err(path, format!("models[{k}]: ids is empty")));
+            }
+            for &id in &m.ids {
+                if catalog.models.insert(id, spec.clone()).is_some() {
+                    return Err(config_err(path, format!("models[{k}]: model id {id} is mapped twice")));
+                }
+            }
+        }
 
         let mut spot_events = Vec::new();
         for (i, e) in file.spot.events.iter().enumerate() {
@@ -403,6 +430,38 @@ impl Scenario {
             function_traits,
         })
     }
+}
+
+/// The profile at `path` as another model of `catalog` (its VM types; types it lacks cannot run it).
+fn model_spec(path: &Path, catalog: &Catalog) -> Result<ModelSpec, SimError> {
+    let p: ProfileFile = read_toml(path)?;
+    let m = &p.model;
+    non_negative(path, "model.size_mb", m.size_mb)?;
+    non_negative(path, "model.per_request_mb", m.per_request_mb)?;
+    non_negative(path, "model.load_s", m.load_s)?;
+    positive(path, "model.max_vcpus_per_request", m.max_vcpus_per_request)?;
+    let table =
+        |e: &hyscale_policies::profile::HardwareProfile| e.table().map_err(|err| config_err(path, err.to_string()));
+    for h in &p.hardware {
+        if h.hardware != "function" && catalog.vm_id(&h.hardware).is_err() {
+            return Err(config_err(
+                path,
+                format!("hardware '{}' is neither 'function' nor a VM type the scenario's profile covers", h.hardware),
+            ));
+        }
+    }
+    let vm_service =
+        catalog.vm_types.iter().map(|t| p.entry(&t.name).map(table).transpose()).collect::<Result<Vec<_>, _>>()?;
+    let f = p.entry("function").ok_or_else(|| config_err(path, "no [[hardware]] entry for 'function'"))?;
+    Ok(ModelSpec {
+        name: m.name.clone(),
+        vm_service,
+        function_service: table(f)?,
+        size_mb: m.size_mb,
+        per_request_mb: m.per_request_mb,
+        max_vcpus_per_request: m.max_vcpus_per_request,
+        load_s: m.load_s,
+    })
 }
 
 fn build_catalog(
@@ -461,6 +520,7 @@ fn build_catalog(
             launch_boot_s,
             model_load,
             spot_hazard_per_h: v.spot_interruptions_per_h * hazard_scale,
+            load_mb_per_s: v.model_load_mb_per_s,
             service_cv: entry.cv,
         });
     }
@@ -542,7 +602,7 @@ fn build_catalog(
     platform
         .check_settings(f.default_memory_mb, 1)
         .map_err(|e| config_err(catalog_path, format!("functions.default_memory_mb: {e}")))?;
-    let catalog = Catalog { model: model.name.clone(), vm_types, functions: platform };
+    let catalog = Catalog { model: model.name.clone(), models: BTreeMap::new(), vm_types, functions: platform };
     let function_model = FunctionModel {
         sandbox_init_s: sandbox,
         runtime_init: Nanos::from_secs_f64(runtime_init),

@@ -630,6 +630,7 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
                     queued: w.outstanding.load(Ordering::Relaxed),
                     in_service: 0,
                     interruption_at: None,
+                    models: vec![0],
                 },
             );
         }
@@ -879,7 +880,7 @@ impl FunctionProvider for AwsLambdaFunctions {
     fn view(&self) -> FunctionView {
         let settings = self.settings();
         let busy = self.in_flight.load(Ordering::Relaxed);
-        FunctionView {
+        let mut v = FunctionView {
             settings,
             cold_starting: 0,
             idle_warm: settings.prewarm.saturating_sub(busy),
@@ -887,7 +888,10 @@ impl FunctionProvider for AwsLambdaFunctions {
             in_flight: u64::from(busy),
             throttled_total: self.throttled_total.load(Ordering::Relaxed),
             cold_starts_total: 0,
-        }
+            per_function: Default::default(),
+        };
+        v.as_one_function(0);
+        v
     }
 
     fn shutdown(&self) {

@@ -178,6 +178,7 @@ impl FunctionProvider for Functions {
             in_flight: 0,
             throttled_total: retired_throttled,
             cold_starts_total: retired_cold,
+            per_function: Default::default(),
         };
         for s in st.retired.iter().chain(std::iter::once(&st.service)) {
             let stats = s.stats();
@@ -188,6 +189,7 @@ impl FunctionProvider for Functions {
             v.throttled_total += stats.throttled_total;
             v.cold_starts_total += stats.cold_starts_total;
         }
+        v.as_one_function(0);
         v
     }
 

@@ -334,6 +334,7 @@ impl VmProvider for VmPool {
                     queued,
                     in_service,
                     interruption_at: w.interruption_at,
+                    models: vec![0],
                 },
             );
         }

@@ -72,6 +72,7 @@ impl World<'_> {
         inst.queue.push_back(req);
         inst.idle_since = None;
         self.view.functions.in_flight += 1;
+        self.view.functions.per_function.entry(function).or_default().in_flight += 1;
         self.fn_sync(idx, before);
         self.fn_try_start(idx);
         Ok(())
@@ -86,9 +87,13 @@ impl World<'_> {
         // loading it (deserialise + first inference), which is CPU-bound and gets the vCPU share its memory buys.
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
         let bandwidth = m.model_load_mb_per_s.sample(&mut self.rng_cold).max(1e-9);
-        let vcpus = platform.vcpus(memory_mb).min(platform.max_vcpus_per_request).max(1e-6);
-        let cold = Nanos::from_secs_f64(sandbox + platform.model_size_mb / bandwidth + m.load_s_one_vcpu / vcpus)
-            .saturating_add(m.runtime_init);
+        let spec = self.sc.catalog.models.get(&function);
+        let (size_mb, load_s, max_vcpus) = spec
+            .map_or((platform.model_size_mb, m.load_s_one_vcpu, platform.max_vcpus_per_request), |s| {
+                (s.size_mb, s.load_s, s.max_vcpus_per_request)
+            });
+        let vcpus = platform.vcpus(memory_mb).min(max_vcpus).max(1e-6);
+        let cold = Nanos::from_secs_f64(sandbox + size_mb / bandwidth + load_s / vcpus).saturating_add(m.runtime_init);
         let idx = match self.fn_free.pop() {
             Some(i) => i,
             None => {
@@ -197,6 +202,14 @@ impl World<'_> {
                         break;
                     };
                     let platform = &self.sc.catalog.functions;
+                    let (table, max_vcpus) = self
+                        .sc
+                        .catalog
+                        .models
+                        .get(&inst.function)
+                        .map_or((&platform.service, platform.max_vcpus_per_request), |s| {
+                            (&s.function_service, s.max_vcpus_per_request)
+                        });
                     let taken = (n as usize).min(inst.queue.len());
                     let (input, output) = sizes(inst.queue.range(..taken));
                     let traced = self.sc.function_traits.get(&inst.function).and_then(|t| t.duration.as_ref());
@@ -204,13 +217,18 @@ impl World<'_> {
                         // The trace's execution time of one invocation, the batch's as the profile scales it.
                         Some(d) => {
                             let u: f64 = self.rng_service.random();
-                            let ms = d.at_quantile(u) * platform.service.latency(n).as_secs_f64()
-                                / platform.service.latency(1).as_secs_f64();
+                            let ms = d.at_quantile(u) * table.latency(n).as_secs_f64() / table.latency(1).as_secs_f64();
                             Nanos::from_millis_f64(ms).max(Nanos(1))
                         }
                         None => {
-                            let mut service =
-                                platform.service_time_sized(n, inst.memory_mb, inst.concurrency, input, output);
+                            let mut service = platform.service_time_of(
+                                table,
+                                max_vcpus,
+                                n,
+                                inst.memory_mb,
+                                inst.concurrency,
+                                (input, output),
+                            );
                             if let Some(noise) = &self.fn_noise {
                                 service = scale(service, noise.sample(&mut self.rng_service));
                             }
@@ -261,6 +279,13 @@ impl World<'_> {
         let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
         self.fn_in_service -= batch.len() as u64;
         self.view.functions.in_flight -= batch.len() as u64;
+        let function = inst.function;
+        if let Some(c) = self.view.functions.per_function.get_mut(&function) {
+            c.in_flight -= batch.len() as u32;
+            if *c == FunctionCounts::default() {
+                self.view.functions.per_function.remove(&function);
+            }
+        }
         if let Some((memory, ran, provisioned)) = busy_period
             && self.fn_billing == FunctionBilling::Lambda
         {

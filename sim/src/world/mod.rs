@@ -16,8 +16,9 @@ use hyscale_policies::report::{
 };
 use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
-    Action, ArrivalWindow, BatchDecision, DropReason, FunctionSettings, InstanceId, Ledger, Market, Nanos, Policy,
-    Pool, RecentStats, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
+    Action, ArrivalWindow, BatchDecision, DropReason, FunctionCounts, FunctionSettings, InstanceId, Ledger, Market,
+    Nanos, Policy, Pool, RecentStats, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView, VmState,
+    VmTypeId,
 };
 use hyscale_traces::{Arrival, ArrivalStream, TraceError};
 use rand::RngExt;
@@ -96,7 +97,12 @@ struct Vm {
     timer: Option<Nanos>,
     view_idx: usize,
     noticed: bool,
+    /// Models loaded on it and when each last ran, model id order (memory counts against the instance's).
+    loaded: Vec<(u32, Nanos)>,
 }
+
+/// A VM boots with this model loaded (its provisioning time covers the scenario's default profile's load).
+const BOOT_MODEL: u32 = 0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FnPhase {
@@ -193,6 +199,7 @@ struct Usage {
     /// Integral of idle warm function memory over time, MB-nanoseconds.
     fn_idle_mb_ns: u128,
     actions_applied: u64,
+    vm_model_loads: u64,
     actions_refused: BTreeMap<String, u64>,
 }
 

@@ -102,6 +102,7 @@ impl World<'_> {
                 function_cold_starts: self.view.functions.cold_starts_total,
                 function_instance_hours: self.usage.fn_live_ns as f64 / ns_per_h,
                 function_instances_peak: self.usage.fn_live_peak,
+                vm_model_loads: self.usage.vm_model_loads,
             },
             model_memory: ModelMemorySummary {
                 model_size_mb: f.model_size_mb,

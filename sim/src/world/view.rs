@@ -51,6 +51,19 @@ impl World<'_> {
                 self.fn_idle_mb -= mb;
             }
         }
+        if (before == FnClass::Gone) != (after == FnClass::Gone) {
+            let function = self.fns[idx as usize].function;
+            let per = &mut self.view.functions.per_function;
+            let c = per.entry(function).or_default();
+            if after == FnClass::Gone {
+                c.instances -= 1;
+                if *c == FunctionCounts::default() {
+                    per.remove(&function);
+                }
+            } else {
+                c.instances += 1;
+            }
+        }
         if before != after {
             let f = &mut self.view.functions;
             for (class, delta) in [(before, -1i64), (after, 1)] {

@@ -35,6 +35,7 @@ impl World<'_> {
                 timer: None,
                 view_idx: self.view.vms.len(),
                 noticed: false,
+                loaded: vec![(BOOT_MODEL, self.now)],
             });
             self.view.vms.push(VmInstanceView {
                 id: InstanceId(i as u64),
@@ -45,6 +46,7 @@ impl World<'_> {
                 queued: 0,
                 in_service: 0,
                 interruption_at: None,
+                models: vec![BOOT_MODEL],
             });
             let before = self.vm_snapshot(i);
             self.vms[i as usize].state = Some(VmState::Provisioning);
@@ -67,6 +69,14 @@ impl World<'_> {
 
     pub(super) fn vm_admit(&mut self, vm_type: VmTypeId, req: Req) -> Result<(), RejectReason> {
         let members = self.pool_members.get(vm_type.0 as usize).ok_or(RejectReason::Policy("unknown VM type"))?;
+        if let Some(spec) = self.sc.catalog.models.get(&req.model) {
+            if spec.vm_service.get(vm_type.0 as usize).is_none_or(Option::is_none) {
+                return Err(RejectReason::Policy("model not profiled on this VM type"));
+            }
+            if spec.size_mb > self.sc.catalog.vm(vm_type).memory_gib * 1024.0 {
+                return Err(RejectReason::Policy("model larger than the VM type's memory"));
+            }
+        }
         let limit = self.sc.file.sim.vm_queue_limit as usize;
         let mut any = false;
         let mut best: Option<(u8, usize, u32)> = None;
@@ -116,14 +126,21 @@ impl World<'_> {
                 let before = self.vm_snapshot(i);
                 let t = vm.vm_type.0 as usize;
                 let vm = &mut self.vms[i as usize];
-                let n = (n as usize).min(vm.queue.len());
+                // A batch holds one model: the oldest request's, and the requests of that model right behind it.
+                let model = vm.queue.front().map_or(BOOT_MODEL, |r| r.model);
+                let n = vm.queue.iter().take(n as usize).take_while(|r| r.model == model).count();
                 vm.batch.extend(vm.queue.drain(..n));
                 vm.timer = None;
                 let (input, output) = sizes(&vm.batch);
-                let mut service = self.sc.catalog.vm_types[t].service.latency_sized(n as u32, input, output);
+                let table = match self.sc.catalog.models.get(&model) {
+                    Some(spec) => spec.vm_service[t].as_ref().unwrap_or(&self.sc.catalog.vm_types[t].service),
+                    None => &self.sc.catalog.vm_types[t].service,
+                };
+                let mut service = table.latency_sized(n as u32, input, output);
                 if let Some(noise) = &self.vm_noise[t] {
                     service = scale(service, noise.sample(&mut self.rng_service));
                 }
+                service = service.saturating_add(self.vm_load_model(i, model));
                 self.vm_sync(i, before);
                 self.queue.push(self.now + service, Event::VmBatchDone(i));
             }
@@ -134,6 +151,37 @@ impl World<'_> {
                 }
             }
         }
+    }
+
+    /// Makes sure VM `i` holds `model` before a batch of it runs: nothing to do when loaded (its last use is
+    /// now); otherwise the least recently used models are evicted until it fits in the instance's memory and
+    /// it is loaded (fetch at the type's bandwidth, then deserialise + first inference). Returns the load time,
+    /// which delays the batch. As SageMaker multi-model endpoints load models on demand and unload the least
+    /// recently used when memory runs short.
+    fn vm_load_model(&mut self, i: u32, model: u32) -> Nanos {
+        let now = self.now;
+        let size_of =
+            |m: u32| self.sc.catalog.models.get(&m).map_or(self.sc.catalog.functions.model_size_mb, |s| s.size_mb);
+        let vm = &mut self.vms[i as usize];
+        if let Some(entry) = vm.loaded.iter_mut().find(|(m, _)| *m == model) {
+            entry.1 = now;
+            return Nanos::ZERO;
+        }
+        let t = vm.vm_type.0 as usize;
+        let capacity = self.sc.catalog.vm_types[t].memory_gib * 1024.0;
+        let size = size_of(model);
+        while !vm.loaded.is_empty() && vm.loaded.iter().map(|&(m, _)| size_of(m)).sum::<f64>() + size > capacity {
+            if let Some(lru) = vm.loaded.iter().enumerate().min_by_key(|(_, (m, used))| (*used, *m)).map(|(k, _)| k) {
+                vm.loaded.remove(lru);
+            }
+        }
+        vm.loaded.push((model, now));
+        vm.loaded.sort_unstable();
+        let view_idx = vm.view_idx;
+        self.view.vms[view_idx].models = vm.loaded.iter().map(|&(m, _)| m).collect();
+        self.usage.vm_model_loads += 1;
+        let load_s = self.sc.catalog.models.get(&model).map_or(self.sc.function_model.load_s_one_vcpu, |s| s.load_s);
+        Nanos::from_secs_f64(size / self.sc.vm_models[t].load_mb_per_s.max(1e-9) + load_s)
     }
 
     /// VM `i` is gone now, ended by `end`: billed, removed, its queued and in-service requests routed again.
