@@ -10,7 +10,7 @@ use hyscale_policies::spec::POLICY_NAMES;
 use hyscale_sim::Scenario;
 use serde::Serialize;
 
-use crate::{BadInput, bad_input};
+use crate::{BadInput, run_error};
 
 /// One row of the comparison.
 #[derive(Serialize)]
@@ -58,12 +58,19 @@ pub fn names(arg: &str) -> anyhow::Result<Vec<String>> {
 
 /// Runs `policies` on `scenario` (in parallel, one thread per core), prints the table and writes it to
 /// `table` (`.csv` or `.json`) when given.
-pub fn run(scenario: &Scenario, policies: &[String], table: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(
+    scenario: &Scenario,
+    policies: &[String],
+    table: Option<&Path>,
+    trace_arg: Option<&str>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let reports = run_parallel(
         policies,
         |name| name.clone(),
-        |name| hyscale_sim::run_scenario_with(scenario, name, None).map_err(bad_input),
+        |name| {
+            hyscale_sim::run_scenario_with(scenario, name, None).map_err(|e| run_error(e, scenario, trace_arg, name))
+        },
     )?;
     let requests = reports.first().map_or(0, |r| r.requests.arrivals);
     let oracle = lower_bound(&scenario.catalog, &scenario.slo, requests);

@@ -110,7 +110,8 @@ pub fn run(args: KeepaliveArgs) -> anyhow::Result<()> {
         |spec| {
             let mut sc = scenario.clone();
             sc.file.keep_alive = Some(spec.clone());
-            hyscale_sim::run_scenario(&sc).map_err(bad_input)
+            let policy = sc.file.policy.clone();
+            hyscale_sim::run_scenario(&sc).map_err(|e| crate::run_error(e, &sc, None, &policy))
         },
     )?;
     let rows: Vec<Row> = reports.iter().map(Row::of).collect();

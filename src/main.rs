@@ -94,6 +94,21 @@ fn bad_input(e: SimError) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }
 
+/// A failed run's error, naming where the bad input is: the `--trace` argument (a spec file, say) or the
+/// scenario's `[trace]`, the scenario's `[policies.NAME]` section.
+fn run_error(e: SimError, scenario: &Scenario, trace_arg: Option<&str>, policy: &str) -> anyhow::Error {
+    let where_ = |section: String| format!("{}: {section}", scenario.path.display());
+    let message = match e {
+        SimError::Trace(t) => match trace_arg {
+            Some(arg) => format!("--trace {arg}: {t}"),
+            None => format!("{}: {t}", where_("[trace]".into())),
+        },
+        SimError::Policy(p) => format!("{}: {p}", where_(format!("[policies.{policy}]"))),
+        other => other.to_string(),
+    };
+    anyhow::Error::new(BadInput(message))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -148,8 +163,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         if let Some(t) = &table {
             compare::table_format(t)?;
         }
+        let trace = args.trace.clone();
         let scenario = load_scenario(&SimulateArgs { policy: None, ..args })?;
-        return compare::run(&scenario, &policies, table.as_deref());
+        return compare::run(&scenario, &policies, table.as_deref(), trace.as_deref());
     }
     let scenario = load_scenario(&args)?;
     let policy = scenario.file.policy.clone();
@@ -157,7 +173,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let mut progress = |t: hyscale_policies::Nanos, arrivals: u64| {
         eprintln!("  ... simulated {:.0} s, {arrivals} requests", t.as_secs_f64());
     };
-    let report = hyscale_sim::run_scenario_with(&scenario, &policy, Some(&mut progress)).map_err(bad_input)?;
+    let report = hyscale_sim::run_scenario_with(&scenario, &policy, Some(&mut progress))
+        .map_err(|e| run_error(e, &scenario, args.trace.as_deref(), &policy))?;
     let wall = started.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {

@@ -198,9 +198,11 @@ impl Iterator for AzureFunctionsReader {
     }
 }
 
-fn open_csv(path: &Path) -> Result<csv::Reader<BufReader<File>>, TraceError> {
+fn open_csv(path: &Path) -> Result<csv::Reader<BufReader<crate::per_request::CrlfAsLf<BufReader<File>>>>, TraceError> {
     let file = File::open(path).map_err(|source| TraceError::Io { path: path.to_path_buf(), source })?;
-    Ok(csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file)))
+    Ok(csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(BufReader::new(crate::per_request::CrlfAsLf::new(BufReader::new(file)))))
 }
 
 fn header_index(path: &Path, header: &csv::StringRecord, name: &str) -> Result<usize, TraceError> {

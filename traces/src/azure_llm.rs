@@ -18,7 +18,7 @@ const GENERATED: &str = "GeneratedTokens";
 /// Streams arrivals from an Azure LLM 2023 CSV file.
 pub struct AzureLlmReader {
     path: PathBuf,
-    records: csv::StringRecordsIntoIter<BufReader<File>>,
+    records: csv::StringRecordsIntoIter<BufReader<crate::per_request::CrlfAsLf<BufReader<File>>>>,
     columns: [usize; 3],
     first: Option<NaiveDateTime>,
     previous: Nanos,
@@ -31,7 +31,9 @@ impl AzureLlmReader {
     pub fn open(path: &Path) -> Result<AzureLlmReader, TraceError> {
         let io = |source| TraceError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file));
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(BufReader::new(crate::per_request::CrlfAsLf::new(BufReader::new(file))));
         let header = reader.headers().map_err(|e| csv_error(path, e))?.clone();
         let find = |name: &str| {
             header.iter().position(|h| h.trim() == name).ok_or_else(|| TraceError::MissingColumn {
@@ -151,6 +153,17 @@ mod tests {
         let rows = read("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n");
         let e = rows[0].as_ref().unwrap_err().to_string();
         assert!(e.contains(":2: column 'TIMESTAMP'"), "{e}");
+    }
+
+    #[test]
+    fn line_numbers_count_crlf_lines_too() {
+        // The shipped Azure LLM traces end their lines with CRLF: a bad row on line 4 is reported as line 4.
+        let rows = read(
+            "TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:15:46,1,1\r\n2023-11-16 18:15:47,1,1\r\n\
+             2023-11-16 18:15:48,x,1\r\n",
+        );
+        let e = rows[2].as_ref().unwrap_err().to_string();
+        assert!(e.contains(":4: column 'ContextTokens'"), "{e}");
     }
 
     #[test]

@@ -75,36 +75,62 @@ pub enum Syntax {
     Jsonl,
 }
 
-/// Column names and units of a per-request file. The defaults read the canonical CSV.
+/// Column names and units of a per-request file. Without a `format` the canonical CSV is read; in a written
+/// `format`, an omitted time column or unit takes the canonical one, and an omitted model or size column
+/// means the file has none (every request reads model 0, size 0).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RequestFormat {
     /// CSV or JSON Lines.
+    #[serde(default)]
     pub syntax: Syntax,
     /// The arrival time's column.
+    #[serde(default = "time_column")]
     pub time_column: String,
     /// The arrival time's unit.
+    #[serde(default = "time_unit")]
     pub time_unit: TimeUnit,
     /// A chrono format string for [`TimeUnit::Datetime`].
+    #[serde(default = "datetime_format")]
     pub datetime_format: String,
     /// Where time zero is.
+    #[serde(default = "origin")]
     pub origin: Origin,
     /// The model id or name column, if any (else every request is model 0).
+    #[serde(default)]
     pub model_column: Option<String>,
-    /// The input size column, if any.
+    /// The input size column, if any (else 0).
+    #[serde(default)]
     pub input_size_column: Option<String>,
-    /// The output size column, if any.
+    /// The output size column, if any (else 0).
+    #[serde(default)]
     pub output_size_column: Option<String>,
+}
+
+fn time_column() -> String {
+    "time_s".into()
+}
+
+fn time_unit() -> TimeUnit {
+    TimeUnit::S
+}
+
+fn datetime_format() -> String {
+    "%Y-%m-%d %H:%M:%S%.f".into()
+}
+
+fn origin() -> Origin {
+    Origin::Zero
 }
 
 impl Default for RequestFormat {
     fn default() -> RequestFormat {
         RequestFormat {
             syntax: Syntax::Csv,
-            time_column: "time_s".into(),
-            time_unit: TimeUnit::S,
-            datetime_format: "%Y-%m-%d %H:%M:%S%.f".into(),
-            origin: Origin::Zero,
+            time_column: time_column(),
+            time_unit: time_unit(),
+            datetime_format: datetime_format(),
+            origin: origin(),
             model_column: Some("model".into()),
             input_size_column: Some("input_size".into()),
             output_size_column: Some("output_size".into()),
@@ -125,8 +151,8 @@ impl RequestFormat {
 }
 
 enum Rows {
-    Csv(csv::StringRecordsIntoIter<BufReader<File>>),
-    Jsonl(Lines<BufReader<File>>, u64),
+    Csv(csv::StringRecordsIntoIter<BufReader<CrlfAsLf<BufReader<File>>>>),
+    Jsonl(Lines<BufReader<CrlfAsLf<BufReader<File>>>>, u64),
 }
 
 /// Model ids from a model column: integers as they are, names numbered in order of first appearance.
@@ -167,7 +193,7 @@ impl RequestReader {
     /// Opens `path` read as `format`; for CSV, checks the header has every named column.
     pub fn open(path: &Path, format: RequestFormat) -> Result<RequestReader, TraceError> {
         let io = |source| TraceError::Io { path: path.to_path_buf(), source };
-        let file = BufReader::new(File::open(path).map_err(io)?);
+        let file = BufReader::new(CrlfAsLf::new(BufReader::new(File::open(path).map_err(io)?)));
         let mut columns = [None; 4];
         let rows = match format.syntax {
             Syntax::Csv => {
@@ -358,6 +384,59 @@ impl Iterator for RequestReader {
     }
 }
 
+/// Reads a text file with its CRLF line ends turned into LF, so that the csv crate's line numbers are right
+/// (after CRLF lines they come out one short; the shipped Azure LLM traces are CRLF). A lone CR is kept.
+pub(crate) struct CrlfAsLf<R> {
+    inner: R,
+}
+
+impl<R: std::io::BufRead> CrlfAsLf<R> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: R) -> CrlfAsLf<R> {
+        CrlfAsLf { inner }
+    }
+}
+
+impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut w = 0;
+        while w < out.len() {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let mut i = 0;
+            while i < buf.len() && w < out.len() {
+                if buf[i] == b'\r' {
+                    match buf.get(i + 1) {
+                        Some(b'\n') => {
+                            i += 1;
+                            continue;
+                        }
+                        Some(_) => {}
+                        // A CR that ends the buffer: look at the next one before deciding.
+                        None => break,
+                    }
+                }
+                out[w] = buf[i];
+                w += 1;
+                i += 1;
+            }
+            let ends_with_cr = i < buf.len() && w < out.len();
+            self.inner.consume(i);
+            if ends_with_cr {
+                // The buffer's last byte is a CR: consume it and see whether LF comes next.
+                self.inner.consume(1);
+                if self.inner.fill_buf()?.first() != Some(&b'\n') {
+                    out[w] = b'\r';
+                    w += 1;
+                }
+            }
+        }
+        Ok(w)
+    }
+}
+
 pub(crate) fn csv_error(path: &Path, e: csv::Error) -> TraceError {
     let line = e.position().map_or(0, |p| p.line());
     match e.into_kind() {
@@ -401,6 +480,29 @@ pub fn write_canonical<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_format_without_model_or_size_columns_reads_them_as_zero() {
+        let format: RequestFormat = toml::from_str("time_column = \"t\"\ntime_unit = \"ms\"").unwrap();
+        assert_eq!((format.model_column.as_deref(), format.input_size_column.as_deref()), (None, None));
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, b"t\n0\n1500\n").unwrap();
+        let rows: Vec<_> = RequestReader::open(f.path(), format).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[1].time, rows[1].model, rows[1].input_size), (Nanos::from_millis(1500), 0, 0));
+    }
+
+    #[test]
+    fn crlf_becomes_lf_whatever_the_buffer_boundaries() {
+        use std::io::Read;
+        let text = b"a,b\r\n1,2\r\n\r3\r\r\n4\r";
+        for cap in 1..text.len() + 2 {
+            let mut r = CrlfAsLf::new(BufReader::with_capacity(cap, &text[..]));
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(out, b"a,b\n1,2\n\r3\r\n4\r", "buffer of {cap}");
+        }
+    }
 
     fn file(content: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();
