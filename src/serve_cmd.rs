@@ -82,7 +82,7 @@ fn cluster_catalog(
         profile: c.profile.clone(),
         // The loader needs a trace; the live cluster's arrivals are its requests, so this one is never opened.
         trace: hyscale_traces::TraceSpec::from_arg("poisson:1:1").map_err(|e| bad(e.to_string()))?,
-        slo: hyscale_sim::scenario::SloFile { rt_max_ms: c.slo.rt_max_ms, sl_min: c.slo.sl_min },
+        slo: c.slo.clone(),
         sim: Default::default(),
         spot: Default::default(),
         policies: c.policies.clone(),

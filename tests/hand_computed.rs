@@ -358,3 +358,58 @@ fn a_function_of_another_model_cold_starts_and_serves_with_that_models_profile()
     assert!((r.latency_ms.max - 31_400.0).abs() < 40.0, "{:?}", r.latency_ms);
     assert!((r.latency_ms.mean - (31_400.0 + 1_000.0) / 2.0).abs() < 20.0, "{:?}", r.latency_ms);
 }
+
+/// Provisions two on-demand vm1 at start; at its first tick (1 s) asks to release three, then instance 0.
+struct ReleaseTooMany;
+
+impl hyscale_policies::Scaler for ReleaseTooMany {
+    fn control_interval(&self) -> Nanos {
+        Nanos::from_secs(1)
+    }
+    fn start(&mut self, _: &hyscale_policies::View, out: &mut Vec<hyscale_policies::Action>) {
+        let vm1 = hyscale_policies::VmTypeId(0);
+        out.push(hyscale_policies::Action::Provision {
+            vm_type: vm1,
+            market: hyscale_policies::Market::OnDemand,
+            count: 2,
+        });
+    }
+    fn tick(&mut self, view: &hyscale_policies::View, out: &mut Vec<hyscale_policies::Action>) {
+        if view.now == Nanos::from_secs(1) {
+            let vm1 = hyscale_policies::VmTypeId(0);
+            out.push(hyscale_policies::Action::ReleaseVms {
+                vm_type: vm1,
+                market: hyscale_policies::Market::OnDemand,
+                count: 3,
+            });
+            out.push(hyscale_policies::Action::Release { instance: hyscale_policies::InstanceId(0) });
+        }
+    }
+}
+
+impl hyscale_policies::Router for ReleaseTooMany {
+    fn route(&mut self, _: &hyscale_policies::RequestInfo, _: &hyscale_policies::View) -> hyscale_policies::Route {
+        hyscale_policies::Route::Vm(hyscale_policies::VmTypeId(0))
+    }
+}
+
+impl hyscale_policies::Policy for ReleaseTooMany {
+    fn name(&self) -> &str {
+        "release-too-many"
+    }
+}
+
+#[test]
+fn releases_follow_the_shared_rule_and_refusals_have_the_shared_keys() {
+    // Releasing 3 of 2 releases both and is refused (`fewer_instances_than_asked`); releasing instance 0 once
+    // it is gone is refused (`no_such_instance`): the keys and rules the live backend uses too. The request
+    // at 5 s finds no VM.
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, STATIC_ONE);
+    let mut policy = ReleaseTooMany;
+    let arrivals = vec![Ok(Arrival { time: Nanos::from_secs(5), model: 0, input_size: 0, output_size: 0 })];
+    let r = hyscale_sim::simulate(&f.scenario, &mut policy, Box::new(arrivals.into_iter()), None).unwrap();
+    assert_conserved(&r);
+    assert_eq!(r.actions.refused.get("fewer_instances_than_asked"), Some(&1), "{:?}", r.actions.refused);
+    assert_eq!(r.actions.refused.get("no_such_instance"), Some(&1), "{:?}", r.actions.refused);
+    assert_eq!(r.requests.rejected_by_reason.get("no_vm_capacity"), Some(&1));
+}

@@ -35,6 +35,7 @@ pub mod policy;
 pub mod predict;
 pub mod profile;
 pub mod report;
+pub mod rules;
 pub mod spec;
 pub mod static_fleet;
 pub mod static_peak;
@@ -51,6 +52,7 @@ pub use error::PolicyError;
 pub use ledger::{DropReason, Ledger, RejectReason, Slo};
 pub use policy::{Policy, Router, Scaler};
 pub use profile::LatencyTable;
+pub use rules::{Refusal, SloConfig};
 pub use spec::{POLICY_NAMES, PolicyConfigs};
 pub use time::Nanos;
 pub use view::{

@@ -70,21 +70,8 @@ pub struct ModelMapping {
     pub profile: PathBuf,
 }
 
-/// `[slo]`: MArk's 200 ms / 98% unless set.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SloFile {
-    /// Response-time threshold, ms.
-    pub rt_max_ms: f64,
-    /// Fraction of requests that must meet it.
-    pub sl_min: f64,
-}
-
-impl Default for SloFile {
-    fn default() -> SloFile {
-        SloFile { rt_max_ms: 200.0, sl_min: 0.98 }
-    }
-}
+/// `[slo]`: the SLO configuration both halves read (`hyscale_policies::SloConfig`).
+pub type SloFile = hyscale_policies::SloConfig;
 
 /// `[sim]`: the simulator's own settings.
 #[derive(Clone, Debug, Deserialize)]
@@ -364,13 +351,7 @@ impl Scenario {
 
     /// Checks a parsed scenario file (e.g. after command-line overrides) and loads what it names.
     pub fn from_file(path: &Path, base_dir: PathBuf, file: ScenarioFile) -> Result<Scenario, SimError> {
-        let slo = Slo {
-            rt_max: Nanos::from_millis_f64(positive(path, "slo.rt_max_ms", file.slo.rt_max_ms)?),
-            sl_min: file.slo.sl_min,
-        };
-        if !(0.0..=1.0).contains(&slo.sl_min) {
-            return Err(config_err(path, format!("slo.sl_min must be within 0..=1, got {}", slo.sl_min)));
-        }
+        let slo = file.slo.slo().map_err(|e| config_err(path, e))?;
         if let Some(k) = &file.keep_alive {
             k.build().map_err(|e| config_err(path, format!("keep_alive: {e}")))?;
         }

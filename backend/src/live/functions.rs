@@ -101,10 +101,11 @@ impl FunctionProvider for Functions {
             }
             self.top_up_prewarm();
             if wanted_concurrency != 1 {
-                return Err(
-                    "configure functions: concurrency above 1 is not supported by the local Lambda service (kept at 1)"
-                        .into(),
+                tracing::debug!(
+                    wanted_concurrency,
+                    "the local Lambda service runs one request per sandbox (kept at 1)"
                 );
+                return Err(hyscale_policies::Refusal::NotSupportedLive.to_string());
             }
             Ok(())
         })

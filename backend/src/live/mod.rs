@@ -85,21 +85,8 @@ pub struct ClusterConfig {
     pub aws: Option<aws::AwsConfig>,
 }
 
-/// `[cluster.slo]`: MArk's 200 ms / 98% unless set.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SloConfig {
-    /// Response-time threshold, ms.
-    pub rt_max_ms: f64,
-    /// Fraction of requests that must meet it.
-    pub sl_min: f64,
-}
-
-impl Default for SloConfig {
-    fn default() -> SloConfig {
-        SloConfig { rt_max_ms: 200.0, sl_min: 0.98 }
-    }
-}
+/// `[cluster.slo]`: the same SLO configuration a scenario's `[slo]` is (defined once, in `policies`).
+pub use hyscale_policies::SloConfig;
 
 /// `[cluster.vm_types."NAME"]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

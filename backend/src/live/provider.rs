@@ -51,26 +51,8 @@ pub(crate) fn push_instance(view: &mut View, vm: VmInstanceView) {
     view.vms.push(vm);
 }
 
-/// Which `count` instances a `ReleaseVms` takes, as the simulator chooses: provisioning ones first (newest
-/// first), then ready ones with the least outstanding work (newest first on ties). `instances` are the
-/// type's and market's live instances in id order, with their state and outstanding requests.
-pub(crate) fn release_order(
-    instances: impl Iterator<Item = (InstanceId, VmState, u32)>,
-    count: u32,
-) -> Vec<InstanceId> {
-    let mut provisioning = Vec::new();
-    let mut ready = Vec::new();
-    for (id, state, outstanding) in instances {
-        match state {
-            VmState::Provisioning => provisioning.push(id),
-            VmState::Ready => ready.push((outstanding, std::cmp::Reverse(id))),
-            VmState::Draining => {}
-        }
-    }
-    provisioning.reverse();
-    ready.sort();
-    provisioning.into_iter().chain(ready.into_iter().map(|(_, r)| r.0)).take(count as usize).collect()
-}
+/// Which `count` instances a `ReleaseVms` takes: the rule the simulator follows too, defined once.
+pub(crate) use hyscale_policies::rules::release_order;
 
 /// A boxed, sendable future borrowing its provider: what the traits' asynchronous operations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -192,22 +174,3 @@ pub trait FunctionProvider: Send + Sync {
     fn shutdown(&self);
 }
 
-#[cfg(test)]
-mod release_tests {
-    use super::*;
-
-    #[test]
-    fn release_takes_provisioning_newest_first_then_the_least_loaded_ready() {
-        let i = InstanceId;
-        let live = [
-            (i(1), VmState::Ready, 3),
-            (i(2), VmState::Provisioning, 0),
-            (i(3), VmState::Ready, 0),
-            (i(4), VmState::Draining, 0),
-            (i(5), VmState::Provisioning, 0),
-            (i(6), VmState::Ready, 0),
-        ];
-        assert_eq!(release_order(live.into_iter(), 4), [i(5), i(2), i(6), i(3)]);
-        assert_eq!(release_order(live.into_iter(), 9), [i(5), i(2), i(6), i(3), i(1)]);
-    }
-}

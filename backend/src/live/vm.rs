@@ -24,6 +24,9 @@ use hyscale_policies::{
 };
 use tokio::sync::watch;
 
+use hyscale_policies::Refusal;
+use hyscale_policies::rules::{ReleaseStep, release_step};
+
 use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider, push_instance, release_order, reset_pools};
 use crate::WallClock;
 use crate::batcher::{BatchError, BatchObserver, Batcher, BatcherConfig};
@@ -182,7 +185,7 @@ impl VmPool {
         if (vm_type.0 as usize) < self.shared.config.provision.len() {
             Ok(())
         } else {
-            Err(format!("no VM type {}", vm_type.0))
+            Err(Refusal::UnknownVmType.to_string())
         }
     }
 
@@ -212,7 +215,7 @@ impl VmProvider for VmPool {
     fn provision(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
         self.check_type(vm_type)?;
         if market == Market::Spot && !self.shared.config.spot_sold[vm_type.0 as usize] {
-            return Err("provision: type not sold on the spot market".into());
+            return Err(Refusal::NotSoldOnMarket.to_string());
         }
         for _ in 0..count {
             let id = {
@@ -240,26 +243,23 @@ impl VmProvider for VmPool {
         Ok(())
     }
 
-    /// Releases one worker: a provisioning one is gone at once, a ready one drains.
+    /// Releases one worker by the shared rule: a provisioning one is gone at once, a ready one drains.
     fn release(&self, id: InstanceId) -> Result<(), String> {
         let mut st = lock(&self.shared.state);
-        let Some(w) = st.workers.get_mut(&id) else {
-            return Err("release: no such live instance".into());
-        };
-        match w.state {
-            VmState::Provisioning => {
-                remove(&mut st, id);
-                Ok(())
-            }
-            VmState::Ready => {
+        let step = release_step(st.workers.get(&id).map(|w| w.state)).map_err(|r| r.to_string())?;
+        match step {
+            ReleaseStep::GoneNow => remove(&mut st, id),
+            ReleaseStep::Drain => {
+                let Some(w) = st.workers.get_mut(&id) else {
+                    return Err(Refusal::NoSuchInstance.to_string());
+                };
                 w.state = VmState::Draining;
                 let outstanding = Arc::clone(&w.outstanding);
                 drop(st);
                 tokio::spawn(drain_worker(Arc::clone(&self.shared), id, outstanding));
-                Ok(())
             }
-            VmState::Draining => Err("release: instance already draining".into()),
         }
+        Ok(())
     }
 
     /// Releases `count` workers of a type and market: provisioning ones first (newest first), then ready
@@ -276,7 +276,7 @@ impl VmProvider for VmPool {
             for id in &victims {
                 let _ = self.release(*id);
             }
-            return Err("release: fewer live instances of that type and market than asked".into());
+            return Err(Refusal::FewerInstancesThanAsked.to_string());
         }
         for id in victims {
             self.release(id)?;

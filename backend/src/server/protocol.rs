@@ -264,9 +264,6 @@ pub fn check_request(
     meta: &ModelMetadata,
     limits: &RequestLimits,
 ) -> Result<Vec<CheckedInput>, String> {
-    if let Some(extra) = request.inputs.iter().find(|t| !meta.inputs.iter().any(|i| i.name == t.name)) {
-        return Err(format!("unknown input '{}'", extra.name));
-    }
     let mut found = Vec::with_capacity(meta.inputs.len());
     for info in &meta.inputs {
         let Some(index) = request.inputs.iter().position(|t| t.name == info.name) else {
@@ -285,6 +282,9 @@ pub fn check_request(
         }
         let (shape, elements) = checked_shape(tensor, info, limits)?;
         found.push((index, shape, elements));
+    }
+    if let Some(extra) = request.inputs.iter().find(|t| !meta.inputs.iter().any(|i| i.name == t.name)) {
+        return Err(format!("unknown input '{}'", extra.name));
     }
     if meta.batch_dim() != BatchDim::None
         && let Some(((a, sa, _), (b, sb, _))) = found

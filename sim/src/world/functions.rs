@@ -343,11 +343,11 @@ impl World<'_> {
         concurrency: Option<u32>,
         keep_alive: Option<Nanos>,
         prewarm: Option<u32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let old = self.view.functions.settings;
         let memory = memory_mb.unwrap_or(old.memory_mb);
         let conc = concurrency.unwrap_or(old.concurrency);
-        self.sc.catalog.functions.check_settings(memory, conc).map_err(|e| format!("configure functions: {e}"))?;
+        self.sc.catalog.functions.check_settings(memory, conc).map_err(|_| Refusal::InvalidFunctionSettings)?;
         let new_prewarm = prewarm.unwrap_or(old.prewarm);
         if new_prewarm != old.prewarm || memory != old.memory_mb {
             // A configured amount of provisioned capacity is billed when it changes; going to 0 disables it.
@@ -412,18 +412,18 @@ impl World<'_> {
         }
         while self.fn_provisioned_live < target {
             if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
-                return Err("configure functions: prewarm exceeds the regional concurrency limit".into());
+                return Err(Refusal::PrewarmOverLimit);
             }
             self.fn_spawn(PROVISIONED_FUNCTION, true);
         }
         Ok(())
     }
 
-    pub(super) fn set_batching(&mut self, pool: Pool, rule: hyscale_policies::BatchRule) -> Result<(), String> {
+    pub(super) fn set_batching(&mut self, pool: Pool, rule: hyscale_policies::BatchRule) -> Result<(), Refusal> {
         let rule = hyscale_policies::BatchRule::new(rule.max_batch, rule.max_wait);
         match pool {
             Pool::Vm(t) => {
-                let p = self.view.pools.get_mut(t.0 as usize).ok_or_else(|| format!("batching: no VM type {}", t.0))?;
+                let p = self.view.pools.get_mut(t.0 as usize).ok_or(Refusal::UnknownVmType)?;
                 p.batching = rule;
                 for i in self.pool_members[t.0 as usize].clone() {
                     self.vm_try_start(i);

@@ -17,8 +17,8 @@ use hyscale_policies::report::{
 use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
     Action, ArrivalWindow, BatchDecision, DropReason, FunctionCounts, FunctionSettings, InstanceId, Ledger, Market,
-    Nanos, Policy, Pool, RecentStats, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView, VmState,
-    VmTypeId,
+    Nanos, Policy, Pool, RecentStats, Refusal, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView,
+    VmState, VmTypeId,
 };
 use hyscale_traces::{Arrival, ArrivalStream, TraceError};
 use rand::RngExt;
@@ -640,7 +640,7 @@ impl<'a> World<'a> {
             };
             match result {
                 Ok(()) => self.usage.actions_applied += 1,
-                Err(reason) => *self.usage.actions_refused.entry(reason).or_insert(0) += 1,
+                Err(reason) => *self.usage.actions_refused.entry(reason.key().to_string()).or_insert(0) += 1,
             }
         }
     }

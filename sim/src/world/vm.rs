@@ -1,6 +1,8 @@
 //! VMs: provisioning, admission (least outstanding among instances in service, a provisioning one only
 //! when none has room, none under an interruption notice), batches by the shared rule, release and drain.
 
+use hyscale_policies::rules::{ReleaseStep, release_order, release_step};
+
 use super::*;
 
 impl World<'_> {
@@ -9,15 +11,10 @@ impl World<'_> {
         (vm.state, vm.queue.len() as u32, vm.batch.len() as u32)
     }
 
-    pub(super) fn provision(&mut self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
-        let t = self
-            .sc
-            .catalog
-            .vm_types
-            .get(vm_type.0 as usize)
-            .ok_or_else(|| format!("provision: no VM type with id {}", vm_type.0))?;
+    pub(super) fn provision(&mut self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), Refusal> {
+        let t = self.sc.catalog.vm_types.get(vm_type.0 as usize).ok_or(Refusal::UnknownVmType)?;
         if t.price_per_h(market).is_none() {
-            return Err(format!("provision: {} is not sold on the {} market", t.name, market.name()));
+            return Err(Refusal::NotSoldOnMarket);
         }
         let model = &self.sc.vm_models[vm_type.0 as usize];
         *self.usage.launched.entry(format!("{}/{}", t.name, market.name())).or_insert(0) += count as u64;
@@ -203,53 +200,35 @@ impl World<'_> {
         }
     }
 
-    pub(super) fn release(&mut self, i: u32) -> Result<(), String> {
+    /// Releases VM `i` by the shared rule ([`hyscale_policies::rules::release_step`]).
+    pub(super) fn release(&mut self, i: u32) -> Result<(), Refusal> {
         let state = self.vms.get(i as usize).and_then(|vm| vm.state);
-        match state {
-            None => Err("release: instance is not alive".into()),
-            Some(VmState::Provisioning) => {
-                self.vm_gone(i, VmEnd::Released);
-                Ok(())
-            }
-            Some(VmState::Ready) => {
+        match release_step(state)? {
+            ReleaseStep::GoneNow => self.vm_gone(i, VmEnd::Released),
+            ReleaseStep::Drain => {
                 let before = self.vm_snapshot(i);
                 self.vms[i as usize].state = Some(VmState::Draining);
                 self.vm_sync(i, before);
                 self.vm_try_start(i);
-                Ok(())
             }
-            Some(VmState::Draining) => Ok(()),
-        }
-    }
-
-    pub(super) fn release_vms(&mut self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
-        let members = self
-            .pool_members
-            .get(vm_type.0 as usize)
-            .ok_or_else(|| format!("release: no VM type with id {}", vm_type.0))?;
-        let mut provisioning: Vec<u32> = Vec::new();
-        let mut ready: Vec<(usize, std::cmp::Reverse<u32>)> = Vec::new();
-        for &i in members {
-            let vm = &self.vms[i as usize];
-            if vm.market != market {
-                continue;
-            }
-            match vm.state {
-                Some(VmState::Provisioning) => provisioning.push(i),
-                Some(VmState::Ready) => ready.push((vm.queue.len() + vm.batch.len(), std::cmp::Reverse(i))),
-                _ => {}
-            }
-        }
-        provisioning.sort_unstable_by(|a, b| b.cmp(a));
-        ready.sort_unstable();
-        let chosen: Vec<u32> = provisioning
-            .into_iter()
-            .chain(ready.into_iter().map(|(_, std::cmp::Reverse(i))| i))
-            .take(count as usize)
-            .collect();
-        for i in chosen {
-            self.release(i)?;
         }
         Ok(())
+    }
+
+    /// Releases `count` VMs of a type and market in the shared order ([`hyscale_policies::rules::release_order`]);
+    /// with fewer than `count`, releases those there are and is refused.
+    pub(super) fn release_vms(&mut self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), Refusal> {
+        let members = self.pool_members.get(vm_type.0 as usize).ok_or(Refusal::UnknownVmType)?;
+        let mine = members.iter().filter_map(|&i| {
+            let vm = &self.vms[i as usize];
+            let state = vm.state.filter(|_| vm.market == market)?;
+            Some((InstanceId(u64::from(i)), state, (vm.queue.len() + vm.batch.len()) as u32))
+        });
+        let chosen = release_order(mine, count);
+        let short = (chosen.len() as u32) < count;
+        for id in chosen {
+            self.release(id.0 as u32)?;
+        }
+        if short { Err(Refusal::FewerInstancesThanAsked) } else { Ok(()) }
     }
 }

@@ -1,0 +1,164 @@
+//! Rules of the cluster that the simulator and the live backend must follow alike, written once: why an
+//! action is refused (and the key reports count it under), what releasing a VM does in each state, which
+//! VMs a `ReleaseVms` takes, and the SLO configuration both read.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::ledger::Slo;
+use crate::time::Nanos;
+use crate::view::{InstanceId, VmState};
+
+/// Why an action was refused. Both halves refuse for these reasons under these keys, so the reports'
+/// `actions.refused` (and the live `/metrics` label, a closed set) match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refusal {
+    /// No VM type with that id in the catalog.
+    UnknownVmType,
+    /// The VM type is not sold on that market.
+    NotSoldOnMarket,
+    /// No live instance with that id.
+    NoSuchInstance,
+    /// The instance is already draining.
+    AlreadyDraining,
+    /// Fewer live instances of the type and market than the action asked to release; those there were are
+    /// released.
+    FewerInstancesThanAsked,
+    /// A function memory size or concurrency the platform does not sell.
+    InvalidFunctionSettings,
+    /// More pre-warmed instances than the account's concurrency limit allows.
+    PrewarmOverLimit,
+    /// The cloud provider's API failed (live, real-cloud adapters only).
+    ProviderFailed,
+    /// The live half cannot carry this out (ARCHITECTURE.md, "Where live and sim differ").
+    NotSupportedLive,
+}
+
+impl Refusal {
+    /// The key reports and metrics use.
+    pub fn key(self) -> &'static str {
+        match self {
+            Refusal::UnknownVmType => "unknown_vm_type",
+            Refusal::NotSoldOnMarket => "not_sold_on_market",
+            Refusal::NoSuchInstance => "no_such_instance",
+            Refusal::AlreadyDraining => "already_draining",
+            Refusal::FewerInstancesThanAsked => "fewer_instances_than_asked",
+            Refusal::InvalidFunctionSettings => "invalid_function_settings",
+            Refusal::PrewarmOverLimit => "prewarm_over_limit",
+            Refusal::ProviderFailed => "provider_failed",
+            Refusal::NotSupportedLive => "not_supported_live",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// What releasing one VM does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseStep {
+    /// Still provisioning: it is gone at once (its queued requests are routed again).
+    GoneNow,
+    /// Ready: it takes no new requests, finishes its queue, then is gone.
+    Drain,
+}
+
+/// The release rule for a VM in `state` (`None`: no such live instance).
+pub fn release_step(state: Option<VmState>) -> Result<ReleaseStep, Refusal> {
+    match state {
+        None => Err(Refusal::NoSuchInstance),
+        Some(VmState::Provisioning) => Ok(ReleaseStep::GoneNow),
+        Some(VmState::Ready) => Ok(ReleaseStep::Drain),
+        Some(VmState::Draining) => Err(Refusal::AlreadyDraining),
+    }
+}
+
+/// Which `count` instances a `ReleaseVms` takes: provisioning ones first (newest first), then ready ones with
+/// the least outstanding work (newest first on ties); draining ones are never taken. `instances` are the
+/// type's and market's live instances in id order, with their state and outstanding requests. When fewer
+/// than `count` are returned, the action releases them and is refused with
+/// [`Refusal::FewerInstancesThanAsked`].
+pub fn release_order(instances: impl Iterator<Item = (InstanceId, VmState, u32)>, count: u32) -> Vec<InstanceId> {
+    let mut provisioning = Vec::new();
+    let mut ready = Vec::new();
+    for (id, state, outstanding) in instances {
+        match state {
+            VmState::Provisioning => provisioning.push(id),
+            VmState::Ready => ready.push((outstanding, std::cmp::Reverse(id))),
+            VmState::Draining => {}
+        }
+    }
+    provisioning.reverse();
+    ready.sort();
+    provisioning.into_iter().chain(ready.into_iter().map(|(_, r)| r.0)).take(count as usize).collect()
+}
+
+/// The SLO as configuration files write it (a scenario's `[slo]`, a live cluster's `[cluster.slo]`):
+/// MArk's 200 ms for 98% of requests unless set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Response-time threshold, ms.
+    pub rt_max_ms: f64,
+    /// Fraction of requests that must meet it, within 0..=1.
+    pub sl_min: f64,
+}
+
+impl Default for SloConfig {
+    fn default() -> SloConfig {
+        SloConfig { rt_max_ms: 200.0, sl_min: 0.98 }
+    }
+}
+
+impl SloConfig {
+    /// The checked SLO; the error names the field.
+    pub fn slo(&self) -> Result<Slo, String> {
+        if !(self.rt_max_ms.is_finite() && self.rt_max_ms > 0.0) {
+            return Err(format!("slo.rt_max_ms must be positive, got {}", self.rt_max_ms));
+        }
+        if !(0.0..=1.0).contains(&self.sl_min) {
+            return Err(format!("slo.sl_min must be within 0..=1 (a fraction, not a percentage), got {}", self.sl_min));
+        }
+        Ok(Slo { rt_max: Nanos::from_millis_f64(self.rt_max_ms), sl_min: self.sl_min })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_takes_provisioning_newest_first_then_the_least_loaded_ready() {
+        let i = InstanceId;
+        let live = [
+            (i(1), VmState::Ready, 3),
+            (i(2), VmState::Provisioning, 0),
+            (i(3), VmState::Ready, 0),
+            (i(4), VmState::Draining, 0),
+            (i(5), VmState::Provisioning, 0),
+            (i(6), VmState::Ready, 0),
+        ];
+        assert_eq!(release_order(live.into_iter(), 4), [i(5), i(2), i(6), i(3)]);
+        assert_eq!(release_order(live.into_iter(), 9), [i(5), i(2), i(6), i(3), i(1)]);
+    }
+
+    #[test]
+    fn releasing_follows_the_state() {
+        assert_eq!(release_step(None), Err(Refusal::NoSuchInstance));
+        assert_eq!(release_step(Some(VmState::Provisioning)), Ok(ReleaseStep::GoneNow));
+        assert_eq!(release_step(Some(VmState::Ready)), Ok(ReleaseStep::Drain));
+        assert_eq!(release_step(Some(VmState::Draining)), Err(Refusal::AlreadyDraining));
+        assert_eq!(Refusal::FewerInstancesThanAsked.key(), "fewer_instances_than_asked");
+    }
+
+    #[test]
+    fn slo_config_is_checked() {
+        assert_eq!(SloConfig::default().slo().unwrap().rt_max, Nanos::from_millis(200));
+        assert!(SloConfig { sl_min: 98.0, ..SloConfig::default() }.slo().unwrap_err().contains("slo.sl_min"));
+        assert!(SloConfig { rt_max_ms: -1.0, ..SloConfig::default() }.slo().unwrap_err().contains("slo.rt_max_ms"));
+    }
+}
