@@ -173,4 +173,3 @@ pub trait FunctionProvider: Send + Sync {
     /// Stops the platform's local parts (sandboxes, background tasks).
     fn shutdown(&self);
 }
-
