@@ -11,4 +11,5 @@ mod live_policies;
 mod policies;
 mod predict;
 mod server_limits;
+mod swarm;
 mod trace_cli;

@@ -21,7 +21,7 @@ mod world;
 
 pub use error::SimError;
 pub use scenario::Scenario;
-pub use world::{EngineStats, simulate, simulate_with_stats};
+pub use world::{EngineStats, Observer, Snapshot, simulate, simulate_observed, simulate_with_stats};
 
 use hyscale_policies::report::Report;
 

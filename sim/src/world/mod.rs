@@ -286,7 +286,62 @@ pub fn simulate_with_stats(
     scenario: &Scenario,
     policy: &mut dyn Policy,
     arrivals: ArrivalStream,
+    progress: Option<&mut dyn FnMut(Nanos, u64)>,
+) -> Result<(Report, EngineStats), SimError> {
+    run(scenario, policy, arrivals, progress, None)
+}
+
+/// What a checker sees after every event: the time, the view a policy sees, the ledger's counts, the requests
+/// held in the instances' queues and batches (counted from the instances themselves, not from the ledger), and
+/// the cost billed so far.
+pub struct Snapshot<'s> {
+    /// Simulated time.
+    pub now: Nanos,
+    /// The view a policy sees.
+    pub view: &'s View,
+    /// Requests arrived, completed, rejected and dropped so far, and outstanding, by the ledger.
+    pub arrivals: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Dropped.
+    pub dropped: u64,
+    /// Outstanding.
+    pub outstanding: u64,
+    /// Requests in VMs' queues and batches.
+    pub held_at_vms: u64,
+    /// Requests in function instances' queues and slots.
+    pub held_at_functions: u64,
+    /// Dollars billed so far.
+    pub cost: f64,
+    /// The drain limit has passed: the outstanding requests were dropped where they sat.
+    pub run_ended: bool,
+}
+
+/// Looks at the simulation after every event (swarm testing); see [`simulate_observed`].
+pub trait Observer {
+    /// Called after each event with the state it left.
+    fn after_event(&mut self, snapshot: &Snapshot<'_>);
+}
+
+/// As [`simulate_with_stats`], calling `observer` after every event. Counting the requests held in instances
+/// costs a pass over them per event: for tests, not for long runs.
+pub fn simulate_observed(
+    scenario: &Scenario,
+    policy: &mut dyn Policy,
+    arrivals: ArrivalStream,
+    observer: &mut dyn Observer,
+) -> Result<(Report, EngineStats), SimError> {
+    run(scenario, policy, arrivals, None, Some(observer))
+}
+
+fn run(
+    scenario: &Scenario,
+    policy: &mut dyn Policy,
+    arrivals: ArrivalStream,
     mut progress: Option<&mut dyn FnMut(Nanos, u64)>,
+    mut observer: Option<&mut dyn Observer>,
 ) -> Result<(Report, EngineStats), SimError> {
     let mut queue_peak = 0;
     let mut w = World::new(scenario, policy, arrivals);
@@ -303,6 +358,9 @@ pub fn simulate_with_stats(
         w.view.now = t;
         w.events += 1;
         w.handle(ev)?;
+        if let Some(o) = observer.as_mut() {
+            o.after_event(&w.snapshot(ev == Event::DrainDeadline));
+        }
         if w.events.is_multiple_of(PROGRESS_EVERY)
             && let Some(p) = progress.as_mut()
         {
@@ -314,6 +372,26 @@ pub fn simulate_with_stats(
 }
 
 impl<'a> World<'a> {
+    fn snapshot(&self, run_ended: bool) -> Snapshot<'_> {
+        let held_at_vms =
+            self.vms.iter().filter(|v| v.state.is_some()).map(|v| (v.queue.len() + v.batch.len()) as u64).sum();
+        let held_at_functions =
+            self.fns.iter().filter(|f| f.phase != FnPhase::Gone).map(|f| u64::from(f.outstanding())).sum();
+        Snapshot {
+            now: self.now,
+            view: &self.view,
+            arrivals: self.ledger.arrivals(),
+            completed: self.ledger.completed(),
+            rejected: self.ledger.rejected(),
+            dropped: self.ledger.dropped(),
+            outstanding: self.ledger.outstanding(),
+            held_at_vms,
+            held_at_functions,
+            cost: self.usage.cost.total(),
+            run_ended,
+        }
+    }
+
     fn new(sc: &'a Scenario, policy: &'a mut dyn Policy, trace: ArrivalStream) -> World<'a> {
         let fan = SeedFan::new(sc.file.seed);
         let f = &sc.catalog.functions;
