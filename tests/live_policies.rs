@@ -112,6 +112,14 @@ fn function_only_serves_from_sandboxes_with_cold_starts() {
     assert_eq!(st["completed_functions"].as_u64(), Some(arrivals), "{st}");
     assert_eq!(st["vms_launched"].as_u64(), Some(0), "{st}");
     assert!(metric(&server, "hyscale_function_cold_starts_total") >= 1.0);
+    // The live report bills what ran, by the simulator's rules: $0.20 per million invocations (one per
+    // request here), and GB-s of execution at the catalog's price; no VM.
+    let cost = &report["cost"];
+    let fee = cost["function_requests"].as_f64().unwrap();
+    assert!((fee - arrivals as f64 * 0.0000002).abs() < 1e-12, "{cost}");
+    assert!(cost["function_compute"].as_f64().unwrap() > 0.0, "{cost}");
+    assert_eq!(cost["vm_on_demand"].as_f64(), Some(0.0), "{cost}");
+    assert_eq!(st["cost"]["function_requests"], cost["function_requests"], "{st}");
 }
 
 #[test]
@@ -179,5 +187,10 @@ fn every_policy_runs_live_by_name_and_loses_nothing() {
         assert_eq!(st["policy"], *policy);
         let c = |k: &str| st[k].as_u64().unwrap();
         assert_eq!(c("arrivals"), c("completed") + c("rejected") + c("dropped"), "{policy}: {st}");
+        if *policy == "static" {
+            // One c5.large ($0.085/h) alive for seconds: at least its 60 s minimum, $0.085 / 60.
+            let vm = report["cost"]["vm_on_demand"].as_f64().unwrap();
+            assert!(vm >= 0.085 / 60.0 - 1e-12, "{}", report["cost"]);
+        }
     }
 }

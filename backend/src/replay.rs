@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use hyscale_policies::Nanos;
+use hyscale_policies::billing::CostBreakdown;
 use hyscale_policies::ledger::{DropReason, Ledger, RejectReason, Slo};
 use hyscale_policies::report::{
     ActionSummary, CostSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report, TimelineRow,
@@ -186,6 +187,9 @@ pub async fn replay(
         row.arrivals = arrivals_per_row.get(i).copied().unwrap_or(0);
     }
     let (requests, slo, latency_ms) = ledger.summary();
+    let cost = cluster_cost(&client, cfg).await;
+    let total = cost.total();
+    let completed = requests.completed;
     Ok(Report {
         format: REPORT_FORMAT,
         mode: "replay".into(),
@@ -199,13 +203,13 @@ pub async fn replay(
         slo,
         latency_ms,
         cost: CostSummary {
-            pods: 0.0,
-            vm_on_demand: 0.0,
-            vm_spot: 0.0,
-            function_compute: 0.0,
-            function_requests: 0.0,
-            total: 0.0,
-            per_million_completed: 0.0,
+            pods: cost.pods,
+            vm_on_demand: cost.vm_on_demand,
+            vm_spot: cost.vm_spot,
+            function_compute: cost.function_compute,
+            function_requests: cost.function_requests,
+            total,
+            per_million_completed: if completed == 0 { 0.0 } else { total * 1e6 / completed as f64 },
         },
         instances: InstanceSummary {
             vms_launched: Default::default(),
@@ -272,6 +276,32 @@ fn record(ledger: &mut Ledger, rows: &mut Vec<TimelineRow>, interval: Nanos, sen
             row.dropped += 1;
             ledger.drop_request(reason);
         }
+    }
+}
+
+/// What the endpoint's cluster has cost, from `GET /v2/cluster/{model}` (its `cost`, billed by
+/// `policies::billing`); zero when the model is not served by a cluster (a plain batcher bills nothing).
+async fn cluster_cost(client: &reqwest::Client, cfg: &ReplayConfig) -> CostBreakdown {
+    let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
+    let Ok(response) = client.get(&url).timeout(cfg.timeout).send().await else {
+        return CostBreakdown::default();
+    };
+    if !response.status().is_success() {
+        return CostBreakdown::default();
+    }
+    let Ok(bytes) = response.bytes().await else {
+        return CostBreakdown::default();
+    };
+    let Ok(status) = serde_json::from_slice::<Value>(&bytes) else {
+        return CostBreakdown::default();
+    };
+    let f = |k: &str| status["cost"][k].as_f64().unwrap_or(0.0);
+    CostBreakdown {
+        vm_on_demand: f("vm_on_demand"),
+        vm_spot: f("vm_spot"),
+        function_compute: f("function_compute"),
+        function_requests: f("function_requests"),
+        pods: f("pods"),
     }
 }
 

@@ -164,6 +164,9 @@ pub struct Status {
     pub function_cold_starts: u64,
     /// The live instances: (id, type name, state).
     pub instances: Vec<(u64, String, String)>,
+    /// What the cluster has cost so far, by `policies::billing` at the catalog's prices (VM lives scaled like
+    /// time; workers still alive counted as if released now; pre-warmed capacity is not billed live).
+    pub cost: hyscale_policies::CostBreakdown,
 }
 
 struct Stats {
@@ -307,6 +310,8 @@ impl Controller {
                 provision,
                 spot_sold: catalog.vm_types.iter().map(|t| t.price_spot_per_h.is_some()).collect(),
                 queue_capacity: setup.queue_capacity,
+                prices: catalog.vm_types.iter().map(|t| (t.price_on_demand_per_h, t.price_spot_per_h)).collect(),
+                time_scale: c.time_scale,
                 observer,
             },
             clock,
@@ -610,6 +615,13 @@ impl Controller {
             spot_interruptions: c.spot_interruptions,
             functions: [view.functions.cold_starting, view.functions.idle_warm, view.functions.busy],
             function_cold_starts: view.functions.cold_starts_total,
+            cost: {
+                let mut cost = self.vms.cost();
+                let f = self.functions.cost();
+                cost.function_compute += f.function_compute;
+                cost.function_requests += f.function_requests;
+                cost
+            },
             instances: view
                 .vms
                 .iter()

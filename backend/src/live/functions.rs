@@ -16,6 +16,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hyscale_policies::billing::{self, CostBreakdown};
 use hyscale_policies::{FunctionPlatform, FunctionSettings, FunctionView, Nanos};
 
 pub use super::provider::FnFailure;
@@ -31,6 +32,8 @@ struct State {
     retired: Vec<FunctionService>,
     retired_cold_starts: u64,
     retired_throttled: u64,
+    /// What the invocations cost, by `policies::billing`.
+    billed: CostBreakdown,
 }
 
 /// The function platform of one model.
@@ -53,7 +56,14 @@ impl Functions {
         base.memory_mb = settings.memory_mb;
         base.keep_alive = settings.keep_alive;
         let service = FunctionService::start(base.clone()).await?;
-        let state = State { service, settings, retired: Vec::new(), retired_cold_starts: 0, retired_throttled: 0 };
+        let state = State {
+            service,
+            settings,
+            retired: Vec::new(),
+            retired_cold_starts: 0,
+            retired_throttled: 0,
+            billed: CostBreakdown::default(),
+        };
         Ok(Functions { base, platform, state: Mutex::new(state) })
     }
 
@@ -145,6 +155,16 @@ impl FunctionProvider for Functions {
                 Err(LambdaError::Throttled { .. }) => return Err(FnFailure::Throttled),
                 Err(e) => return Err(FnFailure::Failed(e.to_string())),
             };
+            {
+                // Billed as the simulator bills: execution (and a cold start's init, when the platform bills
+                // it) at the configured memory, rounded by the platform's granularity, plus the request fee.
+                let p = &self.platform;
+                let init = if p.bill_init && outcome.cold { outcome.init_duration } else { Nanos::ZERO };
+                let charge = billing::function_compute_charge(p, outcome.memory_mb, outcome.duration + init);
+                let mut st = self.lock();
+                st.billed.function_compute += charge;
+                st.billed.function_requests += p.price_per_request;
+            }
             let bytes = outcome.result.map_err(|e| FnFailure::Failed(e.to_string()))?;
             let result: InferResult =
                 serde_json::from_slice(&bytes).map_err(|e| FnFailure::Failed(format!("function answer: {e}")))?;
@@ -192,6 +212,10 @@ impl FunctionProvider for Functions {
         }
         v.as_one_function(0);
         v
+    }
+
+    fn cost(&self) -> CostBreakdown {
+        self.lock().billed
     }
 
     /// Shuts every service down.

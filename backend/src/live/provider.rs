@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use hyscale_policies::billing::CostBreakdown;
 use hyscale_policies::view::{MarketCounts, VmInstanceView, VmState};
 use hyscale_policies::{
     BatchRule, FunctionSettings, FunctionView, InstanceId, Market, Nanos, RejectReason, SpotNotice, View, VmTypeId,
@@ -114,6 +115,12 @@ pub trait VmProvider: Send + Sync {
     /// Counters since the provider started.
     fn counters(&self) -> VmCounters;
 
+    /// What the workers cost so far by `policies::billing` (those still alive as if released now). The
+    /// real-cloud adapters answer zero: AWS's own bill is the record there.
+    fn cost(&self) -> CostBreakdown {
+        CostBreakdown::default()
+    }
+
     /// Takes every worker away (shutdown); requests they hold end as lost.
     fn shutdown(&self);
 
@@ -169,6 +176,11 @@ pub trait FunctionProvider: Send + Sync {
 
     /// The platform as the view shows it: settings, instances by state, requests in flight, totals.
     fn view(&self) -> FunctionView;
+
+    /// What the invocations cost so far by `policies::billing` (zero for the real-cloud adapter: AWS bills).
+    fn cost(&self) -> CostBreakdown {
+        CostBreakdown::default()
+    }
 
     /// Stops the platform's local parts (sandboxes, background tasks).
     fn shutdown(&self);

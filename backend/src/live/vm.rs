@@ -25,6 +25,7 @@ use hyscale_policies::{
 use tokio::sync::watch;
 
 use hyscale_policies::Refusal;
+use hyscale_policies::billing::{self, CostBreakdown, VmEnd};
 use hyscale_policies::rules::{ReleaseStep, release_step};
 
 use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider, push_instance, release_order, reset_pools};
@@ -87,6 +88,11 @@ pub struct VmPoolConfig {
     pub spot_sold: Vec<bool>,
     /// Most requests one worker's batcher queues.
     pub queue_capacity: usize,
+    /// On-demand and spot prices per hour (indexed by [`VmTypeId`]; spot `None` where not sold).
+    pub prices: Vec<(f64, Option<f64>)>,
+    /// The cluster's `time_scale`: a worker alive `t` wall-clock seconds stands for `t / time_scale` seconds
+    /// of a VM, and is billed so (prices scaled like time).
+    pub time_scale: f64,
     /// Receives every worker's batch figures (the server's metrics).
     pub observer: Arc<dyn BatchObserver>,
 }
@@ -100,6 +106,8 @@ struct PoolState {
     launched: u64,
     spot_interruptions: u64,
     load_failures: u64,
+    /// What the workers that are gone cost, by `policies::billing` (the simulator's rules).
+    billed: CostBreakdown,
 }
 
 struct Shared {
@@ -248,7 +256,7 @@ impl VmProvider for VmPool {
         let mut st = lock(&self.shared.state);
         let step = release_step(st.workers.get(&id).map(|w| w.state)).map_err(|r| r.to_string())?;
         match step {
-            ReleaseStep::GoneNow => remove(&mut st, id),
+            ReleaseStep::GoneNow => remove(&self.shared, &mut st, id, VmEnd::Released),
             ReleaseStep::Drain => {
                 let Some(w) = st.workers.get_mut(&id) else {
                     return Err(Refusal::NoSuchInstance.to_string());
@@ -311,7 +319,7 @@ impl VmProvider for VmPool {
             if st.workers.contains_key(&id) {
                 st.spot_interruptions += 1;
                 tracing::info!(instance = id.0, "spot worker taken at its interruption deadline");
-                remove(&mut st, id);
+                remove(&shared, &mut st, id, VmEnd::Interrupted);
             }
         });
         Ok(n)
@@ -354,12 +362,26 @@ impl VmProvider for VmPool {
         VmCounters { launched: st.launched, spot_interruptions: st.spot_interruptions, load_failures: st.load_failures }
     }
 
+    fn cost(&self) -> CostBreakdown {
+        let st = lock(&self.shared.state);
+        let now = self.shared.clock.now();
+        let mut cost = st.billed;
+        for w in st.workers.values() {
+            let charge = worker_charge(&self.shared, w, now, VmEnd::Released);
+            match w.market {
+                Market::OnDemand => cost.vm_on_demand += charge,
+                Market::Spot => cost.vm_spot += charge,
+            }
+        }
+        cost
+    }
+
     /// Takes every worker away at once (shutdown); requests they hold are answered as lost.
     fn shutdown(&self) {
         let mut st = lock(&self.shared.state);
         let ids: Vec<InstanceId> = st.workers.keys().copied().collect();
         for id in ids {
-            remove(&mut st, id);
+            remove(&self.shared, &mut st, id, VmEnd::Released);
         }
     }
 
@@ -378,12 +400,29 @@ impl VmProvider for VmPool {
     }
 }
 
-/// Removes a worker: it is gone, and whoever waits on it hears so.
-fn remove(st: &mut PoolState, id: InstanceId) {
+/// Removes a worker: it is gone, billed (who ended it decides a spot bill), and whoever waits on it hears so.
+fn remove(shared: &Shared, st: &mut PoolState, id: InstanceId, end: VmEnd) {
     if let Some(w) = st.workers.remove(&id) {
         w.phase.send_replace(Phase::Gone);
+        let charge = worker_charge(shared, &w, shared.clock.now(), end);
+        match w.market {
+            Market::OnDemand => st.billed.vm_on_demand += charge,
+            Market::Spot => st.billed.vm_spot += charge,
+        }
     }
     st.notices.retain(|n| n.instance != id);
+}
+
+/// What worker `w` costs if it ends at `now` by `end`: its wall-clock life scaled like time, at its type's
+/// price in its market, by the simulator's billing rules.
+fn worker_charge(shared: &Shared, w: &Worker, now: Nanos, end: VmEnd) -> f64 {
+    let (on_demand, spot) = shared.config.prices.get(w.vm_type.0 as usize).copied().unwrap_or((0.0, None));
+    let price = match w.market {
+        Market::OnDemand => on_demand,
+        Market::Spot => spot.unwrap_or(0.0),
+    };
+    let ran = Nanos::from_secs_f64(now.saturating_sub(w.launched_at).as_secs_f64() / shared.config.time_scale);
+    billing::vm_charge(price, w.market, ran, end)
 }
 
 async fn provision_worker(shared: Arc<Shared>, id: InstanceId, vm_type: VmTypeId) {
@@ -417,12 +456,12 @@ async fn provision_worker(shared: Arc<Shared>, id: InstanceId, vm_type: VmTypeId
         Ok(Err(e)) => {
             tracing::error!(instance = id.0, error = %e, "VM worker could not load the model");
             st.load_failures += 1;
-            remove(&mut st, id);
+            remove(&shared, &mut st, id, VmEnd::Released);
         }
         Err(e) => {
             tracing::error!(instance = id.0, error = %e, "VM worker's model load panicked");
             st.load_failures += 1;
-            remove(&mut st, id);
+            remove(&shared, &mut st, id, VmEnd::Released);
         }
     }
 }
@@ -435,5 +474,5 @@ async fn drain_worker(shared: Arc<Shared>, id: InstanceId, outstanding: Arc<Atom
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    remove(&mut lock(&shared.state), id);
+    remove(&shared, &mut lock(&shared.state), id, VmEnd::Released);
 }
