@@ -263,10 +263,15 @@ impl Drop for Server {
 
 /// Starts `hyscale serve --config CONFIG` on a free loopback port and waits for its address.
 pub fn start_server(config: &Path) -> Server {
+    start_server_on(config, "127.0.0.1:0")
+}
+
+/// Starts `hyscale serve --config CONFIG --listen LISTEN` and waits for its address.
+pub fn start_server_on(config: &Path, listen: &str) -> Server {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_hyscale"))
-        .args(["serve", "--config", config.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"])
+        .args(["serve", "--config", config.to_str().expect("utf-8 path"), "--listen", listen])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
