@@ -383,9 +383,16 @@ impl Controller {
 
     /// The view a policy sees now.
     pub fn view(&self) -> View {
+        self.view_with(false)
+    }
+
+    /// The view; with `take_recent`, the outcomes since the last tick are taken out in the same lock that
+    /// reads them, so that no arrival or outcome falls between reading and resetting them.
+    fn view_with(&self, take_recent: bool) -> View {
         let (window, recent) = {
-            let s = self.lock_stats();
-            (s.window.clone(), s.recent)
+            let mut s = self.lock_stats();
+            let recent = if take_recent { std::mem::take(&mut s.recent) } else { s.recent };
+            (s.window.clone(), recent)
         };
         let mut view = View::new(self.catalog.clone(), self.slo, window, self.functions.settings());
         view.now = self.clock.now();
@@ -430,10 +437,9 @@ impl Controller {
     }
 
     async fn tick(&self) {
-        let view = self.view();
+        let view = self.view_with(true);
         let mut actions = Vec::new();
         self.lock_policy().tick(&view, &mut actions);
-        self.lock_stats().recent = RecentStats::default();
         self.apply(actions).await;
         self.functions.top_up_prewarm();
     }
