@@ -110,6 +110,8 @@ struct Pending {
 struct Queue {
     pending: VecDeque<Pending>,
     closed: bool,
+    /// The batch rule in force (it can change while the batcher runs, as a policy's `SetBatching` asks).
+    rule: BatchRule,
 }
 
 struct Shared {
@@ -163,7 +165,7 @@ impl Batcher {
             metadata,
             config,
             clock: WallClock::start(),
-            queue: Mutex::new(Queue { pending: VecDeque::new(), closed: false }),
+            queue: Mutex::new(Queue { pending: VecDeque::new(), closed: false, rule: config.rule }),
             wake: Notify::new(),
             observer,
         });
@@ -181,9 +183,16 @@ impl Batcher {
         &self.shared.metadata
     }
 
-    /// The settings.
+    /// The settings, with the batch rule in force now.
     pub fn config(&self) -> BatcherConfig {
-        self.shared.config
+        BatcherConfig { rule: self.shared.lock().rule, ..self.shared.config }
+    }
+
+    /// Changes the batch rule from the next decision on (the batch running, if any, is not affected); the
+    /// waiting requests are looked at again at once under the new rule.
+    pub fn set_rule(&self, rule: BatchRule) {
+        self.shared.lock().rule = rule;
+        self.shared.wake.notify_one();
     }
 
     /// Requests waiting now (not counting the batch running).
@@ -266,7 +275,7 @@ async fn run(shared: Arc<Shared>, session: Session) {
                 break;
             }
             let oldest = queue.pending.front().map_or(Nanos::ZERO, |p| p.enqueued);
-            shared.config.rule.decide(queue.pending.len(), oldest, shared.clock.now())
+            queue.rule.decide(queue.pending.len(), oldest, shared.clock.now())
         };
         match decision {
             BatchDecision::Idle => shared.wake.notified().await,

@@ -293,9 +293,18 @@ impl VmProvider for VmPool {
     }
 
     /// Sets the batching of `vm_type`'s workers that become ready from now on.
+    /// Sets the batching of `vm_type`'s workers: running ones from their next decision on (as the simulator
+    /// changes running VMs), and those that become ready later.
     fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
         self.check_type(vm_type)?;
-        lock(&self.shared.state).batching[vm_type.0 as usize] = BatchRule::new(rule.max_batch, rule.max_wait);
+        let rule = BatchRule::new(rule.max_batch, rule.max_wait);
+        let mut st = lock(&self.shared.state);
+        st.batching[vm_type.0 as usize] = rule;
+        for w in st.workers.values_mut().filter(|w| w.vm_type == vm_type) {
+            if let Some(b) = w.batcher() {
+                b.set_rule(rule);
+            }
+        }
         Ok(())
     }
 

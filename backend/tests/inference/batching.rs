@@ -105,6 +105,25 @@ async fn a_lone_request_is_served_once_it_has_waited_max_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_batch_rule_applies_to_the_requests_already_waiting() {
+    // Batches of 4 waiting up to 30 s: a lone request would wait 30 s. The rule changes to batches of one
+    // after 100 ms, and the waiting request runs at once.
+    let (b, recorder) = batcher("mlp.onnx", 4, Duration::from_secs(30), 64);
+    let started = Instant::now();
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.infer(vec![fixed_input(&[1, 64])]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.set_rule(hyscale_policies::BatchRule::new(1, Nanos::ZERO));
+    let out = waiting.await.unwrap().unwrap();
+    assert_eq!(out[0].shape, [1, 10]);
+    assert!(started.elapsed() < Duration::from_secs(10), "served after {:?}", started.elapsed());
+    assert_eq!(b.config().rule.max_batch, 1);
+    assert_eq!(recorder.batches().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_of_several_rows_are_concatenated_and_split_back() {
     let (b, recorder) = batcher("mlp.onnx", 3, Duration::from_secs(30), 64);
     let x = fixed_input(&[6, 64]);
