@@ -127,3 +127,33 @@ fn made_up_model_names_do_not_become_metric_labels() {
     assert!(text.contains(r#"hyscale_requests_total{model="(unknown)",outcome="not_found"} 20"#), "{text}");
     assert!(text.contains(r#"hyscale_requests_total{model="mlp",outcome="ok"} 1"#), "{text}");
 }
+
+#[test]
+fn an_overloaded_model_answers_429_with_retry_after_and_serves_again_after() {
+    // The CNN one request at a time with one waiting, 24 clients at once: the surplus is refused at once with
+    // 429 and a Retry-After, never queued without bound; every request gets exactly one answer, and once the
+    // burst is over the model serves again.
+    let dir = tempfile::tempdir().unwrap();
+    let model = std::path::absolute("backend/models/cnn.onnx").unwrap();
+    let text = format!(
+        "retry_after_s = 3\n[engine]\nengine = \"tract\"\n\n[[models]]\nname = \"cnn\"\npath = {:?}\nmax_batch = 1\n\
+         queue_capacity = 1\n",
+        model.to_str().unwrap()
+    );
+    let path = dir.path().join("live.toml");
+    std::fs::write(&path, text).unwrap();
+    let server = serve(&path);
+    let data = vec!["0.25"; 3 * 32 * 32].join(",");
+    let body = format!(r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,3,32,32],"data":[{data}]}}]}}"#);
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24).map(|_| s.spawn(|| post(&server.addr, "/v2/models/cnn/infer", &body))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = answers.iter().filter(|(st, _)| *st == 200).count();
+    let refused: Vec<&String> = answers.iter().filter(|(st, _)| *st == 429).map(|(_, t)| t).collect();
+    eprintln!("overload: sent 24, completed {ok}, refused 429 {}", refused.len());
+    assert_eq!(ok + refused.len(), 24, "{answers:?}");
+    assert!(ok >= 1 && !refused.is_empty(), "{answers:?}");
+    assert!(refused.iter().all(|t| t.to_ascii_lowercase().contains("retry-after: 3")), "{refused:?}");
+    assert_eq!(post(&server.addr, "/v2/models/cnn/infer", &body).0, 200);
+}
