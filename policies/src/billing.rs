@@ -122,6 +122,14 @@ pub struct CostBreakdown {
 }
 
 impl CostBreakdown {
+    /// Adds a VM's `charge` to its market's share.
+    pub fn add_vm(&mut self, market: Market, charge: f64) {
+        match market {
+            Market::OnDemand => self.vm_on_demand += charge,
+            Market::Spot => self.vm_spot += charge,
+        }
+    }
+
     /// The sum of all kinds.
     pub fn total(&self) -> f64 {
         self.vm_on_demand + self.vm_spot + self.function_compute + self.function_requests + self.pods

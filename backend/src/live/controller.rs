@@ -296,7 +296,7 @@ impl Controller {
     /// The local defaults: [`VmPool`] workers and the local Lambda service running `hyscale-fn`.
     async fn local_providers(
         setup: &ClusterSetup,
-        catalog: &Catalog,
+        catalog: &Arc<Catalog>,
         clock: WallClock,
         provision: Vec<Duration>,
         observer: Arc<dyn BatchObserver>,
@@ -308,9 +308,8 @@ impl Controller {
                 engine: setup.engine,
                 model_path: setup.model_path.clone(),
                 provision,
-                spot_sold: catalog.vm_types.iter().map(|t| t.price_spot_per_h.is_some()).collect(),
                 queue_capacity: setup.queue_capacity,
-                prices: catalog.vm_types.iter().map(|t| (t.price_on_demand_per_h, t.price_spot_per_h)).collect(),
+                catalog: Arc::clone(catalog),
                 time_scale: c.time_scale,
                 observer,
             },

@@ -24,9 +24,9 @@ use hyscale_policies::{
 };
 use tokio::sync::watch;
 
-use hyscale_policies::Refusal;
 use hyscale_policies::billing::{self, CostBreakdown, VmEnd};
 use hyscale_policies::rules::{ReleaseStep, release_step};
+use hyscale_policies::{Catalog, Refusal};
 
 use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider, push_instance, release_order, reset_pools};
 use crate::WallClock;
@@ -84,12 +84,10 @@ pub struct VmPoolConfig {
     pub model_path: PathBuf,
     /// Provisioning delay per VM type (indexed by [`VmTypeId`]), wall-clock.
     pub provision: Vec<Duration>,
-    /// Which types are sold on the spot market (indexed by [`VmTypeId`]).
-    pub spot_sold: Vec<bool>,
     /// Most requests one worker's batcher queues.
     pub queue_capacity: usize,
-    /// On-demand and spot prices per hour (indexed by [`VmTypeId`]; spot `None` where not sold).
-    pub prices: Vec<(f64, Option<f64>)>,
+    /// The catalog: the types' prices bill the workers.
+    pub catalog: Arc<Catalog>,
     /// The cluster's `time_scale`: a worker alive `t` wall-clock seconds stands for `t / time_scale` seconds
     /// of a VM, and is billed so (prices scaled like time).
     pub time_scale: f64,
@@ -222,7 +220,7 @@ impl VmProvider for VmPool {
     /// Launches `count` workers of `vm_type`; each loads the model and is ready after its type's delay.
     fn provision(&self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), String> {
         self.check_type(vm_type)?;
-        if market == Market::Spot && !self.shared.config.spot_sold[vm_type.0 as usize] {
+        if self.shared.config.catalog.vm(vm_type).price_per_h(market).is_none() {
             return Err(Refusal::NotSoldOnMarket.to_string());
         }
         for _ in 0..count {
@@ -376,11 +374,7 @@ impl VmProvider for VmPool {
         let now = self.shared.clock.now();
         let mut cost = st.billed;
         for w in st.workers.values() {
-            let charge = worker_charge(&self.shared, w, now, VmEnd::Released);
-            match w.market {
-                Market::OnDemand => cost.vm_on_demand += charge,
-                Market::Spot => cost.vm_spot += charge,
-            }
+            cost.add_vm(w.market, worker_charge(&self.shared, w, now, VmEnd::Released));
         }
         cost
     }
@@ -413,11 +407,7 @@ impl VmProvider for VmPool {
 fn remove(shared: &Shared, st: &mut PoolState, id: InstanceId, end: VmEnd) {
     if let Some(w) = st.workers.remove(&id) {
         w.phase.send_replace(Phase::Gone);
-        let charge = worker_charge(shared, &w, shared.clock.now(), end);
-        match w.market {
-            Market::OnDemand => st.billed.vm_on_demand += charge,
-            Market::Spot => st.billed.vm_spot += charge,
-        }
+        st.billed.add_vm(w.market, worker_charge(shared, &w, shared.clock.now(), end));
     }
     st.notices.retain(|n| n.instance != id);
 }
@@ -425,13 +415,9 @@ fn remove(shared: &Shared, st: &mut PoolState, id: InstanceId, end: VmEnd) {
 /// What worker `w` costs if it ends at `now` by `end`: its wall-clock life scaled like time, at its type's
 /// price in its market, by the simulator's billing rules.
 fn worker_charge(shared: &Shared, w: &Worker, now: Nanos, end: VmEnd) -> f64 {
-    let (on_demand, spot) = shared.config.prices.get(w.vm_type.0 as usize).copied().unwrap_or((0.0, None));
-    let price = match w.market {
-        Market::OnDemand => on_demand,
-        Market::Spot => spot.unwrap_or(0.0),
-    };
+    let price = shared.config.catalog.vm_types.get(w.vm_type.0 as usize).and_then(|t| t.price_per_h(w.market));
     let ran = Nanos::from_secs_f64(now.saturating_sub(w.launched_at).as_secs_f64() / shared.config.time_scale);
-    billing::vm_charge(price, w.market, ran, end)
+    billing::vm_charge(price.unwrap_or(0.0), w.market, ran, end)
 }
 
 async fn provision_worker(shared: Arc<Shared>, id: InstanceId, vm_type: VmTypeId) {

@@ -9,10 +9,7 @@ impl World<'_> {
         let charge = billing::vm_charge(price, market, ran, end);
         // Hours the instances ran (what was used), whatever the bill made of them.
         let hours = ran.as_secs_f64() / 3600.0;
-        match market {
-            Market::OnDemand => self.usage.cost.vm_on_demand += charge,
-            Market::Spot => self.usage.cost.vm_spot += charge,
-        }
+        self.usage.cost.add_vm(market, charge);
         self.usage.vm_hours[market as usize] += hours;
     }
 
