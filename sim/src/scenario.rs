@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use hyscale_policies::catalog::{Catalog, FunctionPlatform, ModelSpec, VmType, VmTypeId};
 use hyscale_policies::profile::ProfileFile;
-use hyscale_policies::{Nanos, PolicyConfigs, Slo};
+use hyscale_policies::{LatencyTable, Nanos, PolicyConfigs, Slo};
 use hyscale_traces::{AzureFunctionsReader, DurationPercentiles, SourceSpec, TraceSpec};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -277,6 +277,50 @@ pub struct Scenario {
     pub spot_events: Vec<(Nanos, VmTypeId, u32)>,
     /// Per function (model id), its execution times and memory from the trace (`sim.functions_from_trace`).
     pub function_traits: BTreeMap<u32, FunctionTraits>,
+}
+
+/// A model's figures: its own profile's where the scenario maps its id (`[[models]]`), else the scenario's
+/// `profile`'s.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelFigures<'s> {
+    /// One loaded copy, MB.
+    pub size_mb: f64,
+    /// Deserialisation and first inference at one vCPU, seconds.
+    pub load_s: f64,
+    /// Most vCPUs one request can use.
+    pub max_vcpus_per_request: f64,
+    /// Batch latency on a function with one vCPU per request.
+    pub function_service: &'s LatencyTable,
+}
+
+impl Scenario {
+    /// The figures of model `id`.
+    pub fn model(&self, id: u32) -> ModelFigures<'_> {
+        let f = &self.catalog.functions;
+        match self.catalog.models.get(&id) {
+            Some(s) => ModelFigures {
+                size_mb: s.size_mb,
+                load_s: s.load_s,
+                max_vcpus_per_request: s.max_vcpus_per_request,
+                function_service: &s.function_service,
+            },
+            None => ModelFigures {
+                size_mb: f.model_size_mb,
+                load_s: self.function_model.load_s_one_vcpu,
+                max_vcpus_per_request: f.max_vcpus_per_request,
+                function_service: &f.service,
+            },
+        }
+    }
+
+    /// Model `id`'s batch latency on VM type `t`; `None` where its profile does not cover the type (it cannot
+    /// run there).
+    pub fn vm_service(&self, id: u32, t: VmTypeId) -> Option<&LatencyTable> {
+        match self.catalog.models.get(&id) {
+            Some(s) => s.vm_service.get(t.0 as usize)?.as_ref(),
+            None => self.catalog.vm_types.get(t.0 as usize).map(|v| &v.service),
+        }
+    }
 }
 
 /// One function's behaviour as the trace records it.

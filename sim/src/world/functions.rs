@@ -36,12 +36,14 @@ impl World<'_> {
         }
         let function = req.model;
         let platform = &self.sc.catalog.functions;
+        // Its requests in flight, as the view counts them.
+        let in_flight = self.view.functions.per_function.get(&function).map_or(0, |c| c.in_flight);
         let f = self.functions.entry(function).or_default();
         if self.now >= f.scale_since.saturating_add(platform.function_scale_interval) {
             f.scale_since = self.now;
-            f.scale_base = f.in_flight;
+            f.scale_base = in_flight;
         }
-        if f.in_flight >= f.scale_base.saturating_add(platform.function_scale_step) {
+        if in_flight >= f.scale_base.saturating_add(platform.function_scale_step) {
             return Err(RejectReason::FunctionScaling);
         }
         let mine = (function, 0)..=(function, u32::MAX);
@@ -59,7 +61,6 @@ impl World<'_> {
         let cold = self.fns[idx as usize].phase == FnPhase::Cold;
         let now = self.now;
         let f = self.functions.entry(function).or_default();
-        f.in_flight += 1;
         if let Some(end) = f.last_end
             && let Some(k) = self.keep_alive.as_mut()
         {
@@ -87,13 +88,10 @@ impl World<'_> {
         // loading it (deserialise + first inference), which is CPU-bound and gets the vCPU share its memory buys.
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
         let bandwidth = m.model_load_mb_per_s.sample(&mut self.rng_cold).max(1e-9);
-        let spec = self.sc.catalog.models.get(&function);
-        let (size_mb, load_s, max_vcpus) = spec
-            .map_or((platform.model_size_mb, m.load_s_one_vcpu, platform.max_vcpus_per_request), |s| {
-                (s.size_mb, s.load_s, s.max_vcpus_per_request)
-            });
-        let vcpus = platform.vcpus(memory_mb).min(max_vcpus).max(1e-6);
-        let cold = Nanos::from_secs_f64(sandbox + size_mb / bandwidth + load_s / vcpus).saturating_add(m.runtime_init);
+        let model = self.sc.model(function);
+        let vcpus = platform.vcpus(memory_mb).min(model.max_vcpus_per_request).max(1e-6);
+        let cold = Nanos::from_secs_f64(sandbox + model.size_mb / bandwidth + model.load_s / vcpus)
+            .saturating_add(m.runtime_init);
         let idx = match self.fn_free.pop() {
             Some(i) => i,
             None => {
@@ -202,14 +200,8 @@ impl World<'_> {
                         break;
                     };
                     let platform = &self.sc.catalog.functions;
-                    let (table, max_vcpus) = self
-                        .sc
-                        .catalog
-                        .models
-                        .get(&inst.function)
-                        .map_or((&platform.service, platform.max_vcpus_per_request), |s| {
-                            (&s.function_service, s.max_vcpus_per_request)
-                        });
+                    let model = self.sc.model(inst.function);
+                    let (table, max_vcpus) = (model.function_service, model.max_vcpus_per_request);
                     let taken = (n as usize).min(inst.queue.len());
                     let (input, output) = sizes(inst.queue.range(..taken));
                     let traced = self.sc.function_traits.get(&inst.function).and_then(|t| t.duration.as_ref());
@@ -296,10 +288,7 @@ impl World<'_> {
         for r in &batch {
             self.complete(r);
         }
-        let function = self.fns[idx as usize].function;
-        let f = self.functions.entry(function).or_default();
-        f.last_end = Some(now);
-        f.in_flight -= batch.len() as u32;
+        self.functions.entry(function).or_default().last_end = Some(now);
         self.fn_try_start(idx);
     }
 

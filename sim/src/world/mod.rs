@@ -159,10 +159,8 @@ impl FnInst {
 struct FnFunction {
     /// When its last execution ended (the start of the idle time the keep-alive policy observes).
     last_end: Option<Nanos>,
-    /// Its requests queued or in service.
-    in_flight: u32,
-    /// The current scaling interval's start and the requests in flight then: within the interval, in-flight
-    /// requests may grow by at most the platform's `function_scale_step`.
+    /// The current scaling interval's start and the function's requests in flight then (the view's
+    /// `per_function` count): within the interval, they may grow by at most the platform's `function_scale_step`.
     scale_since: Nanos,
     scale_base: u32,
     /// Invocations, and those that met a cold instance.

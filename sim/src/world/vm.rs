@@ -66,13 +66,14 @@ impl World<'_> {
 
     pub(super) fn vm_admit(&mut self, vm_type: VmTypeId, req: Req) -> Result<(), RejectReason> {
         let members = self.pool_members.get(vm_type.0 as usize).ok_or(RejectReason::Policy("unknown VM type"))?;
-        if let Some(spec) = self.sc.catalog.models.get(&req.model) {
-            if spec.vm_service.get(vm_type.0 as usize).is_none_or(Option::is_none) {
-                return Err(RejectReason::Policy("model not profiled on this VM type"));
-            }
-            if spec.size_mb > self.sc.catalog.vm(vm_type).memory_gib * 1024.0 {
-                return Err(RejectReason::Policy("model larger than the VM type's memory"));
-            }
+        if self.sc.vm_service(req.model, vm_type).is_none() {
+            return Err(RejectReason::Policy("model not profiled on this VM type"));
+        }
+        // A model with its own profile must fit the instance's memory (the scenario's own is what it boots with).
+        if self.sc.catalog.models.contains_key(&req.model)
+            && self.sc.model(req.model).size_mb > self.sc.catalog.vm(vm_type).memory_gib * 1024.0
+        {
+            return Err(RejectReason::Policy("model larger than the VM type's memory"));
         }
         let limit = self.sc.file.sim.vm_queue_limit as usize;
         let mut any = false;
@@ -129,10 +130,9 @@ impl World<'_> {
                 vm.batch.extend(vm.queue.drain(..n));
                 vm.timer = None;
                 let (input, output) = sizes(&vm.batch);
-                let table = match self.sc.catalog.models.get(&model) {
-                    Some(spec) => spec.vm_service[t].as_ref().unwrap_or(&self.sc.catalog.vm_types[t].service),
-                    None => &self.sc.catalog.vm_types[t].service,
-                };
+                // Admission refuses a model without a table for the type; the type's own is the fallback.
+                let table =
+                    self.sc.vm_service(model, VmTypeId(t as u16)).unwrap_or(&self.sc.catalog.vm_types[t].service);
                 let mut service = table.latency_sized(n as u32, input, output);
                 if let Some(noise) = &self.vm_noise[t] {
                     service = scale(service, noise.sample(&mut self.rng_service));
@@ -157,8 +157,7 @@ impl World<'_> {
     /// recently used when memory runs short.
     fn vm_load_model(&mut self, i: u32, model: u32) -> Nanos {
         let now = self.now;
-        let size_of =
-            |m: u32| self.sc.catalog.models.get(&m).map_or(self.sc.catalog.functions.model_size_mb, |s| s.size_mb);
+        let size_of = |m: u32| self.sc.model(m).size_mb;
         let vm = &mut self.vms[i as usize];
         if let Some(entry) = vm.loaded.iter_mut().find(|(m, _)| *m == model) {
             entry.1 = now;
@@ -177,8 +176,7 @@ impl World<'_> {
         let view_idx = vm.view_idx;
         self.view.vms[view_idx].models = vm.loaded.iter().map(|&(m, _)| m).collect();
         self.usage.vm_model_loads += 1;
-        let load_s = self.sc.catalog.models.get(&model).map_or(self.sc.function_model.load_s_one_vcpu, |s| s.load_s);
-        Nanos::from_secs_f64(size / self.sc.vm_models[t].load_mb_per_s.max(1e-9) + load_s)
+        Nanos::from_secs_f64(size / self.sc.vm_models[t].load_mb_per_s.max(1e-9) + self.sc.model(model).load_s)
     }
 
     /// VM `i` is gone now, ended by `end`: billed, removed, its queued and in-service requests routed again.
