@@ -206,9 +206,7 @@ fn write_table(
     rows: &[Row],
     trace: &str,
 ) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    crate::create_parent(path)?;
     let text = if table_format(path)? {
         let c = Comparison {
             scenario: &scenario.file.name,

@@ -152,9 +152,7 @@ pub fn run(args: KeepaliveArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &args.table {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        crate::create_parent(path)?;
         let text = if table_format(path)? {
             let t = Table {
                 scenario: &scenario.file.name,

@@ -90,6 +90,14 @@ impl std::fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
+/// Creates the folder `path` will be written into, if it names one.
+fn create_parent(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn bad_input(e: SimError) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }
@@ -178,9 +186,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let wall = started.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        crate::create_parent(out)?;
         std::fs::write(out, format!("{json}\n")).with_context(|| format!("writing {}", out.display()))?;
     }
     if args.json {

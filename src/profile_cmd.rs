@@ -167,9 +167,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     for (b, from, to) in &adjusted {
         eprintln!("note: batch {b} measured {from:.4} ms, below a smaller batch's; written as {to:.4} ms");
     }
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    crate::create_parent(&args.out)?;
     std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
     println!("profile written to {} (engine {})", args.out.display(), engine.name());
     Ok(())

@@ -78,9 +78,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         })?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        crate::create_parent(out)?;
         std::fs::write(out, format!("{json}\n")).with_context(|| format!("writing {}", out.display()))?;
     }
     crate::print_table(&report);

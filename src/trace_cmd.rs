@@ -155,9 +155,7 @@ fn print_bins(b: &BinStats) {
 
 fn convert(spec: &TraceSpec, out: &PathBuf, seed: u64) -> anyhow::Result<()> {
     let stream = open(spec, seed)?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    crate::create_parent(out)?;
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let started = Instant::now();
     let n = write_canonical(stream, file, out).map_err(stream_error)?;
