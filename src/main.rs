@@ -11,6 +11,7 @@ use hyscale_sim::{Scenario, SimError};
 use hyscale_traces::TraceSpec;
 
 mod compare;
+mod fidelity;
 mod keepalive_cmd;
 mod predict;
 mod profile_cmd;
@@ -49,6 +50,9 @@ enum Command {
     /// Keep-alive policies of "Serverless in the Wild" on a scenario: fixed windows of 5 to 120 minutes and the
     /// hybrid histogram policy; 75th-percentile per-function cold-start % against wasted memory.
     Keepalive(keepalive_cmd::KeepaliveArgs),
+    /// Does the simulator predict the live system? Profile the model, simulate a trace window and run it on
+    /// the live cluster under the same policies; print both with each figure's error.
+    Fidelity(fidelity::FidelityArgs),
 }
 
 #[derive(clap::Args)]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Keepalive(args) => keepalive_cmd::run(args),
+        Command::Fidelity(args) => fidelity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -408,6 +408,8 @@ fn profile_toml(
                 // Measured on fixed-size inputs: size does not change the latency here.
                 input_ms: 0.0,
                 output_ms: 0.0,
+                // The engine alone: the serving path's share is measured live (`hyscale fidelity`).
+                overhead_ms: 0.0,
             })
             .collect(),
     };

@@ -28,17 +28,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let text =
-        std::fs::read_to_string(&args.config).map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
-    // The `[cluster]` table is read apart from the server's own settings (see live/README.md).
-    let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
-    let cluster_table = table.remove("cluster");
-    let mut config: ServeConfig = table.try_into().map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
-    let cluster_config: Option<ClusterConfig> = cluster_table
-        .map(|t| t.try_into())
-        .transpose()
-        .map_err(|e| BadInput(format!("{}: [cluster]: {e}", args.config.display())))?;
+    let (mut config, cluster_config) = read_config(&args.config)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -66,30 +56,57 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Reads a live configuration: the server's settings and, apart from them, its `[cluster]` table if any (see
+/// live/README.md).
+pub fn read_config(path: &Path) -> anyhow::Result<(ServeConfig, Option<ClusterConfig>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    let cluster_table = table.remove("cluster");
+    let config: ServeConfig = table.try_into().map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    let cluster_config: Option<ClusterConfig> = cluster_table
+        .map(|t| t.try_into())
+        .transpose()
+        .map_err(|e| BadInput(format!("{}: [cluster]: {e}", path.display())))?;
+    Ok((config, cluster_config))
+}
+
 /// The catalog and SLO of a `[cluster]` table, loaded and checked by the simulator's scenario loader (so
 /// that live and simulated runs see the same catalog for the same files).
-fn cluster_catalog(
+pub fn cluster_catalog(
     config_path: &Path,
     base: &Path,
     c: &ClusterConfig,
 ) -> anyhow::Result<(Arc<hyscale_policies::Catalog>, hyscale_policies::Slo)> {
+    // The loader needs a trace; the live cluster's arrivals are its requests, so this one is never opened.
+    let trace = hyscale_traces::TraceSpec::from_arg("poisson:1:1").map_err(|e| BadInput(e.to_string()))?;
+    let scenario = cluster_scenario(config_path, base, c, trace, 0, Default::default())?;
+    Ok((scenario.catalog, scenario.slo))
+}
+
+/// The scenario a `[cluster]` table describes for the simulator: its catalog, profile, policy sections and SLO,
+/// with `trace`, `seed` and the simulator's `sim` settings.
+pub fn cluster_scenario(
+    config_path: &Path,
+    base: &Path,
+    c: &ClusterConfig,
+    trace: hyscale_traces::TraceSpec,
+    seed: u64,
+    sim: hyscale_sim::scenario::SimSettings,
+) -> anyhow::Result<hyscale_sim::scenario::Scenario> {
     let bad = |e: String| anyhow::Error::new(BadInput(format!("{}: [cluster]: {e}", config_path.display())));
     let file = hyscale_sim::scenario::ScenarioFile {
         name: "live".into(),
-        seed: 0,
+        seed,
         policy: c.policy.clone(),
         catalog: c.catalog.clone(),
         profile: c.profile.clone(),
-        // The loader needs a trace; the live cluster's arrivals are its requests, so this one is never opened.
-        trace: hyscale_traces::TraceSpec::from_arg("poisson:1:1").map_err(|e| bad(e.to_string()))?,
+        trace,
         slo: c.slo.clone(),
-        sim: Default::default(),
+        sim,
         spot: Default::default(),
         policies: c.policies.clone(),
         keep_alive: None,
         models: Vec::new(),
     };
-    let scenario = hyscale_sim::scenario::Scenario::from_file(config_path, base.to_path_buf(), file)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok((scenario.catalog, scenario.slo))
+    hyscale_sim::scenario::Scenario::from_file(config_path, base.to_path_buf(), file).map_err(|e| bad(e.to_string()))
 }

@@ -8,7 +8,9 @@
 //! `throttled`, 503 → `overloaded`, other 4xx/5xx → `policy:http_4xx` / `policy:http_5xx`), or dropped with
 //! a reason (`timed_out` past the request timeout, `worker_failed` when the connection fails). The payload
 //! is one FP32 tensor per input, shaped from the model's metadata with batch 1, filled with seeded values.
-//! Cost is not known to a client and is reported as zero.
+//! Cost and instance figures come from the endpoint's `GET /v2/cluster/{model}` when a `hyscale serve` cluster
+//! serves the model (billed by `policies::billing`); against any other server they are not known to a client
+//! and are reported as zero.
 
 use std::time::{Duration, Instant};
 
@@ -187,7 +189,7 @@ pub async fn replay(
         row.arrivals = arrivals_per_row.get(i).copied().unwrap_or(0);
     }
     let (requests, slo, latency_ms) = ledger.summary();
-    let cost = cluster_cost(&client, cfg).await;
+    let (cost, cluster) = cluster_status(&client, cfg).await;
     let total = cost.total();
     let completed = requests.completed;
     Ok(Report {
@@ -213,11 +215,11 @@ pub async fn replay(
         },
         instances: InstanceSummary {
             vms_launched: Default::default(),
-            vm_hours_on_demand: 0.0,
-            vm_hours_spot: 0.0,
-            spot_interruptions: 0,
-            rerouted: 0,
-            function_cold_starts: 0,
+            vm_hours_on_demand: cluster.vm_hours_on_demand,
+            vm_hours_spot: cluster.vm_hours_spot,
+            spot_interruptions: cluster.spot_interruptions,
+            rerouted: cluster.rerouted,
+            function_cold_starts: cluster.function_cold_starts,
             function_instance_hours: 0.0,
             function_instances_peak: 0,
             vm_model_loads: 0,
@@ -279,30 +281,108 @@ fn record(ledger: &mut Ledger, rows: &mut Vec<TimelineRow>, interval: Nanos, sen
     }
 }
 
-/// What the endpoint's cluster has cost, from `GET /v2/cluster/{model}` (its `cost`, billed by
-/// `policies::billing`); zero when the model is not served by a cluster (a plain batcher bills nothing).
-async fn cluster_cost(client: &reqwest::Client, cfg: &ReplayConfig) -> CostBreakdown {
+/// Sends `n` requests one after another, each once the previous one has answered, and returns their
+/// latencies: the served latency of a lone request, which calibrates a serving path's overhead (`hyscale
+/// fidelity`). Any answer but 200 is an error naming it.
+pub async fn lone_requests(cfg: &ReplayConfig, n: u32) -> Result<Vec<Duration>, ReplayError> {
+    let client = reqwest::Client::new();
+    let inputs = model_inputs(&client, cfg).await?;
+    let body = serde_json::to_vec(&infer_body(&inputs, cfg.seed)).unwrap_or_default();
+    let url = format!("{}/v2/models/{}/infer", cfg.endpoint.trim_end_matches('/'), cfg.model);
+    let mut latencies = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let started = Instant::now();
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .timeout(cfg.timeout)
+            .send()
+            .await
+            .map_err(|e| ReplayError::Invalid(format!("{url}: request {i}: {e}")))?;
+        let status = response.status();
+        let answer = response.bytes().await.map_err(|e| ReplayError::Invalid(format!("{url}: request {i}: {e}")))?;
+        if !status.is_success() {
+            return Err(ReplayError::Invalid(format!(
+                "{url}: request {i}: HTTP {status}: {}",
+                String::from_utf8_lossy(&answer)
+            )));
+        }
+        latencies.push(started.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// Polls `GET /v2/cluster/{model}` until `ready` holds for its JSON (or `deadline` passes: an error) and
+/// returns that status.
+pub async fn wait_for_cluster(
+    cfg: &ReplayConfig,
+    deadline: Duration,
+    ready: impl Fn(&Value) -> bool,
+) -> Result<Value, ReplayError> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
+    let started = Instant::now();
+    loop {
+        let status = match client.get(&url).timeout(cfg.timeout).send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()),
+            _ => None,
+        };
+        if let Some(status) = status {
+            if ready(&status) {
+                return Ok(status);
+            }
+        }
+        if started.elapsed() > deadline {
+            return Err(ReplayError::Invalid(format!("{url}: the cluster was not ready after {deadline:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a cluster's status says about instances (zero without a cluster).
+#[derive(Clone, Copy, Debug, Default)]
+struct ClusterFigures {
+    vm_hours_on_demand: f64,
+    vm_hours_spot: f64,
+    spot_interruptions: u64,
+    rerouted: u64,
+    function_cold_starts: u64,
+}
+
+/// What the endpoint's cluster has cost and run, from `GET /v2/cluster/{model}` (its `cost`, billed by
+/// `policies::billing`, and its instance figures); zero when the model is not served by a cluster (a plain
+/// batcher bills nothing).
+async fn cluster_status(client: &reqwest::Client, cfg: &ReplayConfig) -> (CostBreakdown, ClusterFigures) {
     let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
     let Ok(response) = client.get(&url).timeout(cfg.timeout).send().await else {
-        return CostBreakdown::default();
+        return Default::default();
     };
     if !response.status().is_success() {
-        return CostBreakdown::default();
+        return Default::default();
     }
     let Ok(bytes) = response.bytes().await else {
-        return CostBreakdown::default();
+        return Default::default();
     };
     let Ok(status) = serde_json::from_slice::<Value>(&bytes) else {
-        return CostBreakdown::default();
+        return Default::default();
     };
     let f = |k: &str| status["cost"][k].as_f64().unwrap_or(0.0);
-    CostBreakdown {
+    let cost = CostBreakdown {
         vm_on_demand: f("vm_on_demand"),
         vm_spot: f("vm_spot"),
         function_compute: f("function_compute"),
         function_requests: f("function_requests"),
         pods: f("pods"),
-    }
+    };
+    let figures = ClusterFigures {
+        vm_hours_on_demand: status["vm_hours_on_demand"].as_f64().unwrap_or(0.0),
+        vm_hours_spot: status["vm_hours_spot"].as_f64().unwrap_or(0.0),
+        spot_interruptions: status["spot_interruptions"].as_u64().unwrap_or(0),
+        rerouted: status["rerouted"].as_u64().unwrap_or(0),
+        function_cold_starts: status["function_cold_starts"].as_u64().unwrap_or(0),
+    };
+    (cost, figures)
 }
 
 async fn send(client: &reqwest::Client, url: &str, body: &[u8], timeout: Duration, due: Instant) -> Outcome {

@@ -175,6 +175,12 @@ pub struct HardwareProfile {
     /// Milliseconds added to a batch per unit of each request's output size (generated tokens); default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub output_ms: f64,
+    /// Milliseconds every request served on this hardware spends outside the model, on the way in and out
+    /// (protocol decoding and encoding, routing, the invocation path of a function): added to the request's
+    /// latency, not to the instance's busy time; default 0. `hyscale fidelity` measures it on the live
+    /// half (lone requests' served latency minus the engine's own).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overhead_ms: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -233,6 +239,12 @@ impl HardwareProfile {
             return Err(PolicyError::InvalidProfile {
                 what: format!("hardware '{}'", self.hardware),
                 reason: format!("cv must be a non-negative number, got {}", self.cv),
+            });
+        }
+        if !(self.overhead_ms.is_finite() && self.overhead_ms >= 0.0) {
+            return Err(PolicyError::InvalidProfile {
+                what: format!("hardware '{}'", self.hardware),
+                reason: format!("overhead_ms must be a non-negative number, got {}", self.overhead_ms),
             });
         }
         let what = format!("hardware '{}'", self.hardware);

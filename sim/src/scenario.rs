@@ -239,6 +239,8 @@ pub struct VmModel {
     pub spot_hazard_per_h: f64,
     /// Service-time CV from the profile.
     pub service_cv: f64,
+    /// Serving overhead per request (the profile's `overhead_ms`), added to each request's latency.
+    pub overhead: Nanos,
 }
 
 /// Random parts of the function platform's model.
@@ -254,6 +256,8 @@ pub struct FunctionModel {
     pub model_load_mb_per_s: Dist,
     /// Service-time CV from the profile.
     pub service_cv: f64,
+    /// Serving overhead per request (the profile's `overhead_ms`), added to each request's latency.
+    pub overhead: Nanos,
 }
 
 /// A loaded, checked scenario: everything `simulate` needs but the policy object and the arrivals.
@@ -547,6 +551,7 @@ fn build_catalog(
             spot_hazard_per_h: v.spot_interruptions_per_h * hazard_scale,
             load_mb_per_s: v.model_load_mb_per_s,
             service_cv: entry.cv,
+            overhead: Nanos::from_millis_f64(entry.overhead_ms),
         });
     }
     let f = &c.functions;
@@ -634,6 +639,7 @@ fn build_catalog(
         load_s_one_vcpu: load_s,
         model_load_mb_per_s: bandwidth,
         service_cv: fentry.cv,
+        overhead: Nanos::from_millis_f64(fentry.overhead_ms),
     };
     Ok((catalog, vm_models, function_model))
 }

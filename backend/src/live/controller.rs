@@ -162,6 +162,10 @@ pub struct Status {
     pub functions: [u32; 3],
     /// Function cold starts so far.
     pub function_cold_starts: u64,
+    /// VM instance-hours on demand so far (lives scaled like time, as billed).
+    pub vm_hours_on_demand: f64,
+    /// VM instance-hours on spot so far.
+    pub vm_hours_spot: f64,
     /// The live instances: (id, type name, state).
     pub instances: Vec<(u64, String, String)>,
     /// What the cluster has cost so far, by `policies::billing` at the catalog's prices (VM lives scaled like
@@ -599,8 +603,11 @@ impl Controller {
         let view = self.view();
         let c = self.vms.counters();
         let (p, r, d) = self.vms.state_counts();
+        let (vm_hours_on_demand, vm_hours_spot) = self.vms.instance_hours();
         let s = self.lock_stats();
         Status {
+            vm_hours_on_demand,
+            vm_hours_spot,
             policy: self.policy_name.clone(),
             now_s: view.now.as_secs_f64(),
             arrivals: s.ledger.arrivals(),

@@ -121,6 +121,13 @@ pub trait VmProvider: Send + Sync {
         CostBreakdown::default()
     }
 
+    /// Instance-hours of the workers so far, (on demand, spot), from the provision request to the end (those
+    /// still alive up to now), scaled like time: what the simulator reports as `vm_hours_*`. The real-cloud
+    /// adapters answer zero, as for the cost.
+    fn instance_hours(&self) -> (f64, f64) {
+        (0.0, 0.0)
+    }
+
     /// Takes every worker away (shutdown); requests they hold end as lost.
     fn shutdown(&self);
 

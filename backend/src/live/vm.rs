@@ -106,6 +106,8 @@ struct PoolState {
     load_failures: u64,
     /// What the workers that are gone cost, by `policies::billing` (the simulator's rules).
     billed: CostBreakdown,
+    /// Instance-hours of the workers that are gone, (on demand, spot), scaled like time.
+    hours: (f64, f64),
 }
 
 struct Shared {
@@ -369,6 +371,16 @@ impl VmProvider for VmPool {
         VmCounters { launched: st.launched, spot_interruptions: st.spot_interruptions, load_failures: st.load_failures }
     }
 
+    fn instance_hours(&self) -> (f64, f64) {
+        let st = lock(&self.shared.state);
+        let now = self.shared.clock.now();
+        let mut hours = st.hours;
+        for w in st.workers.values() {
+            add_hours(&mut hours, &self.shared, w, now);
+        }
+        hours
+    }
+
     fn cost(&self) -> CostBreakdown {
         let st = lock(&self.shared.state);
         let now = self.shared.clock.now();
@@ -407,9 +419,20 @@ impl VmProvider for VmPool {
 fn remove(shared: &Shared, st: &mut PoolState, id: InstanceId, end: VmEnd) {
     if let Some(w) = st.workers.remove(&id) {
         w.phase.send_replace(Phase::Gone);
-        st.billed.add_vm(w.market, worker_charge(shared, &w, shared.clock.now(), end));
+        let now = shared.clock.now();
+        st.billed.add_vm(w.market, worker_charge(shared, &w, now, end));
+        add_hours(&mut st.hours, shared, &w, now);
     }
     st.notices.retain(|n| n.instance != id);
+}
+
+/// Adds worker `w`'s life up to `now`, scaled like time, to the (on demand, spot) hours.
+fn add_hours(hours: &mut (f64, f64), shared: &Shared, w: &Worker, now: Nanos) {
+    let h = now.saturating_sub(w.launched_at).as_secs_f64() / shared.config.time_scale / 3600.0;
+    match w.market {
+        Market::OnDemand => hours.0 += h,
+        Market::Spot => hours.1 += h,
+    }
 }
 
 /// What worker `w` costs if it ends at `now` by `end`: its wall-clock life scaled like time, at its type's

@@ -174,6 +174,14 @@ impl AppState {
         AppState::load_with(config, base, Arc::new(Metrics::new()))
     }
 
+    /// Stops the clusters' workers and function sandboxes (a server embedded in another program calls this
+    /// after `serve` has returned; `hyscale serve` ends its process instead).
+    pub fn shutdown(&self) {
+        for c in self.clusters.values() {
+            c.shutdown();
+        }
+    }
+
     /// As [`AppState::load`], and starts a `[cluster]` (the live configuration's table, read apart from
     /// `ServeConfig`) with its catalog and SLO (loaded by the caller: the `hyscale` binary reads them with the
     /// simulator's scenario loader). Must run inside a tokio runtime.

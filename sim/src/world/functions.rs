@@ -285,8 +285,9 @@ impl World<'_> {
                 billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
         }
         self.fn_sync(idx, before);
+        let overhead = self.sc.function_model.overhead;
         for r in &batch {
-            self.complete(r);
+            self.complete(r, overhead);
         }
         self.functions.entry(function).or_default().last_end = Some(now);
         self.fn_try_start(idx);

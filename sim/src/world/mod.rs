@@ -534,8 +534,9 @@ impl<'a> World<'a> {
                 let before = self.vm_snapshot(i);
                 let batch = mem::take(&mut self.vms[i as usize].batch);
                 self.vm_sync(i, before);
+                let overhead = self.sc.vm_models[self.vms[i as usize].vm_type.0 as usize].overhead;
                 for r in &batch {
-                    self.complete(r);
+                    self.complete(r, overhead);
                 }
                 // Give the batch's allocation back for the next one.
                 let mut batch = batch;
@@ -684,8 +685,10 @@ impl<'a> World<'a> {
         }
     }
 
-    fn complete(&mut self, r: &Req) {
-        let latency = self.now - r.arrival;
+    /// Books a request answered now; `overhead` is the serving path's time outside the model (the profile's
+    /// `overhead_ms` for the hardware that served it), which the response spends after the batch ends.
+    fn complete(&mut self, r: &Req, overhead: Nanos) {
+        let latency = self.now - r.arrival + overhead;
         let ok = self.ledger.complete(latency);
         self.interval.completed += 1;
         self.interval.fulfilled += ok as u64;
