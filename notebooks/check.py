@@ -24,13 +24,18 @@ def check_reports(text: str, figures: list) -> None:
     assert sum(f.startswith("timeline_") for f in figures) == len(SCENARIOS), figures
 
 
+def check_fidelity(text: str, figures: list) -> None:
+    assert "p99_ms" in text and "static" in text and "function-only" in text, f"table lacks its rows: {text[:500]}"
+    assert "fidelity.png" in figures, f"no fidelity.png among {figures}"
+
+
 def check_keepalive(text: str, figures: list) -> None:
     assert "fixed-10min" in text and "hybrid" in text, f"table lacks its rows: {text[:500]}"
     assert "keepalive.png" in figures, f"no keepalive.png among {figures}"
 
 
 # What each notebook must produce; a notebook without an entry fails the check.
-CHECKS = {"reports.ipynb": check_reports, "keepalive.ipynb": check_keepalive}
+CHECKS = {"reports.ipynb": check_reports, "keepalive.ipynb": check_keepalive, "fidelity.ipynb": check_fidelity}
 
 
 def main() -> int:
@@ -52,6 +57,18 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # A short fidelity run: the simulator and the live cluster (real sandboxes, real workers) on 10 s.
+        fidelity = os.path.join(tmp, "fidelity")
+        subprocess.run(
+            [binary, "fidelity", "--trace", os.path.join(ROOT, "traces", "data", "azure_llm_2023", "AzureLLMInferenceTrace_conv.csv"),
+             "--policy", "static,function-only", "--duration-s", "10", "--calibration-requests", "20",
+             "--config", os.path.join(ROOT, "live", "fidelity.toml"), "--out", fidelity],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.environ["HYSCALE_FIDELITY"] = os.path.join(fidelity, "fidelity.json")
         os.environ["HYSCALE_REPORTS"] = tmp
         os.environ["HYSCALE_KEEPALIVE"] = keepalive
         os.environ["HYSCALE_FIGURES"] = os.path.join(tmp, "figures")

@@ -3,10 +3,12 @@
 //! For one model, one trace window and a list of policies it
 //! 1. profiles the model here (`hyscale profile`, in a child process: the batch-latency curve and the cold
 //!    start of fresh processes);
-//! 2. measures each serving path's overhead on the live half: lone requests, one after another, through a
-//!    VM worker (policy `static`, one worker) and through a warm function sandbox (policy `function-only`),
-//!    100 ms apart and timed by the same load generator as the trace; the served median minus the engine's own latency is written into the profile as
-//!    the hardware's `overhead_ms`;
+//! 2. measures each serving path on the live half: lone requests through a VM worker (policy `static`, one
+//!    worker) and through a warm function sandbox (policy `function-only`), as far apart as the trace's
+//!    requests on average and timed by the same load generator as the trace. On the VM path the served median
+//!    minus the engine's own latency is the hardware's `overhead_ms`; on the function path the time an
+//!    invocation holds its sandbox (the function's handling of the event) is added to the function table
+//!    (busy and billed time) and the rest of the served median is its `overhead_ms`;
 //! 3. for each policy simulates the window with that profile and runs the live cluster with the same
 //!    configuration on the same arrivals, replayed in real time by `hyscale replay`'s load generator;
 //! 4. prints both side by side with each figure's error and writes the reports and the comparison as JSON.
@@ -63,7 +65,8 @@ pub struct FidelityArgs {
     /// Use this profile (`hyscale profile` output) instead of profiling the model now.
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Lone requests sent through each serving path, 100 ms apart, to measure its overhead (after 10 to warm it).
+    /// Lone requests sent through each serving path to measure it (after 10 to warm it), as far apart as the
+    /// trace window's requests on average (at least 20 ms, at most 500 ms).
     #[arg(long, default_value_t = 100)]
     calibration_requests: u32,
     /// Seed of the trace's random choices, the payloads and the simulator.
@@ -73,9 +76,6 @@ pub struct FidelityArgs {
     #[arg(long, default_value = "results/fidelity")]
     out: PathBuf,
 }
-
-/// How far apart the calibration's lone requests are sent.
-const LONE_SPACING: Nanos = Nanos(100_000_000);
 
 /// Targets of the comparison: (quantity, bound, whether the bound is an absolute difference in points).
 const TARGETS: &[(&str, f64, bool)] = &[
@@ -124,7 +124,9 @@ struct Calibration {
     vm_served_median_ms: f64,
     vm_overhead_ms: f64,
     function_served_median_ms: f64,
+    function_in_sandbox_ms: f64,
     function_overhead_ms: f64,
+    calibration_spacing_ms: f64,
     calibration_requests: u32,
     vm_provision_s: Vec<(String, f64)>,
     function_cold_start_injected_ms: f64,
@@ -222,23 +224,52 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
 
-    // 2. Serving overheads, measured on the live half with lone requests.
+    // 2. Serving overheads, measured on the live half with lone requests as far apart as the trace's.
+    let mut spec = TraceSpec::from_arg(&args.trace).map_err(|e| bad(format!("--trace: {e}")))?;
+    spec.rebase(&cwd);
+    let window = TraceSpec::Transform(TransformSpec::Window {
+        start_s: 0.0,
+        end_s: Some(args.duration_s),
+        source: Box::new(spec),
+    });
+    let trace_seed = hyscale_sim::rng::SeedFan::new(args.seed).seed("arrivals");
+    let count = window.open(Path::new(""), trace_seed).map_err(|e| bad(format!("--trace: {e}")))?.count();
+    let spacing = Nanos::from_secs_f64((args.duration_s / count.max(1) as f64).clamp(0.02, 0.5));
     let vm_type = probe.catalog.vm_types.first().map(|t| t.name.clone()).unwrap_or_default();
     let live = LiveSetup { serve: &serve_cfg, base: &base, config_path: &config_path };
-    eprintln!("measuring the serving paths' overhead ({} lone requests each)", args.calibration_requests);
-    let (vm_served, fn_served) = runtime.block_on(async {
-        let vm = live.lone(&calibration_vm(&cluster, &vm_type), args.calibration_requests, args.seed).await?;
+    eprintln!(
+        "measuring the serving paths' overhead ({} lone requests each, {:.0} ms apart)",
+        args.calibration_requests,
+        spacing.as_millis_f64()
+    );
+    let n = args.calibration_requests;
+    let (vm_lone, fn_lone) = runtime.block_on(async {
+        let vm = live.lone(&calibration_vm(&cluster, &vm_type), n, spacing, args.seed).await?;
         let mut c = cluster.clone();
         c.policy = "function-only".into();
-        let func = live.lone(&c, args.calibration_requests, args.seed).await?;
+        let func = live.lone(&c, n, spacing, args.seed).await?;
         anyhow::Ok((vm, func))
     })?;
     let mut file: ProfileFile = toml::from_str(&std::fs::read_to_string(&measured)?)
         .with_context(|| format!("reading {}", measured.display()))?;
+    let vm_served = vm_lone.served_ms;
+    let fn_served = fn_lone.served_ms;
+    // A function invocation holds its sandbox for the engine's time plus the function's own handling of the
+    // event (decoding, encoding): measured live, it is added to the function table, as the sandbox's busy
+    // (and billed) time; the rest of the served latency is the path's overhead.
+    let in_sandbox_ms = fn_lone.in_sandbox_ms.unwrap_or(function_batch1_ms).max(function_batch1_ms);
+    let handling_ms = in_sandbox_ms - function_batch1_ms;
     let vm_overhead_ms = (vm_served - engine_batch1_ms).max(0.0);
-    let function_overhead_ms = (fn_served - function_batch1_ms).max(0.0);
+    let function_overhead_ms = (fn_served - in_sandbox_ms).max(0.0);
     for h in &mut file.hardware {
-        h.overhead_ms = round3(if h.hardware == "function" { function_overhead_ms } else { vm_overhead_ms });
+        if h.hardware == "function" {
+            h.overhead_ms = round3(function_overhead_ms);
+            for l in &mut h.latency_ms {
+                *l = (*l + handling_ms * 1e3).round() / 1e3;
+            }
+        } else {
+            h.overhead_ms = round3(vm_overhead_ms);
+        }
     }
     let calibrated = out.join("profile.toml");
     std::fs::write(
@@ -257,7 +288,9 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
         vm_served_median_ms: vm_served,
         vm_overhead_ms,
         function_served_median_ms: fn_served,
+        function_in_sandbox_ms: in_sandbox_ms,
         function_overhead_ms,
+        calibration_spacing_ms: spacing.as_millis_f64(),
         calibration_requests: args.calibration_requests,
         vm_provision_s,
         function_cold_start_injected_ms: cluster.function_cold_start_delay_ms,
@@ -266,20 +299,12 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
     };
     eprintln!(
         "calibration: VM path {vm_served:.3} ms served − {engine_batch1_ms:.3} ms engine = {vm_overhead_ms:.3} ms; \
-         function path {fn_served:.3} ms − {function_batch1_ms:.3} ms = {function_overhead_ms:.3} ms; cold start \
-         injected {:.0} ms + measured load {:.3} s",
+         function path {fn_served:.3} ms served − {in_sandbox_ms:.3} ms in the sandbox = {function_overhead_ms:.3} \
+         ms; cold start injected {:.0} ms + measured load {:.3} s",
         calibration.function_cold_start_injected_ms, calibration.function_load_s
     );
 
     // 3. Each policy: the simulator, then the live cluster, on the same arrivals.
-    let mut spec = TraceSpec::from_arg(&args.trace).map_err(|e| bad(format!("--trace: {e}")))?;
-    spec.rebase(&cwd);
-    let window = TraceSpec::Transform(TransformSpec::Window {
-        start_s: 0.0,
-        end_s: Some(args.duration_s),
-        source: Box::new(spec),
-    });
-    let trace_seed = hyscale_sim::rng::SeedFan::new(args.seed).seed("arrivals");
     let queue_limit = serve_cfg
         .models
         .iter()
@@ -444,6 +469,14 @@ struct LiveSetup<'a> {
     config_path: &'a Path,
 }
 
+/// What lone requests measured on one serving path.
+struct Lone {
+    /// Their median served latency, ms.
+    served_ms: f64,
+    /// The mean time an invocation held its sandbox (function path only), ms.
+    in_sandbox_ms: Option<f64>,
+}
+
 /// A live server on a loopback port, serving until stopped.
 struct Live {
     state: Arc<AppState>,
@@ -488,10 +521,10 @@ impl LiveSetup<'_> {
         }
     }
 
-    /// The median served latency, ms, of `n` lone requests through cluster `c` (once it has a ready VM
-    /// worker, when it asks for one): after 10 unmeasured ones back to back, `n` sent by the replay's load
-    /// generator [`LONE_SPACING`] apart, so that each arrives alone and is timed as the trace's requests are.
-    async fn lone(&self, c: &ClusterConfig, n: u32, seed: u64) -> anyhow::Result<f64> {
+    /// Lone requests through cluster `c` (once it has a ready VM worker, when it asks for one): after 10
+    /// unmeasured ones back to back, `n` sent by the replay's load generator `spacing` apart (the trace's
+    /// mean gap), so that each arrives alone and is timed as the trace's requests are.
+    async fn lone(&self, c: &ClusterConfig, n: u32, spacing: Nanos, seed: u64) -> anyhow::Result<Lone> {
         let live = self.start(c).await?;
         let cfg = self.replay_config(c, &live.endpoint, "lone requests", seed);
         let wants_vm = c.policy == "static";
@@ -500,8 +533,9 @@ impl LiveSetup<'_> {
                 wait_for_cluster(&cfg, Duration::from_secs(60), |s| s["vms"][1].as_u64().unwrap_or(0) >= 1).await?;
             }
             lone_requests(&cfg, 10).await?;
+            let before = wait_for_cluster(&cfg, Duration::from_secs(5), |_| true).await?;
             let spaced = (0..u64::from(n))
-                .map(|i| Ok(Arrival { time: Nanos(i * LONE_SPACING.0), model: 0, input_size: 0, output_size: 0 }));
+                .map(|i| Ok(Arrival { time: Nanos(i * spacing.0), model: 0, input_size: 0, output_size: 0 }));
             let report = replay(spaced, &cfg, |_, _| {}).await?;
             anyhow::ensure!(
                 report.requests.completed == u64::from(n),
@@ -509,7 +543,11 @@ impl LiveSetup<'_> {
                 c.policy,
                 report.requests.completed
             );
-            anyhow::Ok(report.latency_ms.p50)
+            let after = wait_for_cluster(&cfg, Duration::from_secs(5), |_| true).await?;
+            let delta = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
+            let invocations = delta("function_invocations");
+            let in_sandbox_ms = (invocations > 0.0).then(|| delta("function_invocation_ms_total") / invocations);
+            anyhow::Ok(Lone { served_ms: report.latency_ms.p50, in_sandbox_ms })
         }
         .await;
         live.stop().await;
@@ -558,15 +596,35 @@ pub fn compare(sim: &Report, live: &Report) -> Vec<Row> {
         .iter()
         .map(|&(quantity, bound, points)| {
             let (s, l) = (get(sim, quantity), get(live, quantity));
-            let error = if points {
-                (s - l).abs()
-            } else if l == 0.0 {
-                if s == 0.0 { 0.0 } else { 1.0 }
-            } else {
-                (s - l).abs() / l.abs()
-            };
+            let error = error(s, l, points);
             let target = (!bound.is_nan()).then_some(bound);
             Row { quantity, sim: s, live: l, error, target, met: target.is_none_or(|t| error <= t) }
         })
         .collect()
+}
+
+/// The simulator's error against the live figure: |sim − live| / |live| (0 when both are 0, 1 when only live
+/// is), or |sim − live| when the figures are already points (percentages).
+fn error(sim: f64, live: f64, points: bool) -> f64 {
+    if points {
+        (sim - live).abs()
+    } else if live == 0.0 {
+        if sim == 0.0 { 0.0 } else { 1.0 }
+    } else {
+        (sim - live).abs() / live.abs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_relative_to_the_live_figure_or_in_points() {
+        assert!((error(9.0, 10.0, false) - 0.1).abs() < 1e-12);
+        assert!((error(11.5, 10.0, false) - 0.15).abs() < 1e-12);
+        assert_eq!(error(0.0, 0.0, false), 0.0);
+        assert_eq!(error(3.0, 0.0, false), 1.0);
+        assert!((error(97.5, 98.25, true) - 0.75).abs() < 1e-12);
+    }
 }

@@ -13,6 +13,7 @@ use hyscale_traces::TraceSpec;
 mod compare;
 mod fidelity;
 mod keepalive_cmd;
+mod plot;
 mod predict;
 mod profile_cmd;
 mod replay_cmd;
@@ -53,6 +54,8 @@ enum Command {
     /// Does the simulator predict the live system? Profile the model, simulate a trace window and run it on
     /// the live cluster under the same policies; print both with each figure's error.
     Fidelity(fidelity::FidelityArgs),
+    /// Draw reports (or a fidelity.json) as SVG and PNG: latency CDFs overlaid, cost by kind, timelines.
+    Plot(plot::PlotArgs),
 }
 
 #[derive(clap::Args)]
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Keepalive(args) => keepalive_cmd::run(args),
         Command::Fidelity(args) => fidelity::run(args),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -224,6 +228,10 @@ fn print_table(r: &Report) {
         r.slo.sl_min * 100.0,
         if r.slo.met { "met" } else { "MISSED" }
     );
+    if !r.slo.misses_by_cause.is_empty() {
+        let late: u64 = r.slo.misses_by_cause.values().sum();
+        println!("  late        {late:>10}  {}", reasons(&r.slo.misses_by_cause));
+    }
     let l = &r.latency_ms;
     println!(
         "latency ms    p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",

@@ -122,6 +122,35 @@ fn function_only_serves_from_sandboxes_with_cold_starts() {
     assert_eq!(st["cost"]["function_requests"], cost["function_requests"], "{st}");
 }
 
+/// `batch` (fixed: 8 requests or 30 ms): requests for the functions wait by the shared batch rule and run
+/// as one invocation of their stacked rows; fewer invocations (request fees) than requests, all answered.
+#[test]
+fn the_batch_policy_batches_function_invocations_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let sections = "[cluster.policies.batch]\nmode = \"fixed\"\nbatch_size = 8\ntimeout_ms = 30.0\n";
+    let server = serve(dir.path(), "batch", sections);
+    let report = replay(&server, "poisson:200:2", &dir.path().join("r.json"));
+    let st = status(&server);
+    let arrivals = all_completed(&report, &st);
+    assert_eq!(st["completed_functions"].as_u64(), Some(arrivals), "{st}");
+    let invocations = (report["cost"]["function_requests"].as_f64().unwrap() / 0.0000002).round() as u64;
+    assert!(invocations > 0 && invocations * 2 < arrivals, "{invocations} invocations for {arrivals} requests");
+    assert!(st["actions_refused"].as_object().unwrap().is_empty(), "{st}");
+}
+
+/// `hybrid` scales functions vertically (concurrency above 1): live, the action is carried out (one
+/// sandbox serves several requests from its one model), never refused.
+#[test]
+fn hybrid_sets_function_concurrency_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), "hybrid", "[cluster.policies.hybrid]\nmax_concurrency = 4\n");
+    let report = replay(&server, "poisson:50:2", &dir.path().join("r.json"));
+    let st = status(&server);
+    all_completed(&report, &st);
+    let refused = st["actions_refused"].as_object().unwrap();
+    assert!(!refused.contains_key("not_supported_live"), "{st}");
+}
+
 #[test]
 fn mark_uses_functions_while_its_first_vm_provisions_then_the_vm() {
     let dir = tempfile::tempdir().unwrap();

@@ -146,6 +146,8 @@ pub async fn replay(
     let url = std::sync::Arc::new(format!("{}/v2/models/{}/infer", cfg.endpoint.trim_end_matches('/'), cfg.model));
     let (tx, mut rx) = mpsc::unbounded_channel::<(Nanos, Outcome)>();
     let start = Instant::now();
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = tokio::spawn(sample_instances(client.clone(), cfg.clone(), start, std::sync::Arc::clone(&samples)));
     let mut sent = 0u64;
     let mut last_progress = Instant::now();
     let mut ledger = Ledger::new(cfg.slo);
@@ -184,9 +186,27 @@ pub async fn replay(
     if rows.len() < arrivals_per_row.len() {
         rows.resize_with(arrivals_per_row.len(), || empty_row(0.0));
     }
+    sampler.abort();
+    let _ = sampler.await;
+    // The last interval ends with the replay, before its sample is due: take it now.
+    let last = rows.len().max(arrivals_per_row.len()).saturating_sub(1);
+    if !samples.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(row, _)| *row == last) {
+        let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
+        if let Some(sample) = instance_sample(&client, &url, cfg.timeout).await {
+            samples.lock().unwrap_or_else(|p| p.into_inner()).push((last, sample));
+        }
+    }
+    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
     for (i, row) in rows.iter_mut().enumerate() {
         row.t_s = (i as u64 + 1) as f64 * interval.as_secs_f64();
         row.arrivals = arrivals_per_row.get(i).copied().unwrap_or(0);
+    }
+    for (i, s) in samples {
+        if let Some(row) = rows.get_mut(i) {
+            [row.vm_provisioning, row.vm_ready_on_demand, row.vm_ready_spot, row.vm_draining] =
+                [s[0], s[1], s[2], s[3]];
+            [row.fn_cold_starting, row.fn_idle, row.fn_busy] = [s[4], s[5], s[6]];
+        }
     }
     let (requests, slo, latency_ms) = ledger.summary();
     let (cost, cluster) = cluster_status(&client, cfg).await;
@@ -256,9 +276,14 @@ fn empty_row(t_s: f64) -> TimelineRow {
     }
 }
 
-/// Books an outcome in the ledger and in the timeline row of the request's send time.
+/// Books an outcome in the ledger and in the timeline row of when it happened, as the simulator does: a
+/// completion when its answer arrived, a refusal or a drop at its send time.
 fn record(ledger: &mut Ledger, rows: &mut Vec<TimelineRow>, interval: Nanos, sent_at: Nanos, outcome: Outcome) {
-    let i = (sent_at.0 / interval.0) as usize;
+    let at = match outcome {
+        Outcome::Completed(latency) => sent_at.saturating_add(latency),
+        _ => sent_at,
+    };
+    let i = (at.0 / interval.0) as usize;
     if rows.len() <= i {
         rows.resize_with(i + 1, || empty_row(0.0));
     }
@@ -279,6 +304,42 @@ fn record(ledger: &mut Ledger, rows: &mut Vec<TimelineRow>, interval: Nanos, sen
             ledger.drop_request(reason);
         }
     }
+}
+
+/// Instances by state at the end of each report interval, from `GET /v2/cluster/{model}` (none when the
+/// endpoint is not a `hyscale serve` cluster): (row, [VMs provisioning, ready on demand, ready spot,
+/// draining, sandboxes cold-starting, idle, busy]), pushed into `samples` until the task is aborted.
+async fn sample_instances(
+    client: reqwest::Client,
+    cfg: ReplayConfig,
+    start: Instant,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(usize, [u32; 7])>>>,
+) {
+    let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
+    {
+        for row in 0usize.. {
+            tokio::time::sleep_until((start + cfg.report_interval * (row as u32 + 1)).into()).await;
+            match instance_sample(&client, &url, cfg.report_interval).await {
+                Some(sample) => samples.lock().unwrap_or_else(|p| p.into_inner()).push((row, sample)),
+                None if row == 0 => return, // Not a cluster (or not answering): nothing to sample.
+                None => {}
+            }
+        }
+    }
+}
+
+/// One sample of a cluster's instances by state (see [`sample_instances`]); `None` when the endpoint does
+/// not answer with a cluster status.
+async fn instance_sample(client: &reqwest::Client, url: &str, timeout: Duration) -> Option<[u32; 7]> {
+    let response = client.get(url).timeout(timeout).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let status: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+    let n = |v: &Value| v.as_u64().unwrap_or(0) as u32;
+    let (vms, fns) = (&status["vms"], &status["functions"]);
+    let spot = n(&status["vms_ready_spot"]);
+    Some([n(&vms[0]), n(&vms[1]).saturating_sub(spot), spot, n(&vms[2]), n(&fns[0]), n(&fns[1]), n(&fns[2])])
 }
 
 /// Sends `n` requests one after another, each once the previous one has answered, and returns their

@@ -194,6 +194,84 @@ async fn the_concurrency_cap_throttles_and_the_invoke_api_answers_429() {
     output(&invoke(&service, event(&[1, 64], 0)).await);
 }
 
+/// Concurrency above 1: one sandbox (one loaded model) serves several invocations at once, so the memory
+/// they hold is one process's, not one per request; the cap on sandboxes still holds past the slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sandbox_serves_concurrent_invocations_from_one_loaded_model() {
+    let mut shared = config("shared");
+    shared.concurrency = 4;
+    shared.max_sandboxes = 1;
+    let service = FunctionService::start(shared).await.expect("service starts");
+    // Warm it, then four at once, each holding its slot for 600 ms: together they take about 600 ms, not
+    // 2.4 s, and all run on the one sandbox.
+    let first = invoke(&service, event(&[1, 64], 0)).await;
+    output(&first);
+    let started = Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.invoke(event(&[1, 64], 600)).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(tokio::time::timeout(HANG, call).await.expect("hung").expect("task").expect("accepted"));
+    }
+    let together = started.elapsed();
+    for o in &outcomes {
+        output(o);
+        assert_eq!(o.sandbox, first.sandbox, "every invocation runs on the one sandbox");
+        assert!(!o.cold);
+    }
+    assert!(together < Duration::from_millis(2000), "four 600 ms invocations ran one after another: {together:?}");
+    let shared_rss: u32 = outcomes.iter().filter_map(|o| o.max_memory_used_mb).max().unwrap_or(0);
+    assert_eq!(service.stats().cold_starts_total, 1);
+    // A fifth while four run: the one sandbox is full and the cap is one sandbox, so it is throttled.
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.invoke(event(&[1, 64], 800)).await })
+        })
+        .collect();
+    let deadline = Instant::now() + HANG;
+    while service.sandboxes().first().map_or(0, |s| s.in_use) < 4 {
+        assert!(Instant::now() < deadline, "the four invocations never ran at once");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match service.invoke(event(&[1, 64], 0)).await {
+        Err(LambdaError::Throttled { limit: 1, .. }) => {}
+        other => panic!("expected throttling past the sandbox's slots, got {other:?}"),
+    }
+    for call in busy {
+        output(&tokio::time::timeout(HANG, call).await.expect("hung").expect("task").expect("accepted"));
+    }
+
+    // The same four at once with one request per sandbox need four sandboxes, each with its own model.
+    let mut single = config("single");
+    single.max_sandboxes = 4;
+    let singles = FunctionService::start(single).await.expect("service starts");
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let service = singles.clone();
+            tokio::spawn(async move { service.invoke(event(&[1, 64], 300)).await })
+        })
+        .collect();
+    let mut separate_rss = 0;
+    let mut sandboxes = std::collections::BTreeSet::new();
+    for call in calls {
+        let o = tokio::time::timeout(HANG, call).await.expect("hung").expect("task").expect("accepted");
+        output(&o);
+        sandboxes.insert(o.sandbox);
+        separate_rss += o.max_memory_used_mb.unwrap_or(0);
+    }
+    assert_eq!(sandboxes.len(), 4);
+    eprintln!(
+        "resident memory: one sandbox serving 4 at once {shared_rss} MiB; 4 single-request sandboxes {separate_rss} \
+         MiB in all"
+    );
+    assert!(shared_rss > 0 && separate_rss > 2 * shared_rss, "{shared_rss} MiB vs {separate_rss} MiB");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_busy_sandbox_answers_its_request_with_an_error_at_once() {
     let service = FunctionService::start(config("killed")).await.expect("service starts");

@@ -102,6 +102,53 @@ pub fn provisioned_rounding(platform: &FunctionPlatform, enabled: Nanos) -> Nano
     enabled.round_up_to(platform.provisioned_granularity) - enabled
 }
 
+/// The meter of pre-warmed (provisioned) capacity, written once for both halves: the configured amount is
+/// billed for the time it was held each time it changes (at the amount and memory in force until then);
+/// when it goes to 0, or the run ends, the whole period it was enabled is rounded up to the platform's
+/// provisioned granularity and the extra billed at the amount in force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProvisionedMeter {
+    /// The last settlement.
+    since: Nanos,
+    /// When provisioned capacity was last enabled, while it is.
+    enabled_since: Option<Nanos>,
+}
+
+impl ProvisionedMeter {
+    /// Settles at `now` the `prewarm` instances of `memory_mb` held since the last settlement and returns
+    /// their charge; `disabling` when the amount goes to 0 (or the run ends).
+    pub fn settle(
+        &mut self,
+        platform: &FunctionPlatform,
+        prewarm: u32,
+        memory_mb: u32,
+        now: Nanos,
+        disabling: bool,
+    ) -> f64 {
+        let mut charge = 0.0;
+        if prewarm > 0 {
+            let mut held = now.saturating_sub(self.since);
+            if disabling && let Some(since) = self.enabled_since {
+                held += provisioned_rounding(platform, now.saturating_sub(since));
+            }
+            charge = prewarm as f64 * function_provisioned_charge(platform, memory_mb, held);
+        }
+        if disabling {
+            self.enabled_since = None;
+        } else if self.enabled_since.is_none() {
+            self.enabled_since = Some(now);
+        }
+        self.since = now;
+        charge
+    }
+
+    /// The charge of `prewarm` instances held since the last settlement, without the rounding (a running
+    /// total, as the timeline shows it).
+    pub fn held(&self, platform: &FunctionPlatform, prewarm: u32, memory_mb: u32, now: Nanos) -> f64 {
+        prewarm as f64 * function_provisioned_charge(platform, memory_mb, now.saturating_sub(self.since))
+    }
+}
+
 fn gb(memory_mb: u32) -> f64 {
     memory_mb as f64 / 1024.0
 }

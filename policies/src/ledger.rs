@@ -67,6 +67,32 @@ impl RejectReason {
     }
 }
 
+/// Why a completed request missed the SLO: where it spent the time that made it late (the simulator knows;
+/// a client replaying against a server does not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MissCause {
+    /// It queued at a VM that was still provisioning.
+    WaitedForVm,
+    /// It queued at a function instance that was cold-starting.
+    WaitedForColdStart,
+    /// It queued behind other requests at a busy instance for longer than its service took.
+    Queued,
+    /// Its service (batch, serving path) alone took most of the time.
+    SlowService,
+}
+
+impl MissCause {
+    /// The key reports use.
+    pub fn key(self) -> &'static str {
+        match self {
+            MissCause::WaitedForVm => "waited_for_provisioning_vm",
+            MissCause::WaitedForColdStart => "waited_for_cold_start",
+            MissCause::Queued => "queued_behind_busy_instance",
+            MissCause::SlowService => "slow_service",
+        }
+    }
+}
+
 /// Why an admitted request was given up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropReason {
@@ -113,6 +139,7 @@ pub struct Ledger {
     dropped_total: u64,
     latency_us: Histogram<u64>,
     latency_sum_ns: u128,
+    misses: BTreeMap<MissCause, u64>,
 }
 
 impl Ledger {
@@ -129,6 +156,7 @@ impl Ledger {
             dropped_total: 0,
             latency_us: new_histogram(),
             latency_sum_ns: 0,
+            misses: BTreeMap::new(),
         }
     }
 
@@ -150,6 +178,16 @@ impl Ledger {
         self.latency_sum_ns += latency.0 as u128;
         let us = latency.0.div_ceil(1000).clamp(1, MAX_LATENCY_US);
         self.latency_us.saturating_record(us);
+        ok
+    }
+
+    /// A request completed after `latency`, and if it missed the SLO, `cause` says why; returns whether it
+    /// fulfilled the SLO.
+    pub fn complete_explained(&mut self, latency: Nanos, cause: impl FnOnce() -> MissCause) -> bool {
+        let ok = self.complete(latency);
+        if !ok {
+            *self.misses.entry(cause()).or_insert(0) += 1;
+        }
         ok
     }
 
@@ -218,6 +256,9 @@ impl Ledger {
         for (k, v) in &other.dropped {
             *self.dropped.entry(*k).or_insert(0) += v;
         }
+        for (k, v) in &other.misses {
+            *self.misses.entry(*k).or_insert(0) += v;
+        }
         self.latency_sum_ns += other.latency_sum_ns;
         // Both histograms share bounds, so adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
@@ -240,6 +281,7 @@ impl Ledger {
             fulfilled: self.fulfilled,
             attainment,
             met: attainment >= self.slo.sl_min,
+            misses_by_cause: self.misses.iter().map(|(k, v)| (k.key().to_string(), *v)).collect(),
         };
         let mean_ms = if self.completed == 0 { 0.0 } else { self.latency_sum_ns as f64 / self.completed as f64 / 1e6 };
         let latency = LatencySummary {
@@ -249,6 +291,11 @@ impl Ledger {
             p999: self.latency_ms_at(0.999),
             mean: mean_ms,
             max: if self.completed == 0 { 0.0 } else { self.latency_us.max() as f64 / 1000.0 },
+            cdf: if self.completed == 0 {
+                Vec::new()
+            } else {
+                CDF_QUANTILES.iter().map(|&q| [q, self.latency_ms_at(q)]).collect()
+            },
         };
         (requests, slo, latency)
     }
@@ -284,6 +331,11 @@ pub struct SloSummary {
     pub attainment: f64,
     /// `attainment >= sl_min`.
     pub met: bool,
+    /// Completed requests that missed `rt_max`, by where they spent the time (`MissCause` keys; empty when
+    /// not known, as in a replay's report). Rejected and dropped requests miss too, and are counted by
+    /// reason under `requests`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub misses_by_cause: BTreeMap<String, u64>,
 }
 
 /// Latency of completed requests, ms (HDR histogram, 3 significant figures).
@@ -301,7 +353,18 @@ pub struct LatencySummary {
     pub mean: f64,
     /// Largest.
     pub max: f64,
+    /// The distribution as `[quantile, ms]` pairs at [`CDF_QUANTILES`] (empty when nothing completed): what
+    /// `hyscale plot` and the notebooks draw the latency CDF from.
+    #[serde(default)]
+    pub cdf: Vec<[f64; 2]>,
 }
+
+/// The quantiles a report's latency CDF is given at: every 2% up to 98%, then the tail.
+pub const CDF_QUANTILES: &[f64] = &[
+    0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.22, 0.24, 0.26, 0.28, 0.3, 0.32, 0.34, 0.36, 0.38,
+    0.4, 0.42, 0.44, 0.46, 0.48, 0.5, 0.52, 0.54, 0.56, 0.58, 0.6, 0.62, 0.64, 0.66, 0.68, 0.7, 0.72, 0.74, 0.76, 0.78,
+    0.8, 0.82, 0.84, 0.86, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0,
+];
 
 #[cfg(test)]
 mod tests {

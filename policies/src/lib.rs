@@ -49,7 +49,7 @@ pub use billing::CostBreakdown;
 pub use catalog::{Catalog, FunctionPlatform, Market, VmType, VmTypeId};
 pub use clock::Clock;
 pub use error::PolicyError;
-pub use ledger::{DropReason, Ledger, RejectReason, Slo};
+pub use ledger::{DropReason, Ledger, MissCause, RejectReason, Slo};
 pub use policy::{Policy, Router, Scaler};
 pub use profile::LatencyTable;
 pub use rules::{Refusal, SloConfig};

@@ -1,12 +1,12 @@
 //! Rules of the cluster that the simulator and the live backend must follow alike, written once: why an
-//! action is refused (and the key reports count it under), what releasing a VM does in each state, which
-//! VMs a `ReleaseVms` takes, and the SLO configuration both read.
+//! action is refused (and the key reports count it under), which VM of a pool takes a request, what
+//! releasing a VM does in each state, which VMs a `ReleaseVms` takes, and the SLO configuration both read.
 
 use std::fmt;
 
 use serde::Deserialize;
 
-use crate::ledger::Slo;
+use crate::ledger::{RejectReason, Slo};
 use crate::time::Nanos;
 use crate::view::{InstanceId, VmState};
 
@@ -55,6 +55,48 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.key())
+    }
+}
+
+/// A VM of the pool a request is routed to, as the dispatch rule sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DispatchCandidate<K> {
+    /// Whatever identifies it to the caller (ties go to the smallest).
+    pub key: K,
+    /// Its state (draining ones never take a request).
+    pub state: VmState,
+    /// Requests it holds: queued and in service.
+    pub outstanding: usize,
+    /// Whether it has a spot interruption notice (then it takes no new requests).
+    pub noticed: bool,
+}
+
+/// Which VM of a pool takes a request, as a load balancer would: the ready one with the fewest outstanding
+/// requests below `queue_limit`; when every ready one is full (or none is ready), a provisioning one with
+/// room, where the request waits for it to be ready. Refused `QueueFull` when the pool has VMs but none has
+/// room, `NoVmCapacity` when it has none that could take a request.
+pub fn dispatch_to<K: Ord + Copy>(
+    candidates: impl IntoIterator<Item = DispatchCandidate<K>>,
+    queue_limit: usize,
+) -> Result<K, RejectReason> {
+    let mut any = false;
+    let mut best: Option<(u8, usize, K)> = None;
+    for c in candidates {
+        let rank = match c.state {
+            _ if c.noticed => continue,
+            VmState::Ready => 0,
+            VmState::Provisioning => 1,
+            VmState::Draining => continue,
+        };
+        any = true;
+        if c.outstanding < queue_limit && best.is_none_or(|b| (rank, c.outstanding, c.key) < b) {
+            best = Some((rank, c.outstanding, c.key));
+        }
+    }
+    match best {
+        Some((_, _, key)) => Ok(key),
+        None if any => Err(RejectReason::QueueFull),
+        None => Err(RejectReason::NoVmCapacity),
     }
 }
 
@@ -130,6 +172,23 @@ impl SloConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dispatch_prefers_ready_with_room_then_provisioning_and_skips_noticed_and_draining() {
+        let c = |key: u32, state, outstanding, noticed| DispatchCandidate { key, state, outstanding, noticed };
+        let (r, p, d) = (VmState::Ready, VmState::Provisioning, VmState::Draining);
+        // The least-loaded ready one, ties to the smallest key.
+        assert_eq!(dispatch_to([c(1, r, 3, false), c(2, r, 1, false), c(3, r, 1, false)], 4), Ok(2));
+        // Ready ones full: a provisioning one with room, not `QueueFull`.
+        assert_eq!(dispatch_to([c(1, r, 4, false), c(2, p, 0, false)], 4), Ok(2));
+        // A provisioning one, even when empty, only after every ready one with room.
+        assert_eq!(dispatch_to([c(1, r, 3, false), c(2, p, 0, false)], 4), Ok(1));
+        // Under a notice or draining: never.
+        assert_eq!(dispatch_to([c(1, r, 0, true), c(2, d, 0, false), c(3, r, 2, false)], 4), Ok(3));
+        assert_eq!(dispatch_to([c(1, r, 4, false), c(2, p, 4, false)], 4), Err(RejectReason::QueueFull));
+        assert_eq!(dispatch_to([c(1, d, 0, false), c(2, r, 0, true)], 4), Err(RejectReason::NoVmCapacity));
+        assert_eq!(dispatch_to(Vec::<DispatchCandidate<u32>>::new(), 4), Err(RejectReason::NoVmCapacity));
+    }
 
     #[test]
     fn release_takes_provisioning_newest_first_then_the_least_loaded_ready() {

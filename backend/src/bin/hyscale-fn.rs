@@ -11,10 +11,9 @@
 //! --target x86_64-unknown-linux-gnu`), name the binary `bootstrap`, zip it with the model, create the
 //! function on the `provided.al2023` runtime, and set `HYSCALE_MODEL_PATH=/var/task/mlp.onnx`.
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::process::ExitCode;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use hyscale_backend::engine::{self, Engine, EngineChoice, EngineConfig, Session};
 use hyscale_backend::lambda::MODEL_PATH_ENV;
@@ -47,22 +46,25 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         }
     };
     eprintln!("hyscale-fn: loaded {} on {}", model.session.name(), model.engine);
-    // One event at a time on one thread (a sandbox serves one request at a time), so the model needs no
-    // lock; `Rc<RefCell<_>>` because running a session takes it mutably.
-    let model = Rc::new(RefCell::new(model));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<InferEvent>| {
+    // One loaded model for every event the sandbox runs: one at a time on AWS's classic Lambda, up to
+    // `AWS_LAMBDA_MAX_CONCURRENCY` at once where it is set (Lambda Managed Instances, or the local service
+    // with `concurrency` above 1), which `run_concurrent` polls for. Inference takes the model in turn (the
+    // runtime is single-threaded: one vCPU's worth), events interleave while they wait.
+    let model = Arc::new(Mutex::new(model));
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<InferEvent>| {
         let model = model.clone();
         async move { handle(&model, event.payload).await }
     }))
     .await
 }
 
-async fn handle(model: &RefCell<Model>, event: InferEvent) -> Result<InferResult, Diagnostic> {
+async fn handle(model: &Mutex<Model>, event: InferEvent) -> Result<InferResult, Diagnostic> {
     if event.sleep_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(event.sleep_ms.min(MAX_SLEEP_MS))).await;
     }
     model
-        .borrow_mut()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
         .infer(&event.inputs)
         .map_err(|message| Diagnostic { error_type: "InvalidInput".into(), error_message: message })
 }

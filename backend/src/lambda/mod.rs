@@ -47,7 +47,13 @@
 //!   `/error`) plus, on a cold start and when [`FunctionConfig::bill_init`] is set (custom runtimes on AWS
 //!   bill their init phase), the init duration, rounded up to 1 ms, times the configured memory.
 //!
-//! Left out: several requests per sandbox (`AWS_LAMBDA_MAX_CONCURRENCY`), asynchronous invocation queues
+//! - **Several invocations per sandbox** when [`FunctionConfig::concurrency`] is above 1: the sandbox is started
+//!   with `AWS_LAMBDA_MAX_CONCURRENCY` (as Lambda Managed Instances start theirs), its Runtime API hands out
+//!   up to that many events at once, and new invocations go to the warm sandbox with the most work that still
+//!   has a free slot (packing them onto one loaded model), then to a starting one with a free slot (they wait
+//!   for its cold start), before a new sandbox starts. A sandbox that fails one invocation takes no new ones.
+//!
+//! Left out: asynchronous invocation queues
 //! and their retries, extensions, response streaming, provisioned concurrency billing, and the AWS error
 //! shapes of rarely used Invoke options (`LogType: Tail` returns no log).
 
@@ -124,6 +130,10 @@ pub struct FunctionConfig {
     pub memory_limit: MemoryLimit,
     /// The concurrency cap: at most this many sandboxes alive (starting, idle or busy) at once.
     pub max_sandboxes: u32,
+    /// Invocations one sandbox runs at once, from its one loaded copy of the code (1, AWS's default; above 1
+    /// the function is started with `AWS_LAMBDA_MAX_CONCURRENCY`, as Lambda Managed Instances do, and must
+    /// poll for that many events at once, as `lambda_runtime::run_concurrent` does).
+    pub concurrency: u32,
     /// How long an idle sandbox stays warm.
     pub keep_alive: Nanos,
     /// Extra time added to every cold start before the process starts (0 for none).
@@ -147,6 +157,7 @@ impl FunctionConfig {
             memory_mb: 512,
             memory_limit: MemoryLimit::default(),
             max_sandboxes: 10,
+            concurrency: 1,
             keep_alive: Nanos::from_secs(600),
             cold_start_delay: Nanos::ZERO,
             init_timeout: Nanos::from_secs(10),
@@ -175,6 +186,9 @@ impl FunctionConfig {
         if self.max_sandboxes == 0 {
             return invalid("max_sandboxes", "must be positive".into());
         }
+        if self.concurrency == 0 {
+            return invalid("concurrency", "must be at least 1".into());
+        }
         if self.timeout == Nanos::ZERO || self.init_timeout == Nanos::ZERO {
             return invalid("timeout", "timeouts must be positive".into());
         }
@@ -191,6 +205,9 @@ pub struct InvokeOutcome {
     pub result: Result<Bytes, FunctionError>,
     /// Whether a new sandbox was started for this invocation.
     pub cold: bool,
+    /// Whether it ran on a pre-warmed sandbox ([`FunctionService::prewarm`]), which AWS bills at the
+    /// provisioned-concurrency duration price.
+    pub provisioned: bool,
     /// The sandbox that ran (or tried to run) it.
     pub sandbox: SandboxId,
     /// Injected delay + process start + function initialisation (zero when warm).

@@ -104,7 +104,10 @@ impl Drop for RuntimeApi {
 struct ApiState {
     function_arn: String,
     inbox: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
-    current: Mutex<Option<Current>>,
+    /// Events delivered and not yet answered, oldest first: at most `concurrency`.
+    outstanding: Mutex<std::collections::VecDeque<Current>>,
+    /// Events the function may hold at once (`AWS_LAMBDA_MAX_CONCURRENCY`; 1 on classic Lambda).
+    concurrency: usize,
     phase: watch::Sender<Phase>,
 }
 
@@ -125,15 +128,17 @@ struct ErrorDocument {
 }
 
 /// Opens an endpoint on an ephemeral loopback port for the function with this ARN.
-pub(crate) async fn open(function_arn: String) -> std::io::Result<RuntimeApi> {
+pub(crate) async fn open(function_arn: String, concurrency: u32) -> std::io::Result<RuntimeApi> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    let (invocations, inbox) = mpsc::channel(1);
+    let concurrency = concurrency.max(1) as usize;
+    let (invocations, inbox) = mpsc::channel(concurrency);
     let (phase_tx, phase) = watch::channel(Phase::Initializing);
     let state = Arc::new(ApiState {
         function_arn,
         inbox: tokio::sync::Mutex::new(inbox),
-        current: Mutex::new(None),
+        outstanding: Mutex::new(std::collections::VecDeque::new()),
+        concurrency,
         phase: phase_tx,
     });
     let app = Router::new()
@@ -175,10 +180,19 @@ async fn next(State(state): State<Arc<ApiState>>) -> Response {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    // A function that asks for a new event without answering the one it holds abandons it: replacing the
-    // entry drops that event's reply channel, which its caller sees.
-    *lock(&state.current) =
-        Some(Current { request_id: invocation.request_id, reply: invocation.reply, delivered: Instant::now() });
+    // A function that asks for a new event while it holds as many as it may (one, unless it runs
+    // concurrently) abandons its oldest: dropping that event's reply channel, which its caller sees.
+    let abandoned = {
+        let mut outstanding = lock(&state.outstanding);
+        let abandoned = if outstanding.len() >= state.concurrency { outstanding.pop_front() } else { None };
+        outstanding.push_back(Current {
+            request_id: invocation.request_id,
+            reply: invocation.reply,
+            delivered: Instant::now(),
+        });
+        abandoned
+    };
+    drop(abandoned);
     (StatusCode::OK, headers, invocation.payload).into_response()
 }
 
@@ -239,8 +253,9 @@ fn read_error(headers: &HeaderMap, body: &[u8]) -> (String, String) {
 }
 
 fn take_current(state: &ApiState, id: &str) -> Option<Current> {
-    let mut current = lock(&state.current);
-    if current.as_ref().is_some_and(|c| c.request_id == id) { current.take() } else { None }
+    let mut outstanding = lock(&state.outstanding);
+    let i = outstanding.iter().position(|c| c.request_id == id)?;
+    outstanding.remove(i)
 }
 
 fn accepted() -> Response {

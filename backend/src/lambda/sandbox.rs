@@ -62,8 +62,6 @@ pub(crate) enum Call {
 
 /// A running sandbox.
 pub(crate) struct Sandbox {
-    /// Its id.
-    pub id: SandboxId,
     /// Its process id, while the platform reports one.
     pub pid: Option<u32>,
     api: RuntimeApi,
@@ -84,7 +82,7 @@ impl Sandbox {
     /// process runs; [`Sandbox::wait_ready`] waits for its initialisation.
     pub(crate) async fn spawn(config: &FunctionConfig, id: SandboxId) -> Result<Sandbox, LambdaError> {
         let arn = format!("arn:aws:lambda:{REGION}:000000000000:function:{}", config.name);
-        let api = runtime_api::open(arn).await.map_err(LambdaError::RuntimeApi)?;
+        let api = runtime_api::open(arn, config.concurrency).await.map_err(LambdaError::RuntimeApi)?;
         let mut command = Command::new(&config.binary);
         // The function's own variables first, so that the reserved ones below win, as on AWS.
         command
@@ -103,6 +101,9 @@ impl Sandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if config.concurrency > 1 {
+            command.env("AWS_LAMBDA_MAX_CONCURRENCY", config.concurrency.to_string());
+        }
         if let MemoryLimit::AddressSpace { headroom_mb } = config.memory_limit {
             let bytes = (u64::from(config.memory_mb) + u64::from(headroom_mb)) * 1024 * 1024;
             // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
@@ -124,7 +125,7 @@ impl Sandbox {
         let (kill, kill_rx) = oneshot::channel();
         tokio::spawn(watch_process(child, kill_rx, forwarders, tail, exit_tx));
         tracing::debug!(function = %config.name, sandbox = %id, pid, endpoint = %api.addr, "sandbox started");
-        Ok(Sandbox { id, pid, api, exit, kill: Some(kill) })
+        Ok(Sandbox { pid, api, exit, kill: Some(kill) })
     }
 
     /// Waits until the function asks for its first event, reports `/init/error`, exits, or `timeout`
@@ -164,7 +165,7 @@ impl Sandbox {
     pub(crate) async fn call(&self, request_id: String, payload: Bytes, timeout: Duration) -> Call {
         let (reply, answer) = oneshot::channel();
         let invocation = Invocation { request_id, payload, deadline: SystemTime::now() + timeout, reply };
-        // The inbox holds one event and a sandbox runs one event at a time, so it is empty here.
+        // The inbox holds `concurrency` events and the service gives a sandbox no more at once, so it has room.
         if self.api.invocations.try_send(invocation).is_err() {
             return Call::Abandoned;
         }

@@ -1,10 +1,11 @@
 //! The function service: sandboxes by state, invocation, keep-alive, accounting.
 //!
 //! One mutex guards the pool (which sandbox is where, and the counters); it is never held across an
-//! await. An idle sandbox lives in the pool; a starting or busy one is owned by the invocation that uses
-//! it, through a [`Lease`] that puts it back when it is still fit to serve and otherwise kills it, also
+//! await. A ready sandbox lives in the pool with the number of invocations it runs (at most the
+//! configuration's `concurrency`); each invocation holds one of its slots through a [`Lease`], which gives
+//! the slot back when the sandbox is still fit to serve and otherwise takes the sandbox out of the pool, also
 //! when the invocation is cancelled (its future dropped), so no sandbox is ever left in a state no one
-//! tracks.
+//! tracks. A sandbox's process is killed when the pool and the last lease let go of it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use axum::body::Bytes;
 use hyscale_policies::{Clock, Nanos};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::runtime_api::{AnswerKind, lock};
@@ -46,17 +48,32 @@ struct Shared {
 struct Pool {
     /// Every live sandbox, in any state.
     live: BTreeMap<SandboxId, SandboxInfo>,
-    /// The idle ones, least recently used first.
-    idle: Vec<Idle>,
+    /// The ready ones, idle or running invocations.
+    ready: BTreeMap<SandboxId, Ready>,
+    /// The ones cold-starting, with the invocations waiting for them.
+    starting: BTreeMap<SandboxId, Starting>,
     next_id: u64,
     in_flight: u64,
     shut_down: bool,
     counters: Counters,
 }
 
-struct Idle {
-    sandbox: Sandbox,
+/// A ready sandbox in the pool.
+struct Ready {
+    sandbox: Arc<Sandbox>,
+    /// Started by a pre-warm (provisioned capacity).
+    provisioned: bool,
+    /// Invocations running on it.
+    in_use: u32,
+    /// When it last became idle (or ready).
     since: Nanos,
+}
+
+/// A sandbox cold-starting: how many invocations wait for it (its starter included), and where they hear
+/// that it is ready (`Some(sandbox)`) or failed (`None`).
+struct Starting {
+    in_use: u32,
+    ready: watch::Receiver<Option<Option<Arc<Sandbox>>>>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -69,6 +86,7 @@ struct Counters {
     init_failures: u64,
     expired: u64,
     billed_mb_ms: u64,
+    duration_ns: u64,
 }
 
 /// A sandbox's state.
@@ -91,6 +109,8 @@ pub struct SandboxInfo {
     pub pid: Option<u32>,
     /// Its state.
     pub state: SandboxState,
+    /// Invocations it runs now (or that wait for its cold start).
+    pub in_use: u32,
 }
 
 /// Counters and gauges of a function service: the live counterpart of the simulator's
@@ -121,6 +141,9 @@ pub struct FunctionStats {
     pub expired_total: u64,
     /// Billed duration times memory, MB-milliseconds.
     pub billed_mb_ms_total: u64,
+    /// Invocations' durations (from the event's delivery to the function's answer: the time a sandbox is
+    /// held by an invocation, before rounding), summed, ns.
+    pub duration_ns_total: u64,
 }
 
 impl FunctionStats {
@@ -177,6 +200,7 @@ impl FunctionService {
         {
             let mut pool = lock(&shared.pool);
             pool.counters.invocations += 1;
+            pool.counters.duration_ns = pool.counters.duration_ns.saturating_add(attempt.duration.0);
             if let Err(error) = &attempt.result {
                 pool.counters.function_errors += 1;
                 if error.kind == FunctionErrorKind::Init {
@@ -188,6 +212,7 @@ impl FunctionService {
             request_id,
             result: attempt.result,
             cold: attempt.cold,
+            provisioned: attempt.provisioned,
             sandbox: attempt.sandbox,
             init_duration: attempt.init_duration,
             duration: attempt.duration,
@@ -202,18 +227,34 @@ impl FunctionService {
     async fn attempt(&self, request_id: &str, payload: Bytes) -> Result<Attempt, LambdaError> {
         let shared = &self.shared;
         let config = &shared.config;
-        let mut lease = self.acquire()?;
+        let (mut lease, joined) = self.acquire()?;
         let _in_flight = InFlight::enter(shared);
-        let cold = lease.sandbox.is_none();
+        let cold = lease.sandbox.is_none() && joined.is_none();
         let mut attempt = Attempt {
             result: Ok(Bytes::new()),
             cold,
+            provisioned: lease.provisioned,
             sandbox: lease.id,
             init_duration: Nanos::ZERO,
             duration: Nanos::ZERO,
             max_memory_used_mb: None,
         };
-        if cold {
+        if let Some(mut ready) = joined {
+            // Waits for the cold start of a sandbox another invocation started (its init is that one's).
+            let sandbox = ready.wait_for(Option::is_some).await.ok().and_then(|s| s.clone().flatten());
+            match sandbox {
+                Some(sandbox) => lease.sandbox = Some(sandbox),
+                None => {
+                    lease.released = true; // The starter has taken the sandbox out of the pool.
+                    attempt.result = Err(FunctionError {
+                        kind: FunctionErrorKind::Init,
+                        error_type: "Runtime.InitError".into(),
+                        message: format!("the sandbox {} this invocation waited for failed to start", lease.id),
+                    });
+                    return Ok(attempt);
+                }
+            }
+        } else if cold {
             let (ready, init) = self.cold_start(&mut lease).await?;
             attempt.init_duration = init;
             if let Err(error) = ready {
@@ -299,7 +340,9 @@ impl FunctionService {
             }
             let target = count.min(self.shared.config.max_sandboxes) as usize;
             while pool.live.len() < target {
-                leases.push(pool.reserve(&self.shared));
+                let mut lease = pool.reserve(&self.shared, self.shared.config.concurrency);
+                lease.provisioned = true;
+                leases.push(lease);
             }
         }
         let mut starts = JoinSet::new();
@@ -355,6 +398,7 @@ impl FunctionService {
             init_failures_total: c.init_failures,
             expired_total: c.expired,
             billed_mb_ms_total: c.billed_mb_ms,
+            duration_ns_total: c.duration_ns,
         }
     }
 
@@ -369,38 +413,69 @@ impl FunctionService {
         let idle = {
             let mut pool = lock(&self.shared.pool);
             pool.shut_down = true;
-            let idle = std::mem::take(&mut pool.idle);
-            for i in &idle {
-                pool.live.remove(&i.sandbox.id);
+            let ids: Vec<SandboxId> = pool.ready.iter().filter(|(_, r)| r.in_use == 0).map(|(id, _)| *id).collect();
+            let mut idle = Vec::new();
+            for id in ids {
+                pool.live.remove(&id);
+                idle.extend(pool.ready.remove(&id));
             }
             idle
         };
         drop(idle);
     }
 
-    /// Takes a warm sandbox, or reserves a slot for a new one.
-    fn acquire(&self) -> Result<Lease, LambdaError> {
+    /// Takes a slot of a warm sandbox (the busiest with one free, then the most recently idle), else of a
+    /// starting one (answered with where to hear it is ready), else reserves a new sandbox.
+    #[allow(clippy::type_complexity)]
+    fn acquire(&self) -> Result<(Lease, Option<watch::Receiver<Option<Option<Arc<Sandbox>>>>>), LambdaError> {
         let shared = &self.shared;
+        let concurrency = shared.config.concurrency.max(1);
         let now = shared.clock.now();
         let mut pool = lock(&shared.pool);
         if pool.shut_down {
             return Err(LambdaError::ShutDown(shared.config.name.clone()));
         }
-        let retired = pool.retire_expired(now, shared.config.keep_alive);
-        while let Some(idle) = pool.idle.pop() {
-            if idle.sandbox.exit_report().is_some() {
+        let mut retired = pool.retire_expired(now, shared.config.keep_alive);
+        loop {
+            let best = pool
+                .ready
+                .iter()
+                .filter(|(_, r)| r.in_use < concurrency)
+                .max_by_key(|(id, r)| (r.in_use, r.since, **id))
+                .map(|(id, _)| *id);
+            let Some(id) = best else { break };
+            let Some(entry) = pool.ready.get_mut(&id) else { break };
+            if entry.sandbox.exit_report().is_some() {
                 // Died while idle (killed from outside): forget it and look further.
-                pool.live.remove(&idle.sandbox.id);
+                retired.extend(pool.ready.remove(&id));
+                pool.live.remove(&id);
                 continue;
             }
-            let id = idle.sandbox.id;
+            entry.in_use += 1;
+            let (sandbox, in_use, provisioned) = (Arc::clone(&entry.sandbox), entry.in_use, entry.provisioned);
             if let Some(info) = pool.live.get_mut(&id) {
                 info.state = SandboxState::Busy;
+                info.in_use = in_use;
             }
             pool.counters.warm_starts += 1;
             drop(pool);
             drop(retired);
-            return Ok(Lease { shared: shared.clone(), id, sandbox: Some(idle.sandbox), released: false });
+            let mut lease = Lease::new(shared, id, Some(sandbox));
+            lease.provisioned = provisioned;
+            return Ok((lease, None));
+        }
+        let joinable = pool.starting.iter().find(|(_, s)| s.in_use < concurrency).map(|(id, _)| *id);
+        if let Some(id) = joinable
+            && let Some(entry) = pool.starting.get_mut(&id)
+        {
+            entry.in_use += 1;
+            let (ready, in_use) = (entry.ready.clone(), entry.in_use);
+            if let Some(info) = pool.live.get_mut(&id) {
+                info.in_use = in_use;
+            }
+            drop(pool);
+            drop(retired);
+            return Ok((Lease::new(shared, id, None), Some(ready)));
         }
         if pool.live.len() >= shared.config.max_sandboxes as usize {
             pool.counters.throttled += 1;
@@ -409,10 +484,10 @@ impl FunctionService {
                 limit: shared.config.max_sandboxes,
             });
         }
-        let lease = pool.reserve(shared);
+        let lease = pool.reserve(shared, 1);
         drop(pool);
         drop(retired);
-        Ok(lease)
+        Ok((lease, None))
     }
 
     /// Starts the sandbox of a reserved lease: the injected delay, the process, its initialisation.
@@ -431,12 +506,32 @@ impl FunctionService {
         }
         let ready = sandbox.wait_ready(to_std(config.init_timeout)).await;
         let init = shared.clock.now().saturating_sub(started);
-        lease.sandbox = Some(sandbox);
-        if ready.is_ok()
-            && let Some(info) = lock(&shared.pool).live.get_mut(&lease.id)
+        let sandbox = Arc::new(sandbox);
+        lease.sandbox = Some(Arc::clone(&sandbox));
         {
-            // Ready, and still held by its invocation (or pre-warm, which releases it to idle next).
-            info.state = SandboxState::Busy;
+            let mut pool = lock(&shared.pool);
+            let waiting = pool.starting.remove(&lease.id);
+            if ready.is_ok()
+                && let Some(waiting) = waiting
+                && pool.live.contains_key(&lease.id)
+            {
+                // Ready, and still held by its invocations (or pre-warm, which releases it to idle next).
+                let now = shared.clock.now();
+                let ready = Ready {
+                    sandbox: Arc::clone(&sandbox),
+                    provisioned: lease.provisioned,
+                    in_use: waiting.in_use,
+                    since: now,
+                };
+                pool.ready.insert(lease.id, ready);
+                if let Some(info) = pool.live.get_mut(&lease.id) {
+                    info.state = SandboxState::Busy;
+                }
+            }
+        }
+        if let Some(starter) = lease.starter.take() {
+            // Whoever waits for this sandbox hears now: ready, or failed (they give their slots up).
+            let _ = starter.send(Some(ready.is_ok().then(|| Arc::clone(&sandbox))));
         }
         match &ready {
             Ok(()) => tracing::debug!(function = %config.name, sandbox = %lease.id, init_ms = init.as_millis_f64(),
@@ -475,26 +570,40 @@ impl Shared {
 }
 
 impl Pool {
-    /// Reserves a slot for a new sandbox (the caller checked the cap).
-    fn reserve(&mut self, shared: &Arc<Shared>) -> Lease {
+    /// Reserves a new sandbox (the caller checked the cap), held by `in_use` invocations (1, or a pre-warm's
+    /// whole capacity so that nothing joins it before it is released).
+    fn reserve(&mut self, shared: &Arc<Shared>, in_use: u32) -> Lease {
         let id = SandboxId(self.next_id);
         self.next_id += 1;
-        self.live.insert(id, SandboxInfo { id, pid: None, state: SandboxState::Starting });
+        self.live.insert(id, SandboxInfo { id, pid: None, state: SandboxState::Starting, in_use });
         self.counters.cold_starts += 1;
-        Lease { shared: shared.clone(), id, sandbox: None, released: false }
+        let (starter, ready) = watch::channel(None);
+        self.starting.insert(id, Starting { in_use, ready });
+        let mut lease = Lease::new(shared, id, None);
+        lease.starter = Some(starter);
+        lease.slots = in_use;
+        lease
     }
 
     /// Takes the idle sandboxes whose keep-alive has run out (or that died) out of the pool; the caller
     /// drops them, which kills them, after releasing the lock.
-    fn retire_expired(&mut self, now: Nanos, keep_alive: Nanos) -> Vec<Idle> {
-        let (retired, kept): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut self.idle)
-            .into_iter()
-            .partition(|i| now.saturating_sub(i.since) > keep_alive || i.sandbox.exit_report().is_some());
-        self.idle = kept;
-        for r in &retired {
-            self.live.remove(&r.sandbox.id);
-            if r.sandbox.exit_report().is_none() {
-                self.counters.expired += 1;
+    fn retire_expired(&mut self, now: Nanos, keep_alive: Nanos) -> Vec<Ready> {
+        let gone: Vec<SandboxId> = self
+            .ready
+            .iter()
+            .filter(|(_, r)| {
+                r.sandbox.exit_report().is_some() || (r.in_use == 0 && now.saturating_sub(r.since) > keep_alive)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut retired = Vec::new();
+        for id in gone {
+            if let Some(r) = self.ready.remove(&id) {
+                self.live.remove(&id);
+                if r.sandbox.exit_report().is_none() {
+                    self.counters.expired += 1;
+                }
+                retired.push(r);
             }
         }
         retired
@@ -505,49 +614,89 @@ impl Pool {
 struct Attempt {
     result: Result<Bytes, FunctionError>,
     cold: bool,
+    provisioned: bool,
     sandbox: SandboxId,
     init_duration: Nanos,
     duration: Nanos,
     max_memory_used_mb: Option<u32>,
 }
 
-/// A sandbox slot held by one invocation or pre-warm: starting (no sandbox yet) or busy.
+/// A sandbox slot held by one invocation or pre-warm: on a starting sandbox (no sandbox yet) or a ready one.
 struct Lease {
     shared: Arc<Shared>,
     id: SandboxId,
-    sandbox: Option<Sandbox>,
+    sandbox: Option<Arc<Sandbox>>,
+    /// The cold start's announcer, held by the lease that started the sandbox until it is ready or failed.
+    starter: Option<watch::Sender<Option<Option<Arc<Sandbox>>>>>,
+    /// Slots the lease holds (1; a pre-warm holds them all).
+    slots: u32,
+    /// Whether the sandbox was started by a pre-warm.
+    provisioned: bool,
     released: bool,
 }
 
 impl Lease {
-    /// Puts a healthy sandbox back in the pool as idle.
+    fn new(shared: &Arc<Shared>, id: SandboxId, sandbox: Option<Arc<Sandbox>>) -> Lease {
+        Lease { shared: shared.clone(), id, sandbox, starter: None, slots: 1, provisioned: false, released: false }
+    }
+
+    /// Gives the slot back to a healthy sandbox (idle once no invocation runs on it).
     fn release(mut self) {
         self.released = true;
-        let Some(sandbox) = self.sandbox.take() else {
-            lock(&self.shared.pool).live.remove(&self.id);
-            return;
-        };
         let now = self.shared.clock.now();
         let mut pool = lock(&self.shared.pool);
-        if pool.shut_down || sandbox.exit_report().is_some() {
+        let dead = self.sandbox.as_ref().is_none_or(|s| s.exit_report().is_some());
+        if pool.shut_down || dead {
+            let gone = pool.ready.remove(&self.id);
             pool.live.remove(&self.id);
             drop(pool);
-            drop(sandbox);
+            drop(gone);
             return;
         }
-        if let Some(info) = pool.live.get_mut(&self.id) {
-            info.state = SandboxState::Idle;
+        let Some(entry) = pool.ready.get_mut(&self.id) else {
+            return; // Taken out of the pool already (a failed invocation beside this one).
+        };
+        entry.in_use = entry.in_use.saturating_sub(self.slots);
+        if entry.in_use == 0 {
+            entry.since = now;
         }
-        pool.idle.push(Idle { sandbox, since: now });
+        let in_use = entry.in_use;
+        if let Some(info) = pool.live.get_mut(&self.id) {
+            info.state = if in_use == 0 { SandboxState::Idle } else { SandboxState::Busy };
+            info.in_use = in_use;
+        }
     }
 }
 
 impl Drop for Lease {
-    /// A lease dropped without [`Lease::release`] (failure, cancellation) kills its sandbox.
+    /// A lease dropped without [`Lease::release`] (failure, cancellation) takes its sandbox out of the pool:
+    /// it takes no new invocations, and its process is killed once the invocations still on it let go.
     fn drop(&mut self) {
-        if !self.released {
-            lock(&self.shared.pool).live.remove(&self.id);
-            // `self.sandbox`, if any, is dropped after this, which kills the process.
+        if !self.released && self.sandbox.is_none() && self.starter.is_none() {
+            // An invocation that gave up waiting for another's cold start: only its slot goes back.
+            let mut guard = lock(&self.shared.pool);
+            let pool = &mut *guard;
+            let in_use = match (pool.starting.get_mut(&self.id), pool.ready.get_mut(&self.id)) {
+                (Some(s), _) => {
+                    s.in_use = s.in_use.saturating_sub(1);
+                    s.in_use
+                }
+                (None, Some(r)) => {
+                    r.in_use = r.in_use.saturating_sub(1);
+                    r.in_use
+                }
+                (None, None) => return,
+            };
+            if let Some(info) = pool.live.get_mut(&self.id) {
+                info.in_use = in_use;
+            }
+        } else if !self.released {
+            let mut pool = lock(&self.shared.pool);
+            pool.live.remove(&self.id);
+            let gone = (pool.ready.remove(&self.id), pool.starting.remove(&self.id));
+            drop(pool);
+            drop(gone);
+            // `self.starter`, if any, is dropped after this, which tells whoever waits that it failed.
         }
     }
 }

@@ -40,8 +40,9 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_lambda::error::DisplayErrorContext as LambdaErr;
 use aws_sdk_lambda::primitives::Blob;
+use hyscale_policies::rules::{DispatchCandidate, ReleaseStep, dispatch_to, release_step};
 use hyscale_policies::{
-    BatchRule, Catalog, Clock, FunctionPlatform, FunctionSettings, FunctionView, InstanceId, Market, Nanos,
+    BatchRule, Catalog, Clock, FunctionPlatform, FunctionSettings, FunctionView, InstanceId, Market, Nanos, Refusal,
     RejectReason, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
 };
 use serde::Deserialize;
@@ -309,7 +310,7 @@ impl<F: Fleet> Inner<F> {
     }
 
     fn check_type(&self, vm_type: VmTypeId) -> Result<(), String> {
-        if (vm_type.0 as usize) < self.type_names.len() { Ok(()) } else { Err(format!("no VM type {}", vm_type.0)) }
+        if (vm_type.0 as usize) < self.type_names.len() { Ok(()) } else { Err(Refusal::UnknownVmType.to_string()) }
     }
 
     /// Forgets a worker (it is gone: whoever waits on it routes again) and stops its instance.
@@ -527,7 +528,7 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
         let v = &self.inner;
         v.check_type(vm_type)?;
         if market == Market::Spot && !v.spot_sold[vm_type.0 as usize] {
-            return Err("provision: type not sold on the spot market".into());
+            return Err(Refusal::NotSoldOnMarket.to_string());
         }
         v.fleet.check(vm_type, &v.type_names[vm_type.0 as usize], market)?;
         let mut ids = Vec::with_capacity(count as usize);
@@ -560,15 +561,15 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
     fn release(&self, id: InstanceId) -> Result<(), String> {
         let v = &self.inner;
         let mut st = v.lock();
-        let Some(w) = st.workers.get_mut(&id) else {
-            return Err("release: no such live instance".into());
-        };
-        match w.state {
-            VmState::Provisioning => {
+        // The release rule both halves follow (`rules::release_step`).
+        let step = release_step(st.workers.get(&id).map(|w| w.state)).map_err(|r| r.to_string())?;
+        let Some(w) = st.workers.get_mut(&id) else { return Err(Refusal::NoSuchInstance.to_string()) };
+        match step {
+            ReleaseStep::GoneNow => {
                 v.remove(&mut st, id);
                 Ok(())
             }
-            VmState::Ready => {
+            ReleaseStep::Drain => {
                 w.state = VmState::Draining;
                 let outstanding = Arc::clone(&w.outstanding);
                 drop(st);
@@ -583,7 +584,6 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
                 });
                 Ok(())
             }
-            VmState::Draining => Err("release: instance already draining".into()),
         }
     }
 
@@ -599,7 +599,7 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
             self.release(id)?;
         }
         if short {
-            return Err("release: fewer live instances of that type and market than asked".into());
+            return Err(Refusal::FewerInstancesThanAsked.to_string());
         }
         Ok(())
     }
@@ -607,7 +607,8 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
     fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
         self.inner.check_type(vm_type)?;
         self.inner.lock().batching[vm_type.0 as usize] = BatchRule::new(rule.max_batch, rule.max_wait);
-        Err("set batching: a cloud worker batches as its own hyscale serve configuration says (recorded only)".into())
+        // A cloud worker batches as its own `hyscale serve` configuration says: recorded only.
+        Err(Refusal::NotSupportedLive.to_string())
     }
 
     fn interrupt(&self, _id: InstanceId, _notice: Nanos) -> Result<SpotNotice, String> {
@@ -665,19 +666,18 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
         Box::pin(async move {
             let (id, mut phase, claim) = {
                 let st = self.inner.lock();
-                let pick = |state: VmState| {
-                    st.workers
-                        .iter()
-                        .filter(|(_, w)| w.vm_type == vm_type && w.state == state)
-                        .min_by_key(|(id, w)| (w.outstanding.load(Ordering::Relaxed), **id))
-                };
-                let (id, w) =
-                    pick(VmState::Ready).or_else(|| pick(VmState::Provisioning)).ok_or(RejectReason::NoVmCapacity)?;
-                if w.outstanding.load(Ordering::Relaxed) >= queue_limit {
-                    return Err(RejectReason::QueueFull);
-                }
+                // The dispatch rule both halves follow (`rules::dispatch_to`); notices are not read on AWS.
+                let candidates =
+                    st.workers.iter().filter(|(_, w)| w.vm_type == vm_type).map(|(id, w)| DispatchCandidate {
+                        key: *id,
+                        state: w.state,
+                        outstanding: w.outstanding.load(Ordering::Relaxed) as usize,
+                        noticed: false,
+                    });
+                let id = dispatch_to(candidates, queue_limit as usize)?;
+                let Some(w) = st.workers.get(&id) else { return Err(RejectReason::NoVmCapacity) };
                 w.outstanding.fetch_add(1, Ordering::Relaxed);
-                (*id, w.phase.subscribe(), Claim(Arc::clone(&w.outstanding)))
+                (id, w.phase.subscribe(), Claim(Arc::clone(&w.outstanding)))
             };
             let lost = || VmOutcome::Lost(format!("EC2 worker {} went away", id.0));
             let outcome = loop {
@@ -754,7 +754,8 @@ impl AwsLambdaFunctions {
 
     async fn set_prewarm(&self, prewarm: u32) -> Result<(), String> {
         let Some(qualifier) = &self.qualifier else {
-            return Err("configure functions: pre-warming needs function_qualifier (an alias or version)".into());
+            tracing::warn!("pre-warming needs function_qualifier (an alias or version) in [cluster.aws]");
+            return Err(Refusal::NotSupportedLive.to_string());
         };
         let result = if prewarm == 0 {
             self.lambda
@@ -776,7 +777,10 @@ impl AwsLambdaFunctions {
                 .map(|_| ())
                 .map_err(|e| LambdaErr(&e).to_string())
         };
-        result.map_err(|e| format!("configure functions: provisioned concurrency: {e}"))
+        result.map_err(|e| {
+            tracing::warn!(error = %e, "provisioned concurrency");
+            Refusal::ProviderFailed.to_string()
+        })
     }
 }
 
@@ -803,7 +807,10 @@ impl FunctionProvider for AwsLambdaFunctions {
         Box::pin(async move {
             let old = self.settings();
             let memory = memory_mb.unwrap_or(old.memory_mb);
-            self.platform.check_settings(memory, 1).map_err(|e| format!("configure functions: {e}"))?;
+            self.platform.check_settings(memory, 1).map_err(|e| {
+                tracing::debug!(error = %e, "configure functions");
+                Refusal::InvalidFunctionSettings.to_string()
+            })?;
             if memory != old.memory_mb {
                 self.lambda
                     .update_function_configuration()
@@ -812,7 +819,10 @@ impl FunctionProvider for AwsLambdaFunctions {
                     .timeout(self.timeout_s.ceil().clamp(1.0, 900.0) as i32)
                     .send()
                     .await
-                    .map_err(|e| format!("configure functions: UpdateFunctionConfiguration: {}", LambdaErr(&e)))?;
+                    .map_err(|e| {
+                        tracing::warn!(error = %LambdaErr(&e), "UpdateFunctionConfiguration");
+                        Refusal::ProviderFailed.to_string()
+                    })?;
                 self.lock().memory_mb = memory;
             }
             // Keep-alive is AWS's own: recorded for the view only.
@@ -824,10 +834,8 @@ impl FunctionProvider for AwsLambdaFunctions {
                 self.lock().prewarm = p;
             }
             if concurrency.unwrap_or(old.concurrency) != 1 {
-                return Err(
-                    "configure functions: concurrency above 1 is not supported (one request per invocation; kept at 1)"
-                        .into(),
-                );
+                // A deployed function runs one request per invocation here (kept at 1).
+                return Err(Refusal::NotSupportedLive.to_string());
             }
             Ok(())
         })

@@ -163,12 +163,13 @@ impl AsgFleet {
 impl Fleet for AsgFleet {
     fn check(&self, vm_type: VmTypeId, type_name: &str, market: Market) -> Result<(), String> {
         if self.group(vm_type).is_none() {
-            return Err(format!("provision: no Auto Scaling group for {type_name} in [cluster.aws] asg"));
+            tracing::warn!(vm_type = type_name, "no Auto Scaling group for the type in [cluster.aws] asg");
+            return Err(hyscale_policies::Refusal::UnknownVmType.to_string());
         }
         if market == Market::Spot {
-            return Err("provision: spot through an Auto Scaling group needs its mixed-instances policy, which \
-                        is not supported (the group's own purchase options apply)"
-                .into());
+            // Spot through a group needs its mixed-instances policy, which is not supported (the group's own
+            // purchase options apply).
+            return Err(hyscale_policies::Refusal::NotSoldOnMarket.to_string());
         }
         Ok(())
     }

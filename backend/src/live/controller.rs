@@ -18,8 +18,8 @@
 //!
 //! An action that cannot be carried out is counted, with its reason, as the simulator counts it. Every
 //! request is routed by `policy.route`: `Vm(type)` to the least-loaded ready worker of the pool (a
-//! provisioning one only when none is ready), `Functions` to a sandbox, `Reject(reason)` refused. A request
-//! whose worker goes away, or whose sandbox fails, is routed again (`attempt` + 1); every request ends
+//! provisioning one only when no ready one has room: `rules::dispatch_to`), `Functions` to a sandbox,
+//! `Reject(reason)` refused. A request whose worker goes away, or whose sandbox fails, is routed again (`attempt` + 1); every request ends
 //! completed, rejected with a reason or dropped with a reason, in a [`Ledger`].
 //!
 //! The policy sits behind a mutex and is never called concurrently, as the `Policy` trait requires; the
@@ -154,6 +154,8 @@ pub struct Status {
     pub actions_refused: BTreeMap<String, u64>,
     /// VM workers: provisioning, ready, draining.
     pub vms: [u32; 3],
+    /// Ready VM workers on the spot market (among `vms[1]`).
+    pub vms_ready_spot: u32,
     /// VM workers launched so far.
     pub vms_launched: u64,
     /// Spot interruptions carried out.
@@ -162,6 +164,10 @@ pub struct Status {
     pub functions: [u32; 3],
     /// Function cold starts so far.
     pub function_cold_starts: u64,
+    /// Function invocations that reached a sandbox so far.
+    pub function_invocations: u64,
+    /// Their durations summed (event delivered to answer: the time each held its sandbox), ms.
+    pub function_invocation_ms_total: f64,
     /// VM instance-hours on demand so far (lives scaled like time, as billed).
     pub vm_hours_on_demand: f64,
     /// VM instance-hours on spot so far.
@@ -169,7 +175,7 @@ pub struct Status {
     /// The live instances: (id, type name, state).
     pub instances: Vec<(u64, String, String)>,
     /// What the cluster has cost so far, by `policies::billing` at the catalog's prices (VM lives scaled like
-    /// time; workers still alive counted as if released now; pre-warmed capacity is not billed live).
+    /// time; workers still alive counted as if released now; pre-warmed capacity by the simulator's meter).
     pub cost: hyscale_policies::CostBreakdown,
 }
 
@@ -604,8 +610,11 @@ impl Controller {
         let c = self.vms.counters();
         let (p, r, d) = self.vms.state_counts();
         let (vm_hours_on_demand, vm_hours_spot) = self.vms.instance_hours();
+        let (function_invocations, function_invocation_ms_total) = self.functions.invocation_time();
         let s = self.lock_stats();
         Status {
+            function_invocations,
+            function_invocation_ms_total,
             vm_hours_on_demand,
             vm_hours_spot,
             policy: self.policy_name.clone(),
@@ -623,6 +632,11 @@ impl Controller {
             actions_applied: s.applied,
             actions_refused: s.refused.clone(),
             vms: [p, r, d],
+            vms_ready_spot: view
+                .vms
+                .iter()
+                .filter(|v| v.market == Market::Spot && v.state == hyscale_policies::VmState::Ready)
+                .count() as u32,
             vms_launched: c.launched,
             spot_interruptions: c.spot_interruptions,
             functions: [view.functions.cold_starting, view.functions.idle_warm, view.functions.busy],

@@ -2,48 +2,181 @@
 //! running `hyscale-fn` sandboxes, with the settings a policy controls.
 //!
 //! How `ConfigureFunctions` maps onto the service, whose configuration is fixed when it starts:
-//! - **memory** and **keep-alive**: a new service starts with the new configuration and takes every new
-//!   request; the old one is shut down (its idle sandboxes are killed now, its busy ones finish their
-//!   invocation first), as when a new function version is published. Cold starts and throttles of retired
-//!   services stay in the totals.
+//! - **memory**, **concurrency** and **keep-alive**: a new service starts with the new configuration and
+//!   takes every new request; the old one is shut down (its idle sandboxes are killed now, its busy ones
+//!   finish their invocations first), as when a new function version is published (the simulator retires
+//!   its stale instances the same way). Cold starts and throttles of retired services stay in the totals.
 //! - **prewarm**: the service starts sandboxes until that many are alive; the controller tops them up on
 //!   every tick, since the service has no provisioned-concurrency pinning and keep-alive expiry would
 //!   otherwise retire them.
-//! - **concurrency**: the service runs one request per sandbox (AWS's default; `AWS_LAMBDA_MAX_CONCURRENCY`
-//!   is left out), so a value other than 1 is refused with that reason (the other settings still apply).
-//! - **batching** (`SetBatching` on the function pool): recorded in the view; each invocation carries one
-//!   request, so nothing batches inside a sandbox.
+//! - **concurrency**: each sandbox runs up to that many invocations at once from its one loaded model
+//!   (`AWS_LAMBDA_MAX_CONCURRENCY`, as Lambda Managed Instances; see [`crate::lambda`]).
+//! - **batching** (`SetBatching` on the function pool): requests for the functions wait by the shared rule
+//!   (`BatchRule::decide`, the simulator's) until a batch fills or its oldest has waited `max_wait`, then run
+//!   as one invocation whose inputs are the requests' rows stacked (one request fee, one billed duration, as
+//!   the simulator bills a batch); the outputs are split back by rows. No separate task forms batches: a
+//!   waiting request whose batch is due starts it. Models without a dynamic batch dimension run one request
+//!   per invocation.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use hyscale_policies::billing::{self, CostBreakdown};
-use hyscale_policies::{FunctionPlatform, FunctionSettings, FunctionView, Nanos};
+use hyscale_policies::{BatchDecision, Clock, FunctionPlatform, FunctionSettings, FunctionView, Nanos};
 
 pub use super::provider::FnFailure;
 use super::provider::{BoxFuture, FunctionProvider};
-use crate::engine::{ModelMetadata, Tensor};
+use crate::WallClock;
+use crate::engine::{BatchDim, ModelMetadata, Tensor};
 use crate::lambda::payload::{self, InferEvent, InferResult};
 use crate::lambda::{FunctionConfig, FunctionService, LambdaError};
 
 struct State {
     service: FunctionService,
+    /// Requests waiting for a batch (only while the function pool batches).
+    pending: std::collections::VecDeque<Pending>,
     settings: FunctionSettings,
     /// Services replaced by a configuration change, kept until their sandboxes are gone (for the counts).
     retired: Vec<FunctionService>,
     retired_cold_starts: u64,
     retired_throttled: u64,
+    retired_invocations: u64,
+    retired_duration_ns: u64,
     /// What the invocations cost, by `policies::billing`.
     billed: CostBreakdown,
+    /// Pre-warmed capacity billed so far, by the simulator's meter.
+    prewarm_meter: billing::ProvisionedMeter,
 }
 
 /// The function platform of one model.
 pub struct Functions {
     base: FunctionConfig,
     platform: FunctionPlatform,
+    /// Since the platform started: the clock its pre-warmed capacity is billed by.
+    clock: WallClock,
     state: Mutex<State>,
 }
 
+/// A request waiting for a batch of the function pool.
+struct Pending {
+    inputs: Vec<Tensor>,
+    enqueued: Nanos,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Tensor>, FnFailure>>,
+}
+
 impl Functions {
+    /// Runs the rows of `inputs` (one request, or a batch stacked by rows) as one invocation and bills it.
+    async fn invoke_batch(&self, metadata: &ModelMetadata, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, FnFailure> {
+        let body = encode_event(metadata, &inputs).map_err(FnFailure::Failed)?;
+        let service = self.lock().service.clone();
+        let outcome = match service.invoke(body).await {
+            Ok(outcome) => outcome,
+            Err(LambdaError::Throttled { .. }) => return Err(FnFailure::Throttled),
+            Err(e) => return Err(FnFailure::Failed(e.to_string())),
+        };
+        {
+            // Billed as the simulator bills: execution (and a cold start's init, when the platform bills
+            // it) at the configured memory, rounded by the platform's granularity, at the provisioned
+            // duration price on a pre-warmed sandbox, plus the request fee.
+            let p = &self.platform;
+            let init = if p.bill_init && outcome.cold { outcome.init_duration } else { Nanos::ZERO };
+            let ran = outcome.duration + init;
+            let charge = billing::function_compute_charge_on(p, outcome.memory_mb, ran, outcome.provisioned);
+            let mut st = self.lock();
+            st.billed.function_compute += charge;
+            st.billed.function_requests += p.price_per_request;
+        }
+        let bytes = outcome.result.map_err(|e| FnFailure::Failed(e.to_string()))?;
+        let result: InferResult =
+            serde_json::from_slice(&bytes).map_err(|e| FnFailure::Failed(format!("function answer: {e}")))?;
+        decode_outputs(metadata, &result.outputs).map_err(FnFailure::Failed)
+    }
+
+    /// Queues a request for a batch and waits for its answer; whichever waiting request finds a batch due
+    /// (by the shared rule) takes it from the queue and runs it.
+    async fn batched(
+        &self,
+        metadata: &ModelMetadata,
+        rule: hyscale_policies::BatchRule,
+        inputs: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>, FnFailure> {
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.lock().pending.push_back(Pending { inputs, enqueued: self.clock.now(), reply });
+        loop {
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            let (decision, batch) = {
+                let mut st = self.lock();
+                let oldest = st.pending.front().map_or(Nanos::ZERO, |p| p.enqueued);
+                match rule.decide(st.pending.len(), oldest, self.clock.now()) {
+                    BatchDecision::Start(n) => {
+                        let n = (n as usize).min(st.pending.len());
+                        (None, st.pending.drain(..n).collect::<Vec<_>>())
+                    }
+                    BatchDecision::WaitUntil(t) => (Some(t), Vec::new()),
+                    // Nothing waits: this request was taken into a batch; its answer is on its way.
+                    BatchDecision::Idle => (None, Vec::new()),
+                }
+            };
+            if !batch.is_empty() {
+                self.run_batch(metadata, batch).await;
+                continue;
+            }
+            match decision {
+                Some(t) => {
+                    let wait = Duration::from_nanos(t.saturating_sub(self.clock.now()).0);
+                    if let Ok(Ok(result)) = tokio::time::timeout(wait, &mut answer).await {
+                        return result;
+                    }
+                }
+                None => {
+                    return answer.await.unwrap_or_else(|_| Err(FnFailure::Failed("its batch was abandoned".into())));
+                }
+            }
+        }
+    }
+
+    /// Runs `batch` as one invocation, its requests' rows stacked, and answers each with its rows.
+    async fn run_batch(&self, metadata: &ModelMetadata, batch: Vec<Pending>) {
+        let rows: Vec<usize> = batch.iter().map(|p| p.inputs.first().map_or(1, Tensor::rows)).collect();
+        let stacked: Vec<Tensor> = (0..metadata.inputs.len())
+            .map(|k| {
+                let mut shape = batch[0].inputs.get(k).map(|t| t.shape.clone()).unwrap_or_default();
+                if let Some(first) = shape.first_mut() {
+                    *first = rows.iter().sum();
+                }
+                let data = batch.iter().flat_map(|p| p.inputs.get(k).map(|t| t.data.clone()).unwrap_or_default());
+                Tensor { shape, data: data.collect() }
+            })
+            .collect();
+        let mut result = self.invoke_batch(metadata, stacked).await;
+        let mut start = 0;
+        for (p, n) in batch.into_iter().zip(rows) {
+            let mine = match &mut result {
+                Ok(outputs) => outputs
+                    .iter()
+                    .map(|t| {
+                        let total = t.rows().max(1);
+                        let row_len = t.data.len() / total;
+                        let mut shape = t.shape.clone();
+                        if let Some(first) = shape.first_mut() {
+                            *first = n;
+                        }
+                        let data = t.data.get(start * row_len..(start + n) * row_len).map(<[f32]>::to_vec);
+                        data.map(|data| Tensor { shape, data }).ok_or_else(|| {
+                            FnFailure::Failed("the batch's output has fewer rows than its inputs".into())
+                        })
+                    })
+                    .collect::<Result<Vec<Tensor>, FnFailure>>(),
+                Err(FnFailure::Throttled) => Err(FnFailure::Throttled),
+                Err(FnFailure::Failed(why)) => Err(FnFailure::Failed(why.clone())),
+            };
+            start += n;
+            let _ = p.reply.send(mine);
+        }
+    }
+
     /// Starts the service with `base` (binary, environment, limits) and the catalog's default settings.
     pub async fn start(mut base: FunctionConfig, platform: FunctionPlatform) -> Result<Functions, LambdaError> {
         let settings = FunctionSettings {
@@ -62,9 +195,13 @@ impl Functions {
             retired: Vec::new(),
             retired_cold_starts: 0,
             retired_throttled: 0,
+            retired_invocations: 0,
+            retired_duration_ns: 0,
             billed: CostBreakdown::default(),
+            prewarm_meter: billing::ProvisionedMeter::default(),
+            pending: std::collections::VecDeque::new(),
         };
-        Ok(Functions { base, platform, state: Mutex::new(state) })
+        Ok(Functions { base, platform, clock: WallClock::start(), state: Mutex::new(state) })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -91,13 +228,20 @@ impl FunctionProvider for Functions {
             let old = self.settings();
             let memory = memory_mb.unwrap_or(old.memory_mb);
             let wanted_concurrency = concurrency.unwrap_or(old.concurrency);
-            self.platform.check_settings(memory, 1).map_err(|e| format!("configure functions: {e}"))?;
+            self.platform.check_settings(memory, wanted_concurrency).map_err(|e| {
+                tracing::debug!(error = %e, "configure functions");
+                hyscale_policies::Refusal::InvalidFunctionSettings.to_string()
+            })?;
             let keep = keep_alive.unwrap_or(old.keep_alive);
-            if memory != old.memory_mb || keep != old.keep_alive {
+            if memory != old.memory_mb || keep != old.keep_alive || wanted_concurrency != old.concurrency {
                 let mut config = self.base.clone();
                 config.memory_mb = memory;
                 config.keep_alive = keep;
-                let fresh = FunctionService::start(config).await.map_err(|e| format!("configure functions: {e}"))?;
+                config.concurrency = wanted_concurrency;
+                let fresh = FunctionService::start(config).await.map_err(|e| {
+                    tracing::warn!(error = %e, "configure functions: the new function service did not start");
+                    hyscale_policies::Refusal::ProviderFailed.to_string()
+                })?;
                 let mut st = self.lock();
                 let old_service = std::mem::replace(&mut st.service, fresh);
                 old_service.shutdown();
@@ -105,18 +249,20 @@ impl FunctionProvider for Functions {
             }
             {
                 let mut st = self.lock();
+                let new_prewarm = prewarm.unwrap_or(old.prewarm);
+                if new_prewarm != old.prewarm || memory != old.memory_mb {
+                    // Billed as the simulator bills it: when the amount changes; going to 0 disables it.
+                    let now = self.clock.now();
+                    let charge =
+                        st.prewarm_meter.settle(&self.platform, old.prewarm, old.memory_mb, now, new_prewarm == 0);
+                    st.billed.function_compute += charge;
+                }
                 st.settings.memory_mb = memory;
                 st.settings.keep_alive = keep;
-                st.settings.prewarm = prewarm.unwrap_or(old.prewarm);
+                st.settings.concurrency = wanted_concurrency;
+                st.settings.prewarm = new_prewarm;
             }
             self.top_up_prewarm();
-            if wanted_concurrency != 1 {
-                tracing::debug!(
-                    wanted_concurrency,
-                    "the local Lambda service runs one request per sandbox (kept at 1)"
-                );
-                return Err(hyscale_policies::Refusal::NotSupportedLive.to_string());
-            }
             Ok(())
         })
     }
@@ -141,34 +287,19 @@ impl FunctionProvider for Functions {
         }
     }
 
-    /// Runs one request in a sandbox: the inputs named after the model's, as `hyscale-fn` takes them.
+    /// Runs one request in a sandbox (the inputs named after the model's, as `hyscale-fn` takes them), in a
+    /// batch of requests when the function pool batches (see the module documentation).
     fn invoke<'a>(
         &'a self,
         metadata: &'a ModelMetadata,
         inputs: &'a [Tensor],
     ) -> BoxFuture<'a, Result<Vec<Tensor>, FnFailure>> {
         Box::pin(async move {
-            let body = encode_event(metadata, inputs).map_err(FnFailure::Failed)?;
-            let service = self.lock().service.clone();
-            let outcome = match service.invoke(body).await {
-                Ok(outcome) => outcome,
-                Err(LambdaError::Throttled { .. }) => return Err(FnFailure::Throttled),
-                Err(e) => return Err(FnFailure::Failed(e.to_string())),
-            };
-            {
-                // Billed as the simulator bills: execution (and a cold start's init, when the platform bills
-                // it) at the configured memory, rounded by the platform's granularity, plus the request fee.
-                let p = &self.platform;
-                let init = if p.bill_init && outcome.cold { outcome.init_duration } else { Nanos::ZERO };
-                let charge = billing::function_compute_charge(p, outcome.memory_mb, outcome.duration + init);
-                let mut st = self.lock();
-                st.billed.function_compute += charge;
-                st.billed.function_requests += p.price_per_request;
+            let rule = self.lock().settings.batching;
+            if rule.max_batch <= 1 || metadata.batch_dim() != BatchDim::Dynamic {
+                return self.invoke_batch(metadata, inputs.to_vec()).await;
             }
-            let bytes = outcome.result.map_err(|e| FnFailure::Failed(e.to_string()))?;
-            let result: InferResult =
-                serde_json::from_slice(&bytes).map_err(|e| FnFailure::Failed(format!("function answer: {e}")))?;
-            decode_outputs(metadata, &result.outputs).map_err(FnFailure::Failed)
+            self.batched(metadata, rule, inputs.to_vec()).await
         })
     }
 
@@ -178,12 +309,15 @@ impl FunctionProvider for Functions {
         let mut st = self.lock();
         let mut retired_cold = st.retired_cold_starts;
         let mut retired_throttled = st.retired_throttled;
+        let (mut retired_invocations, mut retired_duration) = (st.retired_invocations, st.retired_duration_ns);
         // Forget retired services whose sandboxes are all gone, keeping their totals.
         st.retired.retain(|s| {
             let stats = s.stats();
             if stats.sandboxes() == 0 && stats.in_flight == 0 {
                 retired_cold += stats.cold_starts_total;
                 retired_throttled += stats.throttled_total;
+                retired_invocations += stats.invocations_total;
+                retired_duration += stats.duration_ns_total;
                 false
             } else {
                 true
@@ -191,6 +325,8 @@ impl FunctionProvider for Functions {
         });
         st.retired_cold_starts = retired_cold;
         st.retired_throttled = retired_throttled;
+        st.retired_invocations = retired_invocations;
+        st.retired_duration_ns = retired_duration;
         let mut v = FunctionView {
             settings: st.settings,
             cold_starting: 0,
@@ -214,8 +350,26 @@ impl FunctionProvider for Functions {
         v
     }
 
+    fn invocation_time(&self) -> (u64, f64) {
+        let st = self.lock();
+        let mut total = (st.retired_invocations, st.retired_duration_ns);
+        for s in st.retired.iter().chain(std::iter::once(&st.service)) {
+            let stats = s.stats();
+            total.0 += stats.invocations_total;
+            total.1 += stats.duration_ns_total;
+        }
+        (total.0, total.1 as f64 / 1e6)
+    }
+
+    /// What ran so far, with the pre-warmed capacity held now billed as if the run ended now (as the
+    /// simulator settles it at its end).
     fn cost(&self) -> CostBreakdown {
-        self.lock().billed
+        let st = self.lock();
+        let mut cost = st.billed;
+        let mut meter = st.prewarm_meter;
+        let s = st.settings;
+        cost.function_compute += meter.settle(&self.platform, s.prewarm, s.memory_mb, self.clock.now(), true);
+        cost
     }
 
     /// Shuts every service down.

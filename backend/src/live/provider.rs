@@ -152,7 +152,7 @@ pub enum FnFailure {
     Failed(String),
 }
 
-/// A function platform, as the policy's function actions see it: one request per invocation.
+/// A function platform, as the policy's function actions see it.
 pub trait FunctionProvider: Send + Sync {
     /// The settings in force (memory, concurrency, keep-alive, pre-warm, batching).
     fn settings(&self) -> FunctionSettings;
@@ -183,6 +183,12 @@ pub trait FunctionProvider: Send + Sync {
 
     /// The platform as the view shows it: settings, instances by state, requests in flight, totals.
     fn view(&self) -> FunctionView;
+
+    /// Invocations that reached a sandbox so far and their durations summed (delivery to answer, ms): what
+    /// a sandbox is held for per invocation. The real-cloud adapters answer zero (not observed).
+    fn invocation_time(&self) -> (u64, f64) {
+        (0, 0.0)
+    }
 
     /// What the invocations cost so far by `policies::billing` (zero for the real-cloud adapter: AWS bills).
     fn cost(&self) -> CostBreakdown {

@@ -25,7 +25,7 @@ use hyscale_policies::{
 use tokio::sync::watch;
 
 use hyscale_policies::billing::{self, CostBreakdown, VmEnd};
-use hyscale_policies::rules::{ReleaseStep, release_step};
+use hyscale_policies::rules::{DispatchCandidate, ReleaseStep, dispatch_to, release_step};
 use hyscale_policies::{Catalog, Refusal};
 
 use super::provider::{BoxFuture, VmCounters, VmOutcome, VmProvider, push_instance, release_order, reset_pools};
@@ -197,23 +197,23 @@ impl VmPool {
         }
     }
 
-    /// Claims the least-loaded ready worker of `vm_type`, or, when none is ready, the least-loaded
-    /// provisioning one (as the simulator queues at a provisioning VM). Refuses with `NoVmCapacity` when the
-    /// pool has no accepting worker, and `QueueFull` when the chosen one holds `queue_limit` requests.
+    /// Claims a worker of `vm_type` by the dispatch rule both halves follow (`rules::dispatch_to`): the
+    /// least-loaded ready one with room, else a provisioning one with room (the request waits for it), never
+    /// one under a spot notice. Refuses with `NoVmCapacity` when the pool has no worker that could take a
+    /// request, and `QueueFull` when every one holds `queue_limit` requests.
     pub fn assign(&self, vm_type: VmTypeId, queue_limit: u32) -> Result<Assignment, RejectReason> {
         let st = lock(&self.shared.state);
-        let pick = |state: VmState| {
-            st.workers
-                .iter()
-                .filter(|(_, w)| w.vm_type == vm_type && w.state == state)
-                .min_by_key(|(id, w)| (w.outstanding.load(Ordering::Relaxed), **id))
-        };
-        let (id, w) = pick(VmState::Ready).or_else(|| pick(VmState::Provisioning)).ok_or(RejectReason::NoVmCapacity)?;
-        if w.outstanding.load(Ordering::Relaxed) >= queue_limit {
-            return Err(RejectReason::QueueFull);
-        }
+        // The dispatch rule both halves follow (`policies::rules::dispatch_to`).
+        let candidates = st.workers.iter().filter(|(_, w)| w.vm_type == vm_type).map(|(id, w)| DispatchCandidate {
+            key: *id,
+            state: w.state,
+            outstanding: w.outstanding.load(Ordering::Relaxed) as usize,
+            noticed: w.interruption_at.is_some(),
+        });
+        let id = dispatch_to(candidates, queue_limit as usize)?;
+        let Some(w) = st.workers.get(&id) else { return Err(RejectReason::NoVmCapacity) };
         w.outstanding.fetch_add(1, Ordering::Relaxed);
-        Ok(Assignment { instance: *id, phase: w.phase.subscribe(), outstanding: Arc::clone(&w.outstanding) })
+        Ok(Assignment { instance: id, phase: w.phase.subscribe(), outstanding: Arc::clone(&w.outstanding) })
     }
 }
 

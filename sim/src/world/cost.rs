@@ -19,20 +19,10 @@ impl World<'_> {
     pub(super) fn settle_prewarm(&mut self, disabling: bool) {
         let s = self.view.functions.settings;
         let platform = &self.sc.catalog.functions;
-        if s.prewarm > 0 && self.fn_billing == FunctionBilling::Lambda {
-            let mut held = self.now - self.prewarm_since;
-            if disabling && let Some(since) = self.prewarm_enabled_since {
-                held += billing::provisioned_rounding(platform, self.now - since);
-            }
-            self.usage.cost.function_compute +=
-                s.prewarm as f64 * billing::function_provisioned_charge(platform, s.memory_mb, held);
+        let charge = self.prewarm_meter.settle(platform, s.prewarm, s.memory_mb, self.now, disabling);
+        if self.fn_billing == FunctionBilling::Lambda {
+            self.usage.cost.function_compute += charge;
         }
-        if disabling {
-            self.prewarm_enabled_since = None;
-        } else if self.prewarm_enabled_since.is_none() {
-            self.prewarm_enabled_since = Some(self.now);
-        }
-        self.prewarm_since = self.now;
     }
 
     /// Bills the instance `idx` that ends now, when instances are billed as pods (their whole life).
@@ -53,13 +43,7 @@ impl World<'_> {
         match self.fn_billing {
             FunctionBilling::Lambda => {
                 let s = self.view.functions.settings;
-                total
-                    + s.prewarm as f64
-                        * billing::function_provisioned_charge(
-                            &self.sc.catalog.functions,
-                            s.memory_mb,
-                            self.now - self.prewarm_since,
-                        )
+                total + self.prewarm_meter.held(&self.sc.catalog.functions, s.prewarm, s.memory_mb, self.now)
             }
             FunctionBilling::Pods { price_per_gb_s, .. } => {
                 let live = self.fns.iter().filter(|i| i.phase != FnPhase::Gone);

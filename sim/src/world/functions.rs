@@ -70,6 +70,10 @@ impl World<'_> {
         f.cold_invocations += cold as u64;
         let before = self.fn_class(idx);
         let inst = &mut self.fns[idx as usize];
+        let mut req = req;
+        if cold {
+            req.waited |= WAITED_COLD;
+        }
         inst.queue.push_back(req);
         inst.idle_since = None;
         self.view.functions.in_flight += 1;
@@ -235,7 +239,7 @@ impl World<'_> {
                     let inst = &mut self.fns[idx as usize];
                     inst.prewarmed_for = None;
                     let n = (n as usize).min(inst.queue.len());
-                    let batch: Vec<Req> = inst.queue.drain(..n).collect();
+                    let batch: Vec<Req> = inst.queue.drain(..n).map(|r| Req { started: now, ..r }).collect();
                     if inst.busy_slots == 0 {
                         inst.busy_since = now;
                     }

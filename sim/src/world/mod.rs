@@ -17,8 +17,8 @@ use hyscale_policies::report::{
 use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
     Action, ArrivalWindow, BatchDecision, DropReason, FunctionCounts, FunctionSettings, InstanceId, Ledger, Market,
-    Nanos, Policy, Pool, RecentStats, Refusal, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView,
-    VmState, VmTypeId,
+    MissCause, Nanos, Policy, Pool, RecentStats, Refusal, RejectReason, RequestInfo, Route, SpotNotice, View,
+    VmInstanceView, VmState, VmTypeId,
 };
 use hyscale_traces::{Arrival, ArrivalStream, TraceError};
 use rand::RngExt;
@@ -79,12 +79,19 @@ enum Event {
 struct Req {
     arrival: Nanos,
     enqueued: Nanos,
+    /// When its batch started (for the SLO miss's cause).
+    started: Nanos,
     attempt: u32,
     model: u32,
     /// The request's input and output sizes (tokens, bytes; 0 where the trace has none).
     input_size: u32,
     output_size: u32,
+    /// It waited at a provisioning VM (`WAITED_VM`) or a cold-starting function instance (`WAITED_COLD`).
+    waited: u8,
 }
+
+const WAITED_VM: u8 = 1;
+const WAITED_COLD: u8 = 2;
 
 struct Vm {
     vm_type: VmTypeId,
@@ -228,9 +235,8 @@ struct World<'a> {
     fn_provisioned_live: u32,
     fn_in_service: u64,
     last_integral: Nanos,
-    prewarm_since: Nanos,
-    /// Since when provisioned capacity has been on without a break (AWS rounds that period up).
-    prewarm_enabled_since: Option<Nanos>,
+    /// Pre-warmed (provisioned) capacity billed so far (`policies::billing::ProvisionedMeter`).
+    prewarm_meter: billing::ProvisionedMeter,
     /// How function instances are billed (the policy says).
     fn_billing: FunctionBilling,
     rng_provision: SimRng,
@@ -429,8 +435,7 @@ impl<'a> World<'a> {
             fn_provisioned_live: 0,
             fn_in_service: 0,
             last_integral: Nanos::ZERO,
-            prewarm_since: Nanos::ZERO,
-            prewarm_enabled_since: None,
+            prewarm_meter: billing::ProvisionedMeter::default(),
             fn_billing,
             rng_provision: fan.stream("provisioning"),
             rng_cold: fan.stream("cold-start"),
@@ -511,10 +516,12 @@ impl<'a> World<'a> {
                 self.dispatch(Req {
                     arrival: self.now,
                     enqueued: self.now,
+                    started: self.now,
                     attempt: 0,
                     model: a.model,
                     input_size: a.input_size,
                     output_size: a.output_size,
+                    waited: 0,
                 });
                 self.pull_arrival()?;
             }
@@ -689,7 +696,18 @@ impl<'a> World<'a> {
     /// `overhead_ms` for the hardware that served it), which the response spends after the batch ends.
     fn complete(&mut self, r: &Req, overhead: Nanos) {
         let latency = self.now - r.arrival + overhead;
-        let ok = self.ledger.complete(latency);
+        let now = self.now;
+        let ok = self.ledger.complete_explained(latency, || {
+            if r.waited & WAITED_VM != 0 {
+                MissCause::WaitedForVm
+            } else if r.waited & WAITED_COLD != 0 {
+                MissCause::WaitedForColdStart
+            } else if r.started.saturating_sub(r.arrival) >= (now - r.started) + overhead {
+                MissCause::Queued
+            } else {
+                MissCause::SlowService
+            }
+        });
         self.interval.completed += 1;
         self.interval.fulfilled += ok as u64;
         self.recent.completed += 1;

@@ -1,7 +1,7 @@
 //! VMs: provisioning, admission (least outstanding among instances in service, a provisioning one only
 //! when none has room, none under an interruption notice), batches by the shared rule, release and drain.
 
-use hyscale_policies::rules::{ReleaseStep, release_order, release_step};
+use hyscale_policies::rules::{DispatchCandidate, ReleaseStep, dispatch_to, release_order, release_step};
 
 use super::*;
 
@@ -76,31 +76,22 @@ impl World<'_> {
             return Err(RejectReason::Policy("model larger than the VM type's memory"));
         }
         let limit = self.sc.file.sim.vm_queue_limit as usize;
-        let mut any = false;
-        let mut best: Option<(u8, usize, u32)> = None;
-        for &i in members {
+        // The dispatch rule both halves follow (`policies::rules::dispatch_to`).
+        let candidates = members.iter().filter_map(|&i| {
             let vm = &self.vms[i as usize];
-            // An instance under an interruption notice takes no new requests.
-            if vm.noticed {
-                continue;
-            }
-            let rank = match vm.state {
-                Some(VmState::Ready) => 0,
-                Some(VmState::Provisioning) => 1,
-                _ => continue,
-            };
-            any = true;
-            let load = vm.queue.len() + vm.batch.len();
-            // Like a load balancer, send to instances in service (least outstanding requests first); queue at
-            // an instance still provisioning only when no instance in service has room.
-            if load < limit && best.is_none_or(|b| (rank, load, i) < b) {
-                best = Some((rank, load, i));
-            }
-        }
-        let Some((_, _, i)) = best else {
-            return Err(if any { RejectReason::QueueFull } else { RejectReason::NoVmCapacity });
-        };
+            Some(DispatchCandidate {
+                key: i,
+                state: vm.state?,
+                outstanding: vm.queue.len() + vm.batch.len(),
+                noticed: vm.noticed,
+            })
+        });
+        let i = dispatch_to(candidates, limit)?;
         let before = self.vm_snapshot(i);
+        let mut req = req;
+        if self.vms[i as usize].state == Some(VmState::Provisioning) {
+            req.waited |= WAITED_VM;
+        }
         self.vms[i as usize].queue.push_back(req);
         self.vm_sync(i, before);
         self.vm_try_start(i);
@@ -127,7 +118,8 @@ impl World<'_> {
                 // A batch holds one model: the oldest request's, and the requests of that model right behind it.
                 let model = vm.queue.front().map_or(BOOT_MODEL, |r| r.model);
                 let n = vm.queue.iter().take(n as usize).take_while(|r| r.model == model).count();
-                vm.batch.extend(vm.queue.drain(..n));
+                let now = self.now;
+                vm.batch.extend(vm.queue.drain(..n).map(|r| Req { started: now, ..r }));
                 vm.timer = None;
                 let (input, output) = sizes(&vm.batch);
                 // Admission refuses a model without a table for the type; the type's own is the fallback.
