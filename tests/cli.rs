@@ -27,6 +27,60 @@ fn the_quick_start_prints_a_report_and_writes_json() {
     assert_eq!(json["policy"], "static");
 }
 
+/// `hyscale plot`: a report drawn as SVG and PNG (real files, real text), the SLO misses explained in the
+/// report, and bad input refused with code 2.
+#[test]
+fn plot_draws_a_report_and_refuses_what_is_not_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("conv-target-tracking.json");
+    let (code, stdout, stderr) =
+        hyscale(&["simulate", "--scenario", "scenarios/conv_target_tracking.toml", "--out", report.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    // Why it misses: requests queue behind busy instances while it scales out.
+    assert!(stdout.contains("late") && stdout.contains("queued_behind_busy_instance="), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(json["slo"]["misses_by_cause"]["queued_behind_busy_instance"].as_u64().unwrap() > 0, "{}", json["slo"]);
+    assert_eq!(json["latency_ms"]["cdf"].as_array().map(Vec::len), Some(55));
+    let plots = dir.path().join("plots");
+    let (code, stdout, stderr) = hyscale(&["plot", report.to_str().unwrap(), "--out", plots.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    for name in ["reports-latency-cdf", "reports-cost", "conv-target-tracking-timeline"] {
+        let svg = std::fs::read_to_string(plots.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<text"), "{name}.svg");
+        let png = std::fs::read(plots.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG", "{name}.png");
+        assert!(stdout.contains(&format!("{name}.png")), "{stdout}");
+    }
+    let svg = std::fs::read_to_string(plots.join("reports-latency-cdf.svg")).unwrap();
+    assert!(svg.contains("Latency CDF") && svg.contains("SLO 200 ms"), "the CDF's title and SLO line");
+
+    let not_a_report = dir.path().join("x.json");
+    std::fs::write(&not_a_report, "{\"a\": 1}").unwrap();
+    let (code, _, stderr) = hyscale(&["plot", not_a_report.to_str().unwrap(), "--out", plots.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("x.json: not a hyscale report"), "{stderr}");
+    let (code, _, stderr) = hyscale(&["plot", "/no/such.json", "--out", plots.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("/no/such.json"), "{stderr}");
+}
+
+#[test]
+fn fidelity_refuses_bad_input_before_starting_anything() {
+    let trace = "traces/data/azure_llm_2023/AzureLLMInferenceTrace_conv.csv";
+    let (code, _, stderr) = hyscale(&["fidelity", "--trace", trace, "--policy", "static,nosuch"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("unknown policy 'nosuch'") && stderr.contains("function-only"), "{stderr}");
+    let (code, _, stderr) = hyscale(&["fidelity", "--trace", trace, "--policy", "static", "--duration-s=-5"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--duration-s"), "{stderr}");
+    let (code, _, stderr) = hyscale(&["fidelity", "--trace", trace, "--policy", "static", "--config", "live/mlp.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("mlp.toml: no [cluster] table"), "{stderr}");
+    let (code, _, stderr) = hyscale(&["fidelity", "--trace", trace, "--policy", "static", "--model", "no/such.onnx"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no/such.onnx: no such file"), "{stderr}");
+}
+
 #[test]
 fn overrides_change_policy_seed_and_trace() {
     let (code, stdout, stderr) = hyscale(&[

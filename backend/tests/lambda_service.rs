@@ -569,3 +569,39 @@ async fn serve(service: FunctionService) -> (String, tokio::task::JoinHandle<()>
     });
     (format!("http://{addr}/2015-03-31/functions/{name}/invocations"), server)
 }
+
+/// A sandbox running several events at once (whose runtime retries a failed poll for ever) ends once the
+/// platform that started it is gone, instead of polling a dead endpoint: started by a shell that exits a
+/// second later, as a `hyscale serve` killed with `kill -9` would.
+#[test]
+fn an_orphaned_concurrent_sandbox_exits() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let dead_endpoint = listener.local_addr().expect("address").to_string();
+    drop(listener);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{FUNCTION} >/dev/null 2>&1 & p=$!; echo $p; sleep 1; kill -0 $p && echo alive"))
+        .env("AWS_LAMBDA_RUNTIME_API", &dead_endpoint)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "orphan")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/orphan")
+        .env("AWS_LAMBDA_MAX_CONCURRENCY", "4")
+        .env(MODEL_PATH_ENV, format!("{MODELS}/mlp.onnx"))
+        .env("HYSCALE_ENGINE", "tract")
+        .output()
+        .expect("sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let pid: u32 = lines.next().unwrap_or_default().trim().parse().expect("the sandbox's pid");
+    assert_eq!(lines.next(), Some("alive"), "the sandbox must run while its parent does");
+    // Its parent gone, it polls a dead endpoint: it must end within a second or so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+    {
+        assert!(Instant::now() < deadline, "the orphaned sandbox {pid} still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

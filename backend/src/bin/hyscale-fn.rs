@@ -28,7 +28,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    // The platform that started this sandbox, before anything else can take time.
+    let parent = std::os::unix::process::parent_id();
+    match runtime.block_on(run(parent)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hyscale-fn: {e}");
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), lambda_runtime::Error> {
+async fn run(parent: u32) -> Result<(), lambda_runtime::Error> {
     let model = match load_model() {
         Ok(model) => model,
         Err(e) => {
@@ -46,16 +48,38 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         }
     };
     eprintln!("hyscale-fn: loaded {} on {}", model.session.name(), model.engine);
-    // One loaded model for every event the sandbox runs: one at a time on AWS's classic Lambda, up to
-    // `AWS_LAMBDA_MAX_CONCURRENCY` at once where it is set (Lambda Managed Instances, or the local service
+    // One loaded model for every event the sandbox runs: one at a time on AWS's classic Lambda (the
+    // runtime's sequential loop, which ends when the Runtime API goes away), up to
+    // `AWS_LAMBDA_MAX_CONCURRENCY` at once where it is above 1 (Lambda Managed Instances, or the local service
     // with `concurrency` above 1), which `run_concurrent` polls for. Inference takes the model in turn (the
     // runtime is single-threaded: one vCPU's worth), events interleave while they wait.
     let model = Arc::new(Mutex::new(model));
-    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<InferEvent>| {
+    let handler = service_fn(move |event: LambdaEvent<InferEvent>| {
         let model = model.clone();
         async move { handle(&model, event.payload).await }
-    }))
-    .await
+    });
+    let concurrent = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().and_then(|v| v.parse::<u32>().ok());
+    if concurrent.is_some_and(|n| n > 1) {
+        // The concurrent loop retries a failed poll for ever, without yielding to other tasks; a sandbox whose
+        // platform died (its parent killed) must not live on polling nothing, so a thread of its own ends it
+        // when it is orphaned.
+        std::thread::spawn(move || exit_when_orphaned(parent));
+        lambda_runtime::run_concurrent(handler).await
+    } else {
+        lambda_runtime::run(handler).await
+    }
+}
+
+/// Ends the process once its parent (`parent`, read first thing at start) is gone and it was re-parented:
+/// checked twice a second. Nothing is printed: its standard error went to the parent, and writing to it now
+/// would fail.
+fn exit_when_orphaned(parent: u32) {
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn handle(model: &Mutex<Model>, event: InferEvent) -> Result<InferResult, Diagnostic> {
