@@ -29,13 +29,18 @@ def check_fidelity(text: str, figures: list) -> None:
     assert "fidelity.png" in figures, f"no fidelity.png among {figures}"
 
 
+def check_traces(text: str, figures: list) -> None:
+    assert "conv:" in text and "code:" in text and "peak/mean" in text, f"summary lacks the traces: {text[:500]}"
+    assert "traces.png" in figures, f"no traces.png among {figures}"
+
+
 def check_keepalive(text: str, figures: list) -> None:
     assert "fixed-10min" in text and "hybrid" in text, f"table lacks its rows: {text[:500]}"
     assert "keepalive.png" in figures, f"no keepalive.png among {figures}"
 
 
 # What each notebook must produce; a notebook without an entry fails the check.
-CHECKS = {"reports.ipynb": check_reports, "keepalive.ipynb": check_keepalive, "fidelity.ipynb": check_fidelity}
+CHECKS = {"reports.ipynb": check_reports, "keepalive.ipynb": check_keepalive, "fidelity.ipynb": check_fidelity, "traces.ipynb": check_traces}
 
 
 def main() -> int:
@@ -69,6 +74,17 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         os.environ["HYSCALE_FIDELITY"] = os.path.join(fidelity, "fidelity.json")
+        # The two Azure LLM traces, through `hyscale trace convert` and `hyscale trace stats`.
+        traces = os.path.join(tmp, "traces")
+        os.makedirs(traces)
+        for name in ["conv", "code"]:
+            source = os.path.join(ROOT, "traces", "data", "azure_llm_2023", f"AzureLLMInferenceTrace_{name}.csv")
+            subprocess.run([binary, "trace", "convert", source, "--out", os.path.join(traces, f"{name}.csv")],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(os.path.join(traces, f"{name}.stats.json"), "w") as f:
+                subprocess.run([binary, "trace", "stats", source, "--json"], check=True, stdout=f,
+                               stderr=subprocess.DEVNULL)
+        os.environ["HYSCALE_TRACES"] = traces
         os.environ["HYSCALE_REPORTS"] = tmp
         os.environ["HYSCALE_KEEPALIVE"] = keepalive
         os.environ["HYSCALE_FIGURES"] = os.path.join(tmp, "figures")

@@ -14,6 +14,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 requirements=(notebooks/requirements.txt backend/models/requirements.txt tests/clients/requirements.txt)
 if ! cat "${requirements[@]}" | cmp -s - .venv/.requirements 2>/dev/null; then
+    echo "   installing the pinned packages from PyPI into .venv (first run: a few minutes)"
     .venv/bin/pip install --quiet --disable-pip-version-check "${requirements[@]/#/-r}"
     cat "${requirements[@]}" > .venv/.requirements
 fi

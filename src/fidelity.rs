@@ -3,9 +3,9 @@
 //! For one model, one trace window and a list of policies it
 //! 1. profiles the model here (`hyscale profile`, in a child process: the batch-latency curve and the cold
 //!    start of fresh processes);
-//! 2. measures each serving path on the live half: lone requests through a VM worker (policy `static`, one
-//!    worker) and through a warm function sandbox (policy `function-only`), as far apart as the trace's
-//!    requests on average and timed by the same load generator as the trace. On the VM path the served median
+//! 2. measures each serving path on the live half: requests through one VM worker (policy `static`) and
+//!    through warm function sandboxes (policy `function-only`), sent with the trace's own gaps taken from
+//!    just after the compared window (held out) and timed by the same load generator as the trace. On the VM path the served median
 //!    minus the engine's own latency is the hardware's `overhead_ms`; on the function path the time an
 //!    invocation holds its sandbox (the function's handling of the event) is added to the function table
 //!    (busy and billed time) and the rest of the served median is its `overhead_ms`;
@@ -65,8 +65,8 @@ pub struct FidelityArgs {
     /// Use this profile (`hyscale profile` output) instead of profiling the model now.
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Lone requests sent through each serving path to measure it (after 10 to warm it), as far apart as the
-    /// trace window's requests on average (at least 20 ms, at most 500 ms).
+    /// Requests sent through each serving path to measure it (after 10 to warm it), with the trace's gaps
+    /// from just after the compared window (capped at 2 s; evenly spaced when the trace ends first).
     #[arg(long, default_value_t = 100)]
     calibration_requests: u32,
     /// Seed of the trace's random choices, the payloads and the simulator.
@@ -126,7 +126,7 @@ struct Calibration {
     function_served_median_ms: f64,
     function_in_sandbox_ms: f64,
     function_overhead_ms: f64,
-    calibration_spacing_ms: f64,
+    calibration_schedule: String,
     calibration_requests: u32,
     vm_provision_s: Vec<(String, f64)>,
     function_cold_start_injected_ms: f64,
@@ -224,30 +224,26 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
 
-    // 2. Serving overheads, measured on the live half with lone requests as far apart as the trace's.
+    // 2. The serving paths, measured on the live half with the trace's held-out gaps.
     let mut spec = TraceSpec::from_arg(&args.trace).map_err(|e| bad(format!("--trace: {e}")))?;
     spec.rebase(&cwd);
     let window = TraceSpec::Transform(TransformSpec::Window {
         start_s: 0.0,
         end_s: Some(args.duration_s),
-        source: Box::new(spec),
+        source: Box::new(spec.clone()),
     });
     let trace_seed = hyscale_sim::rng::SeedFan::new(args.seed).seed("arrivals");
     let count = window.open(Path::new(""), trace_seed).map_err(|e| bad(format!("--trace: {e}")))?.count();
-    let spacing = Nanos::from_secs_f64((args.duration_s / count.max(1) as f64).clamp(0.02, 0.5));
+    let schedule = calibration_schedule(&spec, trace_seed, args.duration_s, count, args.calibration_requests)
+        .map_err(|e| bad(format!("--trace: {e}")))?;
     let vm_type = probe.catalog.vm_types.first().map(|t| t.name.clone()).unwrap_or_default();
     let live = LiveSetup { serve: &serve_cfg, base: &base, config_path: &config_path };
-    eprintln!(
-        "measuring the serving paths' overhead ({} lone requests each, {:.0} ms apart)",
-        args.calibration_requests,
-        spacing.as_millis_f64()
-    );
-    let n = args.calibration_requests;
+    eprintln!("measuring the serving paths ({} requests each, {})", schedule.times.len(), schedule.describe);
     let (vm_lone, fn_lone) = runtime.block_on(async {
-        let vm = live.lone(&calibration_vm(&cluster, &vm_type), n, spacing, args.seed).await?;
+        let vm = live.lone(&calibration_vm(&cluster, &vm_type), &schedule.times, args.seed).await?;
         let mut c = cluster.clone();
         c.policy = "function-only".into();
-        let func = live.lone(&c, n, spacing, args.seed).await?;
+        let func = live.lone(&c, &schedule.times, args.seed).await?;
         anyhow::Ok((vm, func))
     })?;
     let mut file: ProfileFile = toml::from_str(&std::fs::read_to_string(&measured)?)
@@ -275,7 +271,7 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
     std::fs::write(
         &calibrated,
         format!(
-            "# Measured by `hyscale profile` and `hyscale fidelity` on this machine (overhead_ms: lone requests' \
+            "# Measured by `hyscale profile` and `hyscale fidelity` on this machine (overhead_ms: calibration requests' \
              served median minus the engine's).\n{}",
             toml::to_string(&file)?
         ),
@@ -290,7 +286,7 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
         function_served_median_ms: fn_served,
         function_in_sandbox_ms: in_sandbox_ms,
         function_overhead_ms,
-        calibration_spacing_ms: spacing.as_millis_f64(),
+        calibration_schedule: schedule.describe.clone(),
         calibration_requests: args.calibration_requests,
         vm_provision_s,
         function_cold_start_injected_ms: cluster.function_cold_start_delay_ms,
@@ -469,7 +465,51 @@ struct LiveSetup<'a> {
     config_path: &'a Path,
 }
 
-/// What lone requests measured on one serving path.
+/// When the calibration's requests are sent.
+struct Schedule {
+    times: Vec<Nanos>,
+    describe: String,
+}
+
+/// The calibration's send times: the gaps between the trace's requests just after the compared window (held
+/// out: never the compared arrivals), each capped at 2 s (a longer gap finds the path as idle as 2 s does), so
+/// that the serving path is measured under the trace's own pattern of bursts and pauses. Where fewer than `n`
+/// requests follow the window, `n` requests evenly spaced at the window's mean gap (20 to 500 ms).
+fn calibration_schedule(
+    spec: &TraceSpec,
+    seed: u64,
+    duration_s: f64,
+    in_window: usize,
+    n: u32,
+) -> Result<Schedule, hyscale_traces::TraceError> {
+    let after = TraceSpec::Transform(TransformSpec::Window {
+        start_s: duration_s,
+        end_s: None,
+        source: Box::new(spec.clone()),
+    });
+    let held_out: Vec<Nanos> =
+        after.open(Path::new(""), seed)?.take(n as usize + 1).map(|a| a.map(|a| a.time)).collect::<Result<_, _>>()?;
+    if held_out.len() > n as usize {
+        let cap = Nanos::from_secs(2);
+        let mut t = Nanos::ZERO;
+        let mut times = vec![Nanos::ZERO];
+        for pair in held_out.windows(2).take(n as usize - 1) {
+            t = t.saturating_add(pair[1].saturating_sub(pair[0]).min(cap));
+            times.push(t);
+        }
+        return Ok(Schedule {
+            describe: format!("with the trace's gaps after the compared window, from {duration_s:.0} s, capped at 2 s"),
+            times,
+        });
+    }
+    let spacing = Nanos::from_secs_f64((duration_s / in_window.max(1) as f64).clamp(0.02, 0.5));
+    Ok(Schedule {
+        times: (0..u64::from(n)).map(|i| Nanos(i * spacing.0)).collect(),
+        describe: format!("{:.0} ms apart, the window's mean gap", spacing.as_millis_f64()),
+    })
+}
+
+/// What the calibration measured on one serving path.
 struct Lone {
     /// Their median served latency, ms.
     served_ms: f64,
@@ -521,12 +561,13 @@ impl LiveSetup<'_> {
         }
     }
 
-    /// Lone requests through cluster `c` (once it has a ready VM worker, when it asks for one): after 10
-    /// unmeasured ones back to back, `n` sent by the replay's load generator `spacing` apart (the trace's
-    /// mean gap), so that each arrives alone and is timed as the trace's requests are.
-    async fn lone(&self, c: &ClusterConfig, n: u32, spacing: Nanos, seed: u64) -> anyhow::Result<Lone> {
+    /// Requests through cluster `c` with only its one instance (a ready VM worker when it asks for one):
+    /// after 10 unmeasured ones back to back, requests sent at `times` by the replay's load generator, so
+    /// that they are timed as the trace's are.
+    async fn lone(&self, c: &ClusterConfig, times: &[Nanos], seed: u64) -> anyhow::Result<Lone> {
+        let n = times.len() as u64;
         let live = self.start(c).await?;
-        let cfg = self.replay_config(c, &live.endpoint, "lone requests", seed);
+        let cfg = self.replay_config(c, &live.endpoint, "calibration requests", seed);
         let wants_vm = c.policy == "static";
         let result = async {
             if wants_vm {
@@ -534,12 +575,11 @@ impl LiveSetup<'_> {
             }
             lone_requests(&cfg, 10).await?;
             let before = wait_for_cluster(&cfg, Duration::from_secs(5), |_| true).await?;
-            let spaced = (0..u64::from(n))
-                .map(|i| Ok(Arrival { time: Nanos(i * spacing.0), model: 0, input_size: 0, output_size: 0 }));
+            let spaced = times.iter().map(|&time| Ok(Arrival { time, model: 0, input_size: 0, output_size: 0 }));
             let report = replay(spaced, &cfg, |_, _| {}).await?;
             anyhow::ensure!(
-                report.requests.completed == u64::from(n),
-                "calibration of the {} path: {} of {n} lone requests completed",
+                report.requests.completed == n,
+                "calibration of the {} path: {} of {n} requests completed",
                 c.policy,
                 report.requests.completed
             );
