@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use hyscale_policies::report::Report;
+use hyscale_policies::report::{Report, TimelineRow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -41,6 +41,10 @@ const COLOURS: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
+
+/// One figure of a report, or of a timeline row.
+type ReportFigure = fn(&Report) -> f64;
+type RowFigure = fn(&TimelineRow) -> f64;
 
 /// A report and the name it is drawn under.
 struct Labelled {
@@ -205,7 +209,7 @@ fn cdf<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, reports: &[Labelled]) 
 /// Cost of each report, stacked by kind.
 fn cost<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, reports: &[Labelled]) -> Result<(), String> {
     root.fill(&WHITE).map_err(err)?;
-    let kinds: [(&str, fn(&Report) -> f64); 5] = [
+    let kinds: [(&str, ReportFigure); 5] = [
         ("VM on demand", |r| r.cost.vm_on_demand),
         ("VM spot", |r| r.cost.vm_spot),
         ("function compute", |r| r.cost.function_compute),
@@ -274,14 +278,13 @@ fn timeline<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Labelled) -> 
         [a] => a.t_s.max(1e-9),
         [] => 1.0,
     };
-    type Get = fn(&hyscale_policies::report::TimelineRow) -> f64;
-    let requests: [(&str, Get); 4] = [
+    let requests: [(&str, RowFigure); 4] = [
         ("arrivals", |w| w.arrivals as f64),
         ("completed", |w| w.completed as f64),
         ("within SLO", |w| w.fulfilled as f64),
         ("rejected + dropped", |w| (w.rejected + w.dropped) as f64),
     ];
-    let instances: [(&str, Get); 6] = [
+    let instances: [(&str, RowFigure); 6] = [
         ("VMs provisioning", |w| f64::from(w.vm_provisioning)),
         ("VMs ready", |w| f64::from(w.vm_ready_on_demand + w.vm_ready_spot)),
         ("VMs draining", |w| f64::from(w.vm_draining)),
@@ -299,8 +302,8 @@ fn panel<DB: DrawingBackend>(
     title: &str,
     y_desc: &str,
     (end, interval): (f64, f64),
-    series: &[(&str, fn(&hyscale_policies::report::TimelineRow) -> f64)],
-    rows: &[hyscale_policies::report::TimelineRow],
+    series: &[(&str, RowFigure)],
+    rows: &[TimelineRow],
     scale: f64,
 ) -> Result<(), String> {
     let top =

@@ -309,12 +309,9 @@ fn record(ledger: &mut Ledger, rows: &mut Vec<TimelineRow>, interval: Nanos, sen
 /// Instances by state at the end of each report interval, from `GET /v2/cluster/{model}` (none when the
 /// endpoint is not a `hyscale serve` cluster): (row, [VMs provisioning, ready on demand, ready spot,
 /// draining, sandboxes cold-starting, idle, busy]), pushed into `samples` until the task is aborted.
-async fn sample_instances(
-    client: reqwest::Client,
-    cfg: ReplayConfig,
-    start: Instant,
-    samples: std::sync::Arc<std::sync::Mutex<Vec<(usize, [u32; 7])>>>,
-) {
+type Samples = std::sync::Arc<std::sync::Mutex<Vec<(usize, [u32; 7])>>>;
+
+async fn sample_instances(client: reqwest::Client, cfg: ReplayConfig, start: Instant, samples: Samples) {
     let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
     {
         for row in 0usize.. {
@@ -389,10 +386,10 @@ pub async fn wait_for_cluster(
             Ok(r) if r.status().is_success() => r.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()),
             _ => None,
         };
-        if let Some(status) = status {
-            if ready(&status) {
-                return Ok(status);
-            }
+        if let Some(status) = status
+            && ready(&status)
+        {
+            return Ok(status);
         }
         if started.elapsed() > deadline {
             return Err(ReplayError::Invalid(format!("{url}: the cluster was not ready after {deadline:?}")));
