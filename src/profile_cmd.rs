@@ -410,6 +410,7 @@ fn profile_toml(
                 output_ms: 0.0,
                 // The engine alone: the serving path's share is measured live (`hyscale fidelity`).
                 overhead_ms: 0.0,
+                overhead_p99_ms: 0.0,
             })
             .collect(),
     };

@@ -281,6 +281,30 @@ fn a_requests_size_adds_to_its_service_time_through_the_profile() {
 }
 
 #[test]
+fn a_serving_overhead_adds_to_latency_but_not_to_the_instances_busy_time() {
+    // vm1: 100 ms per request plus a 20 ms serving overhead; two requests 110 ms apart: the second starts at
+    // 110 ms (the first's batch ended at 100 ms: the overhead does not hold the VM), so both take 120 ms.
+    let profile = PROFILE.replace("latency_ms = [100.0, 130.0]", "latency_ms = [100.0, 130.0]\noverhead_ms = 20.0");
+    let f = fixture_with_profile(&Cloud { boot_s: 0.0, ..Cloud::default() }, &profile, STATIC_ONE);
+    let r = run(&f, &[1.0, 1.11]);
+    assert_conserved(&r);
+    assert!((r.latency_ms.max - 120.0).abs() < 0.5, "{:?}", r.latency_ms);
+    assert!((r.latency_ms.mean - 120.0).abs() < 0.5, "{:?}", r.latency_ms);
+    // With a 99th percentile the overhead is drawn per request (log-normal, median 20 ms): the median of many
+    // requests is close to 120 ms and the spread shows in the tail; a p99 not above the median is refused.
+    let spread = profile.replace("overhead_ms = 20.0", "overhead_ms = 20.0\noverhead_p99_ms = 60.0");
+    let f = fixture_with_profile(&Cloud { boot_s: 0.0, ..Cloud::default() }, &spread, STATIC_ONE);
+    let times: Vec<f64> = (0..2000).map(|i| 1.0 + 0.2 * i as f64).collect();
+    let r = run(&f, &times);
+    assert!((r.latency_ms.p50 - 120.0).abs() < 3.0, "{:?}", r.latency_ms);
+    assert!(r.latency_ms.p99 > 150.0 && r.latency_ms.p99 < 175.0, "{:?}", r.latency_ms);
+    let bad = profile.replace("overhead_ms = 20.0", "overhead_ms = 20.0\noverhead_p99_ms = 10.0");
+    let file: hyscale_policies::profile::ProfileFile = toml::from_str(&bad).unwrap();
+    let err = file.hardware[0].table().unwrap_err().to_string();
+    assert!(err.contains("overhead_p99_ms"), "{err}");
+}
+
+#[test]
 fn keep_alive_checks_do_not_pile_up_in_the_event_queue() {
     // 2,000 requests 1.5 s apart on one function with a 600 s keep-alive: its instance goes idle 2,000 times,
     // and a check armed per idle period would hold ~400 events at once; one armed per instance holds a handful.

@@ -181,6 +181,11 @@ pub struct HardwareProfile {
     /// half (lone requests' served latency minus the engine's own).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub overhead_ms: f64,
+    /// The serving path's 99th percentile, ms: with it, each request's overhead is drawn from the log-normal
+    /// with median `overhead_ms` and this 99th percentile (default 0: the overhead is `overhead_ms` for every
+    /// request).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overhead_p99_ms: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -239,6 +244,17 @@ impl HardwareProfile {
             return Err(PolicyError::InvalidProfile {
                 what: format!("hardware '{}'", self.hardware),
                 reason: format!("cv must be a non-negative number, got {}", self.cv),
+            });
+        }
+        let spread = self.overhead_p99_ms == 0.0
+            || (self.overhead_p99_ms.is_finite() && self.overhead_p99_ms > self.overhead_ms);
+        if !spread || (self.overhead_p99_ms > 0.0 && self.overhead_ms <= 0.0) {
+            return Err(PolicyError::InvalidProfile {
+                what: format!("hardware '{}'", self.hardware),
+                reason: format!(
+                    "overhead_p99_ms must be 0 or above a positive overhead_ms, got {} and {}",
+                    self.overhead_p99_ms, self.overhead_ms
+                ),
             });
         }
         if !(self.overhead_ms.is_finite() && self.overhead_ms >= 0.0) {

@@ -239,8 +239,9 @@ pub struct VmModel {
     pub spot_hazard_per_h: f64,
     /// Service-time CV from the profile.
     pub service_cv: f64,
-    /// Serving overhead per request (the profile's `overhead_ms`), added to each request's latency.
-    pub overhead: Nanos,
+    /// Serving overhead per request, ms (the profile's `overhead_ms`, or a log-normal with its
+    /// `overhead_p99_ms`), added to each request's latency.
+    pub overhead_ms: Dist,
 }
 
 /// Random parts of the function platform's model.
@@ -256,8 +257,8 @@ pub struct FunctionModel {
     pub model_load_mb_per_s: Dist,
     /// Service-time CV from the profile.
     pub service_cv: f64,
-    /// Serving overhead per request (the profile's `overhead_ms`), added to each request's latency.
-    pub overhead: Nanos,
+    /// Serving overhead per request, ms (as [`VmModel::overhead_ms`]).
+    pub overhead_ms: Dist,
 }
 
 /// A loaded, checked scenario: everything `simulate` needs but the policy object and the arrivals.
@@ -493,6 +494,16 @@ fn model_spec(path: &Path, catalog: &Catalog) -> Result<ModelSpec, SimError> {
     })
 }
 
+/// The serving overhead of a profile entry (validated by `HardwareProfile::table`): fixed at `overhead_ms`, or
+/// log-normal between it (median) and `overhead_p99_ms`.
+fn overhead_dist(h: &hyscale_policies::profile::HardwareProfile) -> Dist {
+    if h.overhead_p99_ms > h.overhead_ms && h.overhead_ms > 0.0 {
+        DistSpec::Lognormal { p50: h.overhead_ms, p99: h.overhead_p99_ms }.build().unwrap_or(Dist::Fixed(h.overhead_ms))
+    } else {
+        Dist::Fixed(h.overhead_ms)
+    }
+}
+
 fn build_catalog(
     catalog_path: &Path,
     c: &CatalogFile,
@@ -551,7 +562,7 @@ fn build_catalog(
             spot_hazard_per_h: v.spot_interruptions_per_h * hazard_scale,
             load_mb_per_s: v.model_load_mb_per_s,
             service_cv: entry.cv,
-            overhead: Nanos::from_millis_f64(entry.overhead_ms),
+            overhead_ms: overhead_dist(entry),
         });
     }
     let f = &c.functions;
@@ -639,7 +650,7 @@ fn build_catalog(
         load_s_one_vcpu: load_s,
         model_load_mb_per_s: bandwidth,
         service_cv: fentry.cv,
-        overhead: Nanos::from_millis_f64(fentry.overhead_ms),
+        overhead_ms: overhead_dist(fentry),
     };
     Ok((catalog, vm_models, function_model))
 }

@@ -289,9 +289,10 @@ impl World<'_> {
                 billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
         }
         self.fn_sync(idx, before);
-        let overhead = self.sc.function_model.overhead;
+        let sc = self.sc;
         for r in &batch {
-            self.complete(r, overhead);
+            let o = Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead));
+            self.complete(r, o);
         }
         self.functions.entry(function).or_default().last_end = Some(now);
         self.fn_try_start(idx);

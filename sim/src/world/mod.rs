@@ -242,6 +242,8 @@ struct World<'a> {
     rng_provision: SimRng,
     rng_cold: SimRng,
     rng_service: SimRng,
+    /// Serving overheads (drawn only where a profile gives them a spread).
+    rng_overhead: SimRng,
     rng_spot: SimRng,
     vm_noise: Vec<Option<LogNormal<f64>>>,
     fn_noise: Option<LogNormal<f64>>,
@@ -440,6 +442,7 @@ impl<'a> World<'a> {
             rng_provision: fan.stream("provisioning"),
             rng_cold: fan.stream("cold-start"),
             rng_service: fan.stream("service"),
+            rng_overhead: fan.stream("overhead"),
             rng_spot: fan.stream("spot"),
             vm_noise: sc.vm_models.iter().map(|m| unit_mean_noise(m.service_cv)).collect(),
             fn_noise: unit_mean_noise(sc.function_model.service_cv),
@@ -541,9 +544,11 @@ impl<'a> World<'a> {
                 let before = self.vm_snapshot(i);
                 let batch = mem::take(&mut self.vms[i as usize].batch);
                 self.vm_sync(i, before);
-                let overhead = self.sc.vm_models[self.vms[i as usize].vm_type.0 as usize].overhead;
+                let sc = self.sc;
+                let overhead = &sc.vm_models[self.vms[i as usize].vm_type.0 as usize].overhead_ms;
                 for r in &batch {
-                    self.complete(r, overhead);
+                    let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
+                    self.complete(r, o);
                 }
                 // Give the batch's allocation back for the next one.
                 let mut batch = batch;
