@@ -191,6 +191,8 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
         model_cfg.path = cwd.join(m);
     }
     let model_path = base.join(&model_cfg.path);
+    // Each live VM worker queues this many requests; the simulator's VMs are given the same limit.
+    let queue_limit = u32::try_from(model_cfg.queue_capacity).unwrap_or(u32::MAX);
     if !model_path.is_file() {
         return Err(bad(format!("--model {}: no such file", model_path.display())));
     }
@@ -318,11 +320,6 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
     );
 
     // 3. Each policy: the simulator, then the live cluster, on the same arrivals.
-    let queue_limit = serve_cfg
-        .models
-        .iter()
-        .find(|m| m.name == cluster.model)
-        .map_or(u32::MAX, |m| u32::try_from(m.queue_capacity).unwrap_or(u32::MAX));
     let mut runs = Vec::new();
     for policy in &args.policy {
         let mut c = cluster.clone();

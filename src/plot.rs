@@ -159,6 +159,20 @@ fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
+/// Draws a chart's legend at `position`, as every picture here does.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 /// The latency CDFs of `reports`, overlaid, on a log latency axis.
 fn cdf<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, reports: &[Labelled]) -> Result<(), String> {
     root.fill(&WHITE).map_err(err)?;
@@ -197,13 +211,7 @@ fn cdf<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, reports: &[Labelled]) 
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(1)));
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// Cost of each report, stacked by kind.
@@ -258,13 +266,7 @@ fn cost<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, reports: &[Labelled])
             .label(*kind)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// One report's timeline: requests per second above, instances below.
@@ -331,11 +333,5 @@ fn panel<DB: DrawingBackend>(
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }

@@ -190,11 +190,9 @@ pub async fn replay(
     let _ = sampler.await;
     // The last interval ends with the replay, before its sample is due: take it now.
     let last = rows.len().max(arrivals_per_row.len()).saturating_sub(1);
-    if !samples.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(row, _)| *row == last) {
-        let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
-        if let Some(sample) = instance_sample(&client, &url, cfg.timeout).await {
-            samples.lock().unwrap_or_else(|p| p.into_inner()).push((last, sample));
-        }
+    let sampled = samples.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(row, _)| *row == last);
+    if !sampled && let Some(status) = cluster_status(&client, cfg, cfg.timeout).await {
+        samples.lock().unwrap_or_else(|p| p.into_inner()).push((last, instance_sample(&status)));
     }
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
     for (i, row) in rows.iter_mut().enumerate() {
@@ -209,7 +207,7 @@ pub async fn replay(
         }
     }
     let (requests, slo, latency_ms) = ledger.summary();
-    let (cost, cluster) = cluster_status(&client, cfg).await;
+    let (cost, cluster) = cluster_figures(&client, cfg).await;
     let total = cost.total();
     let completed = requests.completed;
     Ok(Report {
@@ -312,36 +310,38 @@ fn record(ledger: &mut Ledger, rows: &mut Vec<TimelineRow>, interval: Nanos, sen
 type Samples = std::sync::Arc<std::sync::Mutex<Vec<(usize, [u32; 7])>>>;
 
 async fn sample_instances(client: reqwest::Client, cfg: ReplayConfig, start: Instant, samples: Samples) {
-    let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
-    {
-        for row in 0usize.. {
-            tokio::time::sleep_until((start + cfg.report_interval * (row as u32 + 1)).into()).await;
-            match instance_sample(&client, &url, cfg.report_interval).await {
-                Some(sample) => samples.lock().unwrap_or_else(|p| p.into_inner()).push((row, sample)),
-                None if row == 0 => return, // Not a cluster (or not answering): nothing to sample.
-                None => {}
-            }
+    for row in 0usize.. {
+        tokio::time::sleep_until((start + cfg.report_interval * (row as u32 + 1)).into()).await;
+        match cluster_status(&client, &cfg, cfg.report_interval).await {
+            Some(status) => samples.lock().unwrap_or_else(|p| p.into_inner()).push((row, instance_sample(&status))),
+            None if row == 0 => return, // Not a cluster (or not answering): nothing to sample.
+            None => {}
         }
     }
 }
 
-/// One sample of a cluster's instances by state (see [`sample_instances`]); `None` when the endpoint does
-/// not answer with a cluster status.
-async fn instance_sample(client: &reqwest::Client, url: &str, timeout: Duration) -> Option<[u32; 7]> {
-    let response = client.get(url).timeout(timeout).send().await.ok()?;
+/// `GET /v2/cluster/{model}`: the cluster's status as JSON, or `None` when the endpoint does not answer
+/// with one (not a `hyscale serve` cluster, not answering within `timeout`).
+async fn cluster_status(client: &reqwest::Client, cfg: &ReplayConfig, timeout: Duration) -> Option<Value> {
+    let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
+    let response = client.get(&url).timeout(timeout).send().await.ok()?;
     if !response.status().is_success() {
         return None;
     }
-    let status: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+/// One sample of a cluster's instances by state, from its status (see [`sample_instances`]).
+fn instance_sample(status: &Value) -> [u32; 7] {
     let n = |v: &Value| v.as_u64().unwrap_or(0) as u32;
     let (vms, fns) = (&status["vms"], &status["functions"]);
     let spot = n(&status["vms_ready_spot"]);
-    Some([n(&vms[0]), n(&vms[1]).saturating_sub(spot), spot, n(&vms[2]), n(&fns[0]), n(&fns[1]), n(&fns[2])])
+    [n(&vms[0]), n(&vms[1]).saturating_sub(spot), spot, n(&vms[2]), n(&fns[0]), n(&fns[1]), n(&fns[2])]
 }
 
 /// Sends `n` requests one after another, each once the previous one has answered, and returns their
-/// latencies: the served latency of a lone request, which calibrates a serving path's overhead (`hyscale
-/// fidelity`). Any answer but 200 is an error naming it.
+/// latencies: the served latency of a lone request (`hyscale fidelity` warms a serving path with them).
+/// Any answer but 200 is an error naming it.
 pub async fn lone_requests(cfg: &ReplayConfig, n: u32) -> Result<Vec<Duration>, ReplayError> {
     let client = reqwest::Client::new();
     let inputs = model_inputs(&client, cfg).await?;
@@ -379,19 +379,15 @@ pub async fn wait_for_cluster(
     ready: impl Fn(&Value) -> bool,
 ) -> Result<Value, ReplayError> {
     let client = reqwest::Client::new();
-    let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
     let started = Instant::now();
     loop {
-        let status = match client.get(&url).timeout(cfg.timeout).send().await {
-            Ok(r) if r.status().is_success() => r.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()),
-            _ => None,
-        };
-        if let Some(status) = status
+        if let Some(status) = cluster_status(&client, cfg, cfg.timeout).await
             && ready(&status)
         {
             return Ok(status);
         }
         if started.elapsed() > deadline {
+            let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
             return Err(ReplayError::Invalid(format!("{url}: the cluster was not ready after {deadline:?}")));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -411,18 +407,8 @@ struct ClusterFigures {
 /// What the endpoint's cluster has cost and run, from `GET /v2/cluster/{model}` (its `cost`, billed by
 /// `policies::billing`, and its instance figures); zero when the model is not served by a cluster (a plain
 /// batcher bills nothing).
-async fn cluster_status(client: &reqwest::Client, cfg: &ReplayConfig) -> (CostBreakdown, ClusterFigures) {
-    let url = format!("{}/v2/cluster/{}", cfg.endpoint.trim_end_matches('/'), cfg.model);
-    let Ok(response) = client.get(&url).timeout(cfg.timeout).send().await else {
-        return Default::default();
-    };
-    if !response.status().is_success() {
-        return Default::default();
-    }
-    let Ok(bytes) = response.bytes().await else {
-        return Default::default();
-    };
-    let Ok(status) = serde_json::from_slice::<Value>(&bytes) else {
+async fn cluster_figures(client: &reqwest::Client, cfg: &ReplayConfig) -> (CostBreakdown, ClusterFigures) {
+    let Some(status) = cluster_status(client, cfg, cfg.timeout).await else {
         return Default::default();
     };
     let f = |k: &str| status["cost"][k].as_f64().unwrap_or(0.0);

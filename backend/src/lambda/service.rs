@@ -69,11 +69,15 @@ struct Ready {
     since: Nanos,
 }
 
+/// What the invocations waiting for a cold start hear: nothing yet (`None`), then the ready sandbox
+/// (`Some(Some(sandbox))`) or that it failed (`Some(None)`).
+type ColdStartNews = Option<Option<Arc<Sandbox>>>;
+
 /// A sandbox cold-starting: how many invocations wait for it (its starter included), and where they hear
-/// that it is ready (`Some(sandbox)`) or failed (`None`).
+/// how its start ended.
 struct Starting {
     in_use: u32,
-    ready: watch::Receiver<Option<Option<Arc<Sandbox>>>>,
+    ready: watch::Receiver<ColdStartNews>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -150,6 +154,23 @@ impl FunctionStats {
     /// Sandboxes alive in any state.
     pub fn sandboxes(&self) -> u32 {
         self.cold_starting + self.idle_warm + self.busy
+    }
+
+    /// Adds `other`'s gauges and counters to these (the stats of several services together).
+    pub fn add(&mut self, other: &FunctionStats) {
+        self.cold_starting += other.cold_starting;
+        self.idle_warm += other.idle_warm;
+        self.busy += other.busy;
+        self.in_flight += other.in_flight;
+        self.invocations_total += other.invocations_total;
+        self.cold_starts_total += other.cold_starts_total;
+        self.warm_starts_total += other.warm_starts_total;
+        self.throttled_total += other.throttled_total;
+        self.function_errors_total += other.function_errors_total;
+        self.init_failures_total += other.init_failures_total;
+        self.expired_total += other.expired_total;
+        self.billed_mb_ms_total += other.billed_mb_ms_total;
+        self.duration_ns_total += other.duration_ns_total;
     }
 
     /// Billed GB-seconds (1 GB = 1024 MB).
@@ -404,7 +425,9 @@ impl FunctionService {
 
     /// The live sandboxes, in start order.
     pub fn sandboxes(&self) -> Vec<SandboxInfo> {
-        lock(&self.shared.pool).live.values().copied().collect()
+        let pool = lock(&self.shared.pool);
+        let in_use = |id| pool.ready.get(id).map(|r| r.in_use).or_else(|| pool.starting.get(id).map(|s| s.in_use));
+        pool.live.values().map(|info| SandboxInfo { in_use: in_use(&info.id).unwrap_or(0), ..*info }).collect()
     }
 
     /// Stops the service: kills the idle sandboxes now and the busy ones as their invocations end, and
@@ -426,8 +449,7 @@ impl FunctionService {
 
     /// Takes a slot of a warm sandbox (the busiest with one free, then the most recently idle), else of a
     /// starting one (answered with where to hear it is ready), else reserves a new sandbox.
-    #[allow(clippy::type_complexity)]
-    fn acquire(&self) -> Result<(Lease, Option<watch::Receiver<Option<Option<Arc<Sandbox>>>>>), LambdaError> {
+    fn acquire(&self) -> Result<(Lease, Option<watch::Receiver<ColdStartNews>>), LambdaError> {
         let shared = &self.shared;
         let concurrency = shared.config.concurrency.max(1);
         let now = shared.clock.now();
@@ -452,10 +474,9 @@ impl FunctionService {
                 continue;
             }
             entry.in_use += 1;
-            let (sandbox, in_use, provisioned) = (Arc::clone(&entry.sandbox), entry.in_use, entry.provisioned);
+            let (sandbox, provisioned) = (Arc::clone(&entry.sandbox), entry.provisioned);
             if let Some(info) = pool.live.get_mut(&id) {
                 info.state = SandboxState::Busy;
-                info.in_use = in_use;
             }
             pool.counters.warm_starts += 1;
             drop(pool);
@@ -469,10 +490,7 @@ impl FunctionService {
             && let Some(entry) = pool.starting.get_mut(&id)
         {
             entry.in_use += 1;
-            let (ready, in_use) = (entry.ready.clone(), entry.in_use);
-            if let Some(info) = pool.live.get_mut(&id) {
-                info.in_use = in_use;
-            }
+            let ready = entry.ready.clone();
             drop(pool);
             drop(retired);
             return Ok((Lease::new(shared, id, None), Some(ready)));
@@ -575,7 +593,7 @@ impl Pool {
     fn reserve(&mut self, shared: &Arc<Shared>, in_use: u32) -> Lease {
         let id = SandboxId(self.next_id);
         self.next_id += 1;
-        self.live.insert(id, SandboxInfo { id, pid: None, state: SandboxState::Starting, in_use });
+        self.live.insert(id, SandboxInfo { id, pid: None, state: SandboxState::Starting, in_use: 0 });
         self.counters.cold_starts += 1;
         let (starter, ready) = watch::channel(None);
         self.starting.insert(id, Starting { in_use, ready });
@@ -627,7 +645,7 @@ struct Lease {
     id: SandboxId,
     sandbox: Option<Arc<Sandbox>>,
     /// The cold start's announcer, held by the lease that started the sandbox until it is ready or failed.
-    starter: Option<watch::Sender<Option<Option<Arc<Sandbox>>>>>,
+    starter: Option<watch::Sender<ColdStartNews>>,
     /// Slots the lease holds (1; a pre-warm holds them all).
     slots: u32,
     /// Whether the sandbox was started by a pre-warm.
@@ -660,10 +678,9 @@ impl Lease {
         if entry.in_use == 0 {
             entry.since = now;
         }
-        let in_use = entry.in_use;
+        let idle = entry.in_use == 0;
         if let Some(info) = pool.live.get_mut(&self.id) {
-            info.state = if in_use == 0 { SandboxState::Idle } else { SandboxState::Busy };
-            info.in_use = in_use;
+            info.state = if idle { SandboxState::Idle } else { SandboxState::Busy };
         }
     }
 }
@@ -676,19 +693,10 @@ impl Drop for Lease {
             // An invocation that gave up waiting for another's cold start: only its slot goes back.
             let mut guard = lock(&self.shared.pool);
             let pool = &mut *guard;
-            let in_use = match (pool.starting.get_mut(&self.id), pool.ready.get_mut(&self.id)) {
-                (Some(s), _) => {
-                    s.in_use = s.in_use.saturating_sub(1);
-                    s.in_use
-                }
-                (None, Some(r)) => {
-                    r.in_use = r.in_use.saturating_sub(1);
-                    r.in_use
-                }
-                (None, None) => return,
-            };
-            if let Some(info) = pool.live.get_mut(&self.id) {
-                info.in_use = in_use;
+            match (pool.starting.get_mut(&self.id), pool.ready.get_mut(&self.id)) {
+                (Some(s), _) => s.in_use = s.in_use.saturating_sub(1),
+                (None, Some(r)) => r.in_use = r.in_use.saturating_sub(1),
+                (None, None) => {}
             }
         } else if !self.released {
             let mut pool = lock(&self.shared.pool);

@@ -29,7 +29,7 @@ use super::provider::{BoxFuture, FunctionProvider};
 use crate::WallClock;
 use crate::engine::{BatchDim, ModelMetadata, Tensor};
 use crate::lambda::payload::{self, InferEvent, InferResult};
-use crate::lambda::{FunctionConfig, FunctionService, LambdaError};
+use crate::lambda::{FunctionConfig, FunctionService, FunctionStats, LambdaError};
 
 struct State {
     service: FunctionService,
@@ -38,10 +38,8 @@ struct State {
     settings: FunctionSettings,
     /// Services replaced by a configuration change, kept until their sandboxes are gone (for the counts).
     retired: Vec<FunctionService>,
-    retired_cold_starts: u64,
-    retired_throttled: u64,
-    retired_invocations: u64,
-    retired_duration_ns: u64,
+    /// The totals of retired services already forgotten (all their sandboxes gone).
+    forgotten: FunctionStats,
     /// What the invocations cost, by `policies::billing`.
     billed: CostBreakdown,
     /// Pre-warmed capacity billed so far, by the simulator's meter.
@@ -55,6 +53,28 @@ pub struct Functions {
     /// Since the platform started: the clock its pre-warmed capacity is billed by.
     clock: WallClock,
     state: Mutex<State>,
+}
+
+impl State {
+    /// The stats of every service, the current one and the retired ones, together; retired services whose
+    /// sandboxes are all gone are forgotten, their totals kept.
+    fn stats(&mut self) -> FunctionStats {
+        let mut forgotten = self.forgotten;
+        self.retired.retain(|s| {
+            let stats = s.stats();
+            let gone = stats.sandboxes() == 0 && stats.in_flight == 0;
+            if gone {
+                forgotten.add(&stats);
+            }
+            !gone
+        });
+        self.forgotten = forgotten;
+        let mut all = forgotten;
+        for s in self.retired.iter().chain(std::iter::once(&self.service)) {
+            all.add(&s.stats());
+        }
+        all
+    }
 }
 
 /// A request waiting for a batch of the function pool.
@@ -146,14 +166,14 @@ impl Functions {
                 if let Some(first) = shape.first_mut() {
                     *first = rows.iter().sum();
                 }
-                let data = batch.iter().flat_map(|p| p.inputs.get(k).map(|t| t.data.clone()).unwrap_or_default());
-                Tensor { shape, data: data.collect() }
+                let data = batch.iter().flat_map(|p| p.inputs.get(k).map_or(&[][..], |t| &t.data[..]));
+                Tensor { shape, data: data.copied().collect() }
             })
             .collect();
-        let mut result = self.invoke_batch(metadata, stacked).await;
+        let result = self.invoke_batch(metadata, stacked).await;
         let mut start = 0;
         for (p, n) in batch.into_iter().zip(rows) {
-            let mine = match &mut result {
+            let mine = match &result {
                 Ok(outputs) => outputs
                     .iter()
                     .map(|t| {
@@ -169,8 +189,7 @@ impl Functions {
                         })
                     })
                     .collect::<Result<Vec<Tensor>, FnFailure>>(),
-                Err(FnFailure::Throttled) => Err(FnFailure::Throttled),
-                Err(FnFailure::Failed(why)) => Err(FnFailure::Failed(why.clone())),
+                Err(e) => Err(e.clone()),
             };
             start += n;
             let _ = p.reply.send(mine);
@@ -193,10 +212,7 @@ impl Functions {
             service,
             settings,
             retired: Vec::new(),
-            retired_cold_starts: 0,
-            retired_throttled: 0,
-            retired_invocations: 0,
-            retired_duration_ns: 0,
+            forgotten: FunctionStats::default(),
             billed: CostBreakdown::default(),
             prewarm_meter: billing::ProvisionedMeter::default(),
             pending: std::collections::VecDeque::new(),
@@ -307,58 +323,24 @@ impl FunctionProvider for Functions {
     /// requests in flight and the totals.
     fn view(&self) -> FunctionView {
         let mut st = self.lock();
-        let mut retired_cold = st.retired_cold_starts;
-        let mut retired_throttled = st.retired_throttled;
-        let (mut retired_invocations, mut retired_duration) = (st.retired_invocations, st.retired_duration_ns);
-        // Forget retired services whose sandboxes are all gone, keeping their totals.
-        st.retired.retain(|s| {
-            let stats = s.stats();
-            if stats.sandboxes() == 0 && stats.in_flight == 0 {
-                retired_cold += stats.cold_starts_total;
-                retired_throttled += stats.throttled_total;
-                retired_invocations += stats.invocations_total;
-                retired_duration += stats.duration_ns_total;
-                false
-            } else {
-                true
-            }
-        });
-        st.retired_cold_starts = retired_cold;
-        st.retired_throttled = retired_throttled;
-        st.retired_invocations = retired_invocations;
-        st.retired_duration_ns = retired_duration;
+        let all = st.stats();
         let mut v = FunctionView {
             settings: st.settings,
-            cold_starting: 0,
-            idle_warm: 0,
-            busy: 0,
-            in_flight: 0,
-            throttled_total: retired_throttled,
-            cold_starts_total: retired_cold,
+            cold_starting: all.cold_starting,
+            idle_warm: all.idle_warm,
+            busy: all.busy,
+            in_flight: all.in_flight,
+            throttled_total: all.throttled_total,
+            cold_starts_total: all.cold_starts_total,
             per_function: Default::default(),
         };
-        for s in st.retired.iter().chain(std::iter::once(&st.service)) {
-            let stats = s.stats();
-            v.cold_starting += stats.cold_starting;
-            v.idle_warm += stats.idle_warm;
-            v.busy += stats.busy;
-            v.in_flight += stats.in_flight;
-            v.throttled_total += stats.throttled_total;
-            v.cold_starts_total += stats.cold_starts_total;
-        }
         v.as_one_function(0);
         v
     }
 
     fn invocation_time(&self) -> (u64, f64) {
-        let st = self.lock();
-        let mut total = (st.retired_invocations, st.retired_duration_ns);
-        for s in st.retired.iter().chain(std::iter::once(&st.service)) {
-            let stats = s.stats();
-            total.0 += stats.invocations_total;
-            total.1 += stats.duration_ns_total;
-        }
-        (total.0, total.1 as f64 / 1e6)
+        let all = self.lock().stats();
+        (all.invocations_total, all.duration_ns_total as f64 / 1e6)
     }
 
     /// What ran so far, with the pre-warmed capacity held now billed as if the run ended now (as the

@@ -144,7 +144,7 @@ pub trait VmProvider: Send + Sync {
 }
 
 /// Why a function invocation gave no outputs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum FnFailure {
     /// The concurrency cap refused it (AWS's 429).
     Throttled,
