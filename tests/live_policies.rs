@@ -122,6 +122,27 @@ fn function_only_serves_from_sandboxes_with_cold_starts() {
     assert_eq!(st["cost"]["function_requests"], cost["function_requests"], "{st}");
 }
 
+/// At `time_scale = 0.1` the policy runs on model time: its 20 s keep-alive lasts 2 s on the wall clock
+/// (idle sandboxes are gone 4 s after the last request, where a wall-clock keep-alive would keep them 20 s),
+/// and the clock it reads runs ten times as fast as the wall clock.
+#[test]
+fn a_policys_own_durations_are_compressed_with_the_time_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), "function-only", "[cluster.policies.function-only]\nkeep_alive_s = 20.0\n");
+    let report = replay(&server, "poisson:20:1", &dir.path().join("r.json"));
+    let st = status(&server);
+    all_completed(&report, &st);
+    let warm = |st: &serde_json::Value| st["functions"][1].as_u64().unwrap() + st["functions"][2].as_u64().unwrap();
+    assert!(warm(&st) >= 1, "sandboxes stay warm right after the requests: {st}");
+    let t0 = (Instant::now(), st["now_s"].as_f64().unwrap());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let st = status(&server);
+    assert_eq!(warm(&st), 0, "a 20 s keep-alive at time scale 0.1 is over after 4 s: {st}");
+    let model_s = st["now_s"].as_f64().unwrap() - t0.1;
+    let wall_s = t0.0.elapsed().as_secs_f64();
+    assert!((model_s / wall_s - 10.0).abs() < 1.0, "model clock {model_s} s over {wall_s} s of wall clock");
+}
+
 /// `batch` (fixed: 8 requests or 30 ms): requests for the functions wait by the shared batch rule and run
 /// as one invocation of their stacked rows; fewer invocations (request fees) than requests, all answered.
 #[test]

@@ -422,13 +422,9 @@ fn run_group(
     // Concatenate each input's rows over the requests.
     let inputs: Vec<(Vec<usize>, usize, Vec<f32>)> = (0..first.len())
         .map(|k| {
-            let trailing = first[k].shape.get(1..).unwrap_or_default().to_vec();
-            let row_len: usize = trailing.iter().product();
-            let mut data = Vec::with_capacity(total * row_len);
-            for inputs in members {
-                data.extend_from_slice(&inputs[k].data);
-            }
-            (trailing, row_len, data)
+            let stacked = Tensor::stack_rows(members, k);
+            let trailing = stacked.shape.get(1..).unwrap_or_default().to_vec();
+            (trailing.clone(), trailing.iter().product(), stacked.data)
         })
         .collect();
     let chunk = match batch_dim {
@@ -480,13 +476,12 @@ fn run_group(
     // Split every output back into each request's rows.
     let mut per_request: Vec<Vec<Tensor>> = members.iter().map(|_| Vec::with_capacity(output_count)).collect();
     for (trailing, data) in outputs {
-        let row_len: usize = trailing.iter().product();
-        let mut offset = 0;
-        for (r, &rows) in rows_of.iter().enumerate() {
-            let mut shape = vec![rows];
-            shape.extend_from_slice(&trailing);
-            per_request[r].push(Tensor { shape, data: data[offset..offset + rows * row_len].to_vec() });
-            offset += rows * row_len;
+        let whole = Tensor { shape: [&[total][..], &trailing].concat(), data };
+        let Some(parts) = whole.split_rows(&rows_of) else {
+            return (Err(run_error("an output has fewer rows than the batch's inputs".into())), runs);
+        };
+        for (r, part) in parts.into_iter().enumerate() {
+            per_request[r].push(part);
         }
     }
     (Ok(per_request), runs)

@@ -381,7 +381,7 @@ impl Policy for Kpa {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(a.scale(s(2), 0, 50.0, 50.0), 3);
     }
 
-    fn catalog() -> Arc<Catalog> {
+    pub(crate) fn catalog() -> Arc<Catalog> {
         let functions = FunctionPlatform {
             price_per_gb_s: 0.0,
             price_per_request: 0.0,

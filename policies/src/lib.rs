@@ -54,7 +54,7 @@ pub use policy::{Policy, Router, Scaler};
 pub use profile::LatencyTable;
 pub use rules::{Refusal, SloConfig};
 pub use spec::{POLICY_NAMES, PolicyConfigs};
-pub use time::Nanos;
+pub use time::{Nanos, TimeScale};
 pub use view::{
     ArrivalWindow, FunctionCounts, FunctionSettings, FunctionView, InstanceId, MarketCounts, PoolView, RecentStats,
     RequestInfo, SpotNotice, View, VmInstanceView, VmState,

@@ -106,6 +106,41 @@ impl fmt::Display for Nanos {
     }
 }
 
+/// How live wall-clock time relates to the model time a policy runs on (the live backend's `time_scale`).
+///
+/// A policy runs on model time in both halves: its control interval, cooldowns, grace periods, keep-alive
+/// windows, arrival-count interval, provisioning delays and spot notices are all model durations. Live, the
+/// cloud's slow processes run `scale` times as long on the wall clock (`0.1`: ten times faster), so the
+/// controller shows the policy `wall / scale` and carries out the durations it asks for as `model × scale`.
+/// Work that cannot be compressed (an inference, a request's latency, a real cold start) is not converted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeScale(f64);
+
+impl TimeScale {
+    /// Real time: model time is wall time.
+    pub const REAL: TimeScale = TimeScale(1.0);
+
+    /// A scale; `None` unless finite and positive.
+    pub fn new(scale: f64) -> Option<TimeScale> {
+        (scale.is_finite() && scale > 0.0).then_some(TimeScale(scale))
+    }
+
+    /// The factor (wall seconds per model second).
+    pub fn factor(self) -> f64 {
+        self.0
+    }
+
+    /// A wall-clock time or duration as model time.
+    pub fn to_model(self, wall: Nanos) -> Nanos {
+        if self.0 == 1.0 || wall == Nanos::MAX { wall } else { Nanos::from_secs_f64(wall.as_secs_f64() / self.0) }
+    }
+
+    /// A model time or duration as wall-clock time.
+    pub fn to_wall(self, model: Nanos) -> Nanos {
+        if self.0 == 1.0 || model == Nanos::MAX { model } else { Nanos::from_secs_f64(model.as_secs_f64() * self.0) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +171,17 @@ mod tests {
         assert_eq!(Nanos::from_millis(3).round_up_to(ms), Nanos::from_millis(3));
         assert_eq!(Nanos(3_000_001).round_up_to(ms), Nanos::from_millis(4));
         assert_eq!(Nanos::ZERO.round_up_to(ms), Nanos::ZERO);
+    }
+
+    #[test]
+    fn a_time_scale_converts_both_ways_and_leaves_never_alone() {
+        let tenth = TimeScale::new(0.1).unwrap();
+        // 300 s of cooldown last 30 s on the wall clock; 4.8 s of wall clock are 48 s of model time.
+        assert_eq!(tenth.to_wall(Nanos::from_secs(300)), Nanos::from_secs(30));
+        assert_eq!(tenth.to_model(Nanos::from_millis(4800)), Nanos::from_secs(48));
+        assert_eq!(tenth.to_model(Nanos::MAX), Nanos::MAX);
+        assert_eq!(TimeScale::REAL.to_wall(Nanos(7)), Nanos(7));
+        assert_eq!(TimeScale::new(0.0), None);
+        assert_eq!(TimeScale::new(f64::NAN), None);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::batching::BatchRule;
 use crate::catalog::{Catalog, Market, VmTypeId};
 use crate::ledger::Slo;
-use crate::time::Nanos;
+use crate::time::{Nanos, TimeScale};
 
 /// Identity of a VM instance, unique within a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -280,6 +280,35 @@ pub struct View {
 }
 
 impl View {
+    /// Converts a view taken on the live wall clock to model time (see [`TimeScale`]): every time and
+    /// duration in it, the arrival window's interval and the notices' deadlines. Request rates stay real, so
+    /// the counts per interval are the counts a stream at the measured rate gives over the model interval
+    /// (the wall count ÷ the scale): a rate read from the window is the real one, and a ratio of a model
+    /// duration to the window's interval is the one the simulator sees.
+    pub fn to_model_time(&mut self, scale: TimeScale) {
+        if scale == TimeScale::REAL {
+            return;
+        }
+        let count = |c: &mut u64| *c = (*c as f64 / scale.factor()).round() as u64;
+        self.now = scale.to_model(self.now);
+        for v in &mut self.vms {
+            v.launched_at = scale.to_model(v.launched_at);
+            v.interruption_at = v.interruption_at.map(|t| scale.to_model(t));
+        }
+        for n in &mut self.notices {
+            n.deadline = scale.to_model(n.deadline);
+        }
+        self.functions.settings.keep_alive = scale.to_model(self.functions.settings.keep_alive);
+        self.arrivals.interval = scale.to_model(self.arrivals.interval);
+        self.arrivals.counts.iter_mut().for_each(count);
+        count(&mut self.arrivals.current);
+        for c in
+            [&mut self.recent.arrivals, &mut self.recent.completed, &mut self.recent.fulfilled, &mut self.recent.failed]
+        {
+            count(c);
+        }
+    }
+
     /// A view of an empty cluster at time zero.
     pub fn new(catalog: Arc<Catalog>, slo: Slo, window: ArrivalWindow, functions: FunctionSettings) -> View {
         let pools = catalog
@@ -331,5 +360,43 @@ impl View {
     /// Ready VM instances of any type.
     pub fn ready_vms(&self) -> u32 {
         self.pools.iter().map(|p| p.ready.total()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_view_becomes_model_time_with_real_rates() {
+        let catalog = crate::kpa::tests::catalog();
+        let settings = FunctionSettings {
+            memory_mb: 1024,
+            concurrency: 1,
+            keep_alive: Nanos::from_secs(60),
+            prewarm: 0,
+            batching: BatchRule::NONE,
+        };
+        // Live at time_scale 0.1: 0.5 s arrival intervals on the wall clock, 20 arrivals in each (40/s).
+        let mut window = ArrivalWindow::new(Nanos::from_millis(500), 4);
+        window.current = 20;
+        window.roll();
+        window.current = 7;
+        let mut view = View::new(catalog, Slo::MARK, window, settings);
+        view.now = Nanos::from_secs(3);
+        view.recent.arrivals = 20;
+        view.notices.push(SpotNotice { instance: InstanceId(1), vm_type: VmTypeId(0), deadline: Nanos::from_secs(15) });
+        let rate = view.arrivals.rate_per_s(1);
+        view.to_model_time(TimeScale::new(0.1).unwrap());
+        assert_eq!(view.now, Nanos::from_secs(30));
+        assert_eq!(view.notices[0].deadline, Nanos::from_secs(150));
+        assert_eq!(view.functions.settings.keep_alive, Nanos::from_secs(600));
+        assert_eq!(view.arrivals.interval, Nanos::from_secs(5));
+        assert_eq!(view.arrivals.counts, [200]);
+        assert_eq!(view.arrivals.current, 70);
+        assert_eq!(view.recent.arrivals, 200);
+        // The rate a policy reads is the real one: 40 requests per second.
+        assert_eq!(view.arrivals.rate_per_s(1), rate);
+        assert_eq!(rate, 40.0);
     }
 }

@@ -40,6 +40,45 @@ impl Tensor {
     pub fn rows(&self) -> usize {
         self.shape.first().copied().unwrap_or(1)
     }
+
+    /// The `k`-th input of each request stacked along the batch dimension, in order: one tensor whose rows
+    /// are every request's rows (the trailing dimensions are the first request's; the server has checked
+    /// them against the model). Batching in a VM worker and in a function invocation both use it.
+    pub fn stack_rows(requests: &[&[Tensor]], k: usize) -> Tensor {
+        let first = requests.first().and_then(|r| r.get(k));
+        let mut shape = first.map(|t| t.shape.clone()).unwrap_or_default();
+        let parts = requests.iter().filter_map(|r| r.get(k));
+        let rows = parts.clone().map(Tensor::rows).sum();
+        let mut data = Vec::with_capacity(parts.clone().map(|t| t.data.len()).sum());
+        parts.for_each(|t| data.extend_from_slice(&t.data));
+        if let Some(first) = shape.first_mut() {
+            *first = rows;
+        }
+        Tensor { shape, data }
+    }
+
+    /// This tensor's rows split back into consecutive parts of `rows[i]` rows each (the inverse of
+    /// [`Tensor::stack_rows`] for an output); `None` when it has fewer rows than they add up to or no batch
+    /// dimension.
+    pub fn split_rows(&self, rows: &[usize]) -> Option<Vec<Tensor>> {
+        let total = self.rows();
+        if self.shape.is_empty() || rows.iter().sum::<usize>() > total {
+            return None;
+        }
+        let row_len = self.data.len().checked_div(total).unwrap_or(0);
+        let mut start = 0;
+        let parts = rows
+            .iter()
+            .map(|&n| {
+                let mut shape = self.shape.clone();
+                shape[0] = n;
+                let data = self.data[start * row_len..(start + n) * row_len].to_vec();
+                start += n;
+                Tensor { shape, data }
+            })
+            .collect();
+        Some(parts)
+    }
 }
 
 /// A model loaded into the process's engine, ready to run.
@@ -165,5 +204,23 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_stack_into_one_batch_and_split_back() {
+        let a = [Tensor::new(vec![1, 2], vec![1.0, 2.0]).unwrap()];
+        let b = [Tensor::new(vec![2, 2], vec![3.0, 4.0, 5.0, 6.0]).unwrap()];
+        let stacked = Tensor::stack_rows(&[&a, &b], 0);
+        assert_eq!(stacked, Tensor::new(vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap());
+        let parts = stacked.split_rows(&[1, 2]).unwrap();
+        assert_eq!(parts, vec![a[0].clone(), b[0].clone()]);
+        // A model that answered fewer rows than were sent cannot be split.
+        assert_eq!(stacked.split_rows(&[2, 2]), None);
+        assert_eq!(Tensor::new(vec![], vec![1.0]).unwrap().split_rows(&[1]), None);
     }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use hyscale_policies::{
     Action, ArrivalWindow, Catalog, Clock, DropReason, InstanceId, Ledger, Market, Nanos, Policy, PolicyError, Pool,
-    RecentStats, RejectReason, RequestInfo, Route, Slo, View,
+    RecentStats, RejectReason, RequestInfo, Route, Slo, TimeScale, View,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -194,6 +194,8 @@ struct Stats {
 /// The controller of one model's cluster. Cheap to share (`Arc`).
 pub struct Controller {
     clock: WallClock,
+    /// The policy runs on model time: the view is converted with it, the durations it asks for back.
+    scale: TimeScale,
     catalog: Arc<Catalog>,
     slo: Slo,
     policy: Mutex<Box<dyn Policy>>,
@@ -235,13 +237,12 @@ impl Controller {
     ) -> Result<Arc<Controller>, ClusterError> {
         let c = &setup.config;
         let bad = |m: String| ClusterError::Config(m);
-        if !(c.time_scale.is_finite() && c.time_scale > 0.0) {
-            return Err(bad(format!("time_scale must be positive, got {}", c.time_scale)));
-        }
+        let scale = TimeScale::new(c.time_scale)
+            .ok_or_else(|| bad(format!("time_scale must be positive, got {}", c.time_scale)))?;
         if !(c.arrival_window_s.is_finite() && c.arrival_window_s > 0.0) || c.arrival_history == 0 {
             return Err(bad("arrival_window_s must be positive and arrival_history at least 1".into()));
         }
-        // Provisioning delays in force, also written into the catalog the policy sees.
+        // Provisioning delays in force (wall clock), written into the catalog the policy sees in model time.
         let mut catalog = (*setup.catalog).clone();
         for name in c.vm_types.keys() {
             catalog.vm_id(name).map_err(|e| bad(format!("vm_types: {e}")))?;
@@ -253,7 +254,7 @@ impl Controller {
                 Some(s) => return Err(bad(format!("vm_types.\"{}\".provision_s must be >= 0, got {s}", t.name))),
                 None => scaled(t.provision_mean.as_secs_f64(), c.time_scale),
             };
-            t.provision_mean = delay;
+            t.provision_mean = scale.to_model(delay);
             provision.push(Duration::from_nanos(delay.0));
         }
         let catalog = Arc::new(catalog);
@@ -265,9 +266,10 @@ impl Controller {
             None => Self::local_providers(&setup, &catalog, clock, provision, observer).await?,
         };
         let window = ArrivalWindow::new(scaled(c.arrival_window_s, c.time_scale).max(Nanos(1)), c.arrival_history);
-        let tick = policy.control_interval().as_secs_f64() * c.time_scale;
+        let tick = scale.to_wall(policy.control_interval()).as_secs_f64();
         let controller = Arc::new(Controller {
             clock,
+            scale,
             slo: setup.slo,
             policy: Mutex::new(policy),
             policy_name,
@@ -313,6 +315,7 @@ impl Controller {
     ) -> Result<(Arc<dyn VmProvider>, Arc<dyn FunctionProvider>), ClusterError> {
         let c = &setup.config;
         let bad = |m: String| ClusterError::Config(m);
+        let scale = TimeScale::new(c.time_scale).unwrap_or(TimeScale::REAL);
         let vms = VmPool::new(
             VmPoolConfig {
                 engine: setup.engine,
@@ -342,8 +345,10 @@ impl Controller {
         fc.cold_start_delay = Nanos::from_millis_f64(c.function_cold_start_delay_ms);
         fc.timeout = Nanos::from_secs_f64(c.function_timeout_s);
         fc.bill_init = catalog.functions.bill_init;
-        let functions =
-            Functions::start(fc, catalog.functions.clone()).await.map_err(|e| bad(format!("functions: {e}")))?;
+        // The catalog's keep-alive is a model duration; the sandboxes live it on the wall clock.
+        let mut platform = catalog.functions.clone();
+        platform.default_keep_alive = scale.to_wall(platform.default_keep_alive);
+        let functions = Functions::start(fc, platform).await.map_err(|e| bad(format!("functions: {e}")))?;
         Ok((Arc::new(vms), Arc::new(functions)))
     }
 
@@ -411,6 +416,7 @@ impl Controller {
         self.vms.fill_view(&mut view);
         view.functions = self.functions.view();
         view.recent = recent;
+        view.to_model_time(self.scale);
         view
     }
 
@@ -422,6 +428,7 @@ impl Controller {
                 Action::Release { instance } => self.vms.release(instance),
                 Action::ReleaseVms { vm_type, market, count } => self.vms.release_vms(vm_type, market, count),
                 Action::ConfigureFunctions { memory_mb, concurrency, keep_alive, prewarm } => {
+                    let keep_alive = keep_alive.map(|k| self.scale.to_wall(k));
                     self.functions.configure(memory_mb, concurrency, keep_alive, prewarm).await
                 }
                 Action::SetBatching { pool: Pool::Vm(t), rule } => self.vms.set_batching(t, rule),
@@ -461,7 +468,8 @@ impl Controller {
         if !view.vms.iter().any(|v| v.id == instance && v.market == Market::Spot) {
             return Err(format!("instance {} is not a live spot worker", instance.0));
         }
-        let n = self.vms.interrupt(instance, notice.unwrap_or(self.spot_notice))?;
+        let mut n = self.vms.interrupt(instance, notice.unwrap_or(self.spot_notice))?;
+        n.deadline = self.scale.to_model(n.deadline);
         let view = self.view();
         let mut actions = Vec::new();
         self.lock_policy().on_spot_notice(&n, &view, &mut actions);
@@ -538,7 +546,8 @@ impl Controller {
                 ));
             }
             let view = self.view();
-            let route = self.lock_policy().route(&RequestInfo { arrival, model: 0, attempt }, &view);
+            let info = RequestInfo { arrival: self.scale.to_model(arrival), model: 0, attempt };
+            let route = self.lock_policy().route(&info, &view);
             let idx = match route {
                 Route::Vm(_) => 0,
                 Route::Functions => 1,

@@ -160,39 +160,29 @@ impl Functions {
     /// Runs `batch` as one invocation, its requests' rows stacked, and answers each with its rows.
     async fn run_batch(&self, metadata: &ModelMetadata, batch: Vec<Pending>) {
         let rows: Vec<usize> = batch.iter().map(|p| p.inputs.first().map_or(1, Tensor::rows)).collect();
-        let stacked: Vec<Tensor> = (0..metadata.inputs.len())
-            .map(|k| {
-                let mut shape = batch[0].inputs.get(k).map(|t| t.shape.clone()).unwrap_or_default();
-                if let Some(first) = shape.first_mut() {
-                    *first = rows.iter().sum();
-                }
-                let data = batch.iter().flat_map(|p| p.inputs.get(k).map_or(&[][..], |t| &t.data[..]));
-                Tensor { shape, data: data.copied().collect() }
-            })
-            .collect();
+        let requests: Vec<&[Tensor]> = batch.iter().map(|p| &p.inputs[..]).collect();
+        let stacked = (0..metadata.inputs.len()).map(|k| Tensor::stack_rows(&requests, k)).collect();
         let result = self.invoke_batch(metadata, stacked).await;
-        let mut start = 0;
-        for (p, n) in batch.into_iter().zip(rows) {
-            let mine = match &result {
-                Ok(outputs) => outputs
-                    .iter()
-                    .map(|t| {
-                        let total = t.rows().max(1);
-                        let row_len = t.data.len() / total;
-                        let mut shape = t.shape.clone();
-                        if let Some(first) = shape.first_mut() {
-                            *first = n;
-                        }
-                        let data = t.data.get(start * row_len..(start + n) * row_len).map(<[f32]>::to_vec);
-                        data.map(|data| Tensor { shape, data }).ok_or_else(|| {
-                            FnFailure::Failed("the batch's output has fewer rows than its inputs".into())
-                        })
-                    })
-                    .collect::<Result<Vec<Tensor>, FnFailure>>(),
-                Err(e) => Err(e.clone()),
-            };
-            start += n;
-            let _ = p.reply.send(mine);
+        // Per output, each request's part; then per request, its outputs.
+        let split: Result<Vec<Vec<Tensor>>, FnFailure> = result.and_then(|outputs| {
+            outputs
+                .iter()
+                .map(|t| {
+                    t.split_rows(&rows)
+                        .ok_or_else(|| FnFailure::Failed("the batch's output has fewer rows than its inputs".into()))
+                })
+                .collect()
+        });
+        match split {
+            Ok(per_output) => {
+                let mut parts: Vec<_> = per_output.into_iter().map(Vec::into_iter).collect();
+                for p in batch {
+                    let _ = p.reply.send(Ok(parts.iter_mut().filter_map(Iterator::next).collect()));
+                }
+            }
+            Err(e) => batch.into_iter().for_each(|p| {
+                let _ = p.reply.send(Err(e.clone()));
+            }),
         }
     }
 

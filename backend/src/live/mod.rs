@@ -9,11 +9,14 @@
 //! each request is routed by the policy.
 //!
 //! **Time scale.** A real VM takes tens of seconds to a few minutes to provision and a policy's control
-//! interval is a minute; `time_scale` (default 1) compresses these slow processes for a local run: the
-//! control interval, the arrival-count interval, the spot notice and each VM type's provisioning delay
-//! (the catalog's mean launch + boot + model load, unless a type sets `provision_s`, which is taken as is)
-//! are multiplied by it. Request latencies, request rates and function cold starts are never scaled: they
-//! are real. The catalog a policy sees carries the provisioning delays actually in force.
+//! interval is a minute; `time_scale` (default 1) compresses these slow processes for a local run. The policy
+//! runs on model time, as in the simulator ([`hyscale_policies::TimeScale`]): the controller shows it the
+//! wall clock divided by `time_scale` and carries out every duration it asks for multiplied by it, so its
+//! control interval, cooldowns, grace periods, keep-alive windows, arrival-count interval, the provisioning
+//! delays (the catalog's mean launch + boot + model load, unless a type sets `provision_s`, a wall-clock
+//! delay taken as is) and the spot notice all shrink together. Request latencies, request rates, inference
+//! and function cold starts are real and never scaled (a rate the policy reads from its arrival window is the
+//! measured one). The catalog a policy sees carries the provisioning delays actually in force.
 
 #[cfg(feature = "aws")]
 pub mod aws;
