@@ -26,8 +26,13 @@
 //!   recorded. The view counts the adapter's own invocations in flight as busy and the provisioned
 //!   concurrency as idle; cold starts are not observed (0).
 //!
-//! Nothing here has run against AWS from this repository: the build has no credentials and no network. Only
-//! the pure parts (URLs, the forwarded body, the answer's decoding) are tested.
+//! Nothing here has run against AWS itself from this repository: the build has no credentials and no network.
+//! The pure parts (URLs, the forwarded body, the answer's decoding) have unit tests, and the adapters' calls
+//! (RunInstances with and without spot options, TerminateInstances, SetDesiredCapacity,
+//! TerminateInstanceInAutoScalingGroup, UpdateFunctionConfiguration, PutProvisionedConcurrencyConfig, Invoke)
+//! run through the real SDK against a local AWS API emulator (moto) in `tests/aws_emulator.rs`. The SDK takes
+//! its endpoint from the environment (`AWS_ENDPOINT_URL`), so a cluster can be pointed at an emulator or a VPC
+//! endpoint the same way.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -57,6 +62,18 @@ use super::provider::{
 use crate::WallClock;
 use crate::engine::{ModelMetadata, Tensor};
 use crate::lambda::payload::{self, InferResult};
+
+/// The SDK crates the adapters are built on, for callers that build their own clients (an endpoint, a
+/// credentials provider) and hand them to [`Ec2Setup`], [`AwsLambdaFunctions::new`] or
+/// [`super::aws_asg::AsgVms::new`].
+pub mod sdk {
+    pub use aws_config;
+    pub use aws_sdk_autoscaling;
+    pub use aws_sdk_ec2;
+    pub use aws_sdk_lambda;
+    /// The HTTP client [`Ec2Setup`](super::Ec2Setup) forwards requests to the workers with.
+    pub use reqwest;
+}
 
 /// `[cluster.aws]`: where the cluster's workers run on AWS.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
