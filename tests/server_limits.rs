@@ -112,6 +112,31 @@ fn a_stalled_client_gets_408_and_holds_no_one_else_up() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
+/// With `max_in_flight = 1`, a client stalled mid-body holds the one place: another request is refused at
+/// once with 503 and a Retry-After (its body read and thrown away, so the answer arrives whole), and once
+/// the stalled one has timed out the server serves again.
+#[test]
+fn requests_over_max_in_flight_get_503_before_their_body_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&config(dir.path(), "body_timeout_s = 1.0\nmax_in_flight = 1"));
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled
+        .write_all(
+            b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{",
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, text) = good(&server.addr);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("limits.max_in_flight"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    let mut rest = String::new();
+    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stalled.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 408"), "{rest}");
+    assert_eq!(good(&server.addr).0, 200);
+}
+
 #[test]
 fn made_up_model_names_do_not_become_metric_labels() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,6 +24,7 @@ pub mod billing;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod fsd;
 pub mod function_only;
 pub mod hybrid;
 pub mod keepalive;

@@ -22,7 +22,7 @@
 //! decoded. Metric labels are bounded: an unknown model counts under `model="(unknown)"`, and outcomes are a
 //! closed set ([`metrics::RequestOutcome`]).
 
-mod binary;
+pub mod binary;
 pub mod metrics;
 pub mod protocol;
 
@@ -43,7 +43,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::batcher::{BatchError, BatchObserver, BatchRecord, Batcher, BatcherConfig};
-use crate::engine::{Engine, EngineConfig, EngineError, Tensor};
+use crate::engine::{Engine, EngineConfig, EngineError, ModelMetadata, Tensor};
 use crate::live::controller::ClusterError;
 use crate::live::{ClusterConfig, ClusterMetrics, ClusterSetup, Controller, LiveError};
 use hyscale_policies::Nanos;
@@ -156,6 +156,8 @@ pub struct AppState {
     timeout: Duration,
     retry_after: u32,
     limits: RequestLimits,
+    /// Permits for the inference requests held at once (`limits.max_in_flight`).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 struct MetricsObserver(Arc<Metrics>);
@@ -271,6 +273,9 @@ impl AppState {
             timeout: Duration::from_secs_f64(config.request_timeout_s),
             retry_after: config.retry_after_s,
             limits: config.limits.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_in_flight.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         })
     }
 
@@ -452,6 +457,22 @@ async fn infer_on(state: &AppState, name: &str, version: Option<&str>, headers: 
 
 /// Reads a request body within `limits`: 413 past `max_body_bytes` (announced or received), 408 when it
 /// has not all arrived within `body_timeout_s`, 400 when the connection breaks.
+/// Reads a refused request's body and throws it away, frame by frame (nothing kept), within the body limits,
+/// so that the refusal reaches the client: closing a connection with unread data in it resets it, and the
+/// client would see a broken connection instead of the 429 or 503.
+async fn drain(limits: &RequestLimits, body: Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(limits.body_timeout_s);
+    while read <= limits.max_body_bytes {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
+    }
+}
+
 async fn read_body(limits: &RequestLimits, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let too_large = || {
         error(
@@ -481,6 +502,40 @@ async fn read_body(limits: &RequestLimits, headers: &HeaderMap, body: Body) -> R
     }
 }
 
+/// An inference request's body decoded and checked against the model and the limits: what the server runs.
+#[derive(Debug)]
+pub struct DecodedInfer {
+    /// The request (its outputs and parameters shape the response).
+    pub request: InferRequest,
+    /// The inputs, in the model's order.
+    pub tensors: Vec<Tensor>,
+    /// Whether the outputs go back as binary data.
+    pub binary_outputs: bool,
+}
+
+/// Decodes an Open Inference Protocol v2 request body (JSON, or JSON followed by binary tensors as the
+/// `Inference-Header-Content-Length` header says) and checks it against `meta` and `limits`; the error is
+/// the 400's message. No allocation is sized by the client before the shape has been checked.
+pub fn decode_infer(
+    headers: &HeaderMap,
+    body: &[u8],
+    meta: &ModelMetadata,
+    limits: &RequestLimits,
+) -> Result<DecodedInfer, String> {
+    let (mut request, binary_outputs) = binary::parse(headers, body)?;
+    let checked = check_request(&mut request, meta, limits)?;
+    if let Some(wanted) = &request.outputs
+        && let Some(unknown) = wanted.iter().find(|o| !meta.outputs.iter().any(|m| m.name == o.name))
+    {
+        return Err(format!("unknown output '{}'", unknown.name));
+    }
+    let tensors = checked
+        .into_iter()
+        .map(|c| Tensor::new(c.shape, c.data).ok_or_else(|| "tensor data does not match its shape".to_string()))
+        .collect::<Result<_, _>>()?;
+    Ok(DecodedInfer { request, tensors, binary_outputs })
+}
+
 async fn infer_inner(
     state: &AppState,
     name: &str,
@@ -489,20 +544,32 @@ async fn infer_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let served = state.model(name, version)?;
-    let body = read_body(&state.limits, headers, body).await?;
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
-    let (mut request, binary_outputs): (InferRequest, bool) = binary::parse(headers, &body).map_err(bad)?;
-    let meta = served.batcher.metadata();
-    let checked = check_request(&mut request, meta, &state.limits).map_err(bad)?;
-    if let Some(wanted) = &request.outputs
-        && let Some(unknown) = wanted.iter().find(|o| !meta.outputs.iter().any(|m| m.name == o.name))
-    {
-        return Err(bad(format!("unknown output '{}'", unknown.name)));
+    // Shed before the body is read or decoded: under overload, a refused request costs neither memory nor
+    // decoding time, and the requests admitted keep the CPU.
+    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
+        drain(&state.limits, body).await;
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "the server holds {} requests already (limits.max_in_flight); retry later",
+                state.limits.max_in_flight
+            ),
+            retry_after: Some(state.retry_after),
+        });
+    };
+    let capacity = served.batcher.config().queue_capacity;
+    if !state.clusters.contains_key(name) && served.batcher.queue_depth() >= capacity {
+        drain(&state.limits, body).await;
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("model '{name}': queue full ({capacity} requests waiting); retry later"),
+            retry_after: Some(state.retry_after),
+        });
     }
-    let tensors: Vec<Tensor> = checked
-        .into_iter()
-        .map(|c| Tensor::new(c.shape, c.data).ok_or_else(|| bad("tensor data does not match its shape".into())))
-        .collect::<Result<_, _>>()?;
+    let body = read_body(&state.limits, headers, body).await?;
+    let meta = served.batcher.metadata();
+    let decoded = decode_infer(headers, &body, meta, &state.limits).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let DecodedInfer { request, tensors, binary_outputs } = decoded;
     if let Some(controller) = state.clusters.get(name) {
         let outputs = match tokio::time::timeout(state.timeout, controller.infer(tensors)).await {
             Err(_) => {
@@ -570,7 +637,7 @@ fn cluster_error(state: &AppState, name: &str, e: LiveError) -> ApiError {
 fn respond(
     name: &str,
     version: &str,
-    meta: &crate::engine::ModelMetadata,
+    meta: &ModelMetadata,
     request: &InferRequest,
     outputs: Vec<Tensor>,
     binary_outputs: bool,

@@ -162,6 +162,11 @@ pub struct RequestLimits {
     /// its own connection: the body is read before the request takes a queue or batch slot. Default 10.
     #[serde(default = "body_timeout_s")]
     pub body_timeout_s: f64,
+    /// Most inference requests the server holds at once, from reading their body to answering them; beyond,
+    /// 503 with `Retry-After` before the body is read. With `max_body_bytes` it bounds the memory requests
+    /// can take under any overload. Default 1,024.
+    #[serde(default = "max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn max_body_bytes() -> usize {
@@ -180,6 +185,10 @@ fn body_timeout_s() -> f64 {
     10.0
 }
 
+fn max_in_flight() -> usize {
+    1024
+}
+
 impl Default for RequestLimits {
     fn default() -> RequestLimits {
         RequestLimits {
@@ -187,6 +196,7 @@ impl Default for RequestLimits {
             max_elements: max_elements(),
             max_rows: max_rows(),
             body_timeout_s: body_timeout_s(),
+            max_in_flight: max_in_flight(),
         }
     }
 }
@@ -194,8 +204,8 @@ impl Default for RequestLimits {
 impl RequestLimits {
     /// Checks the bounds themselves; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_body_bytes == 0 || self.max_elements == 0 || self.max_rows == 0 {
-            return Err("[limits]: max_body_bytes, max_elements and max_rows must be at least 1".into());
+        if self.max_body_bytes == 0 || self.max_elements == 0 || self.max_rows == 0 || self.max_in_flight == 0 {
+            return Err("[limits]: max_body_bytes, max_elements, max_rows and max_in_flight must be at least 1".into());
         }
         if !(self.body_timeout_s.is_finite() && self.body_timeout_s > 0.0) {
             return Err(format!(
