@@ -105,6 +105,18 @@ fn create_parent(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `path` through `write` into a temporary file beside it, renamed over `path` only when `write`
+/// succeeds: a command that fails half way leaves no partial output file.
+fn write_atomically<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    create_parent(path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    let value = write(file.as_file_mut())?;
+    file.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(value)
+}
+
 fn bad_input(e: SimError) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }

@@ -52,6 +52,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if !(args.timeout_s.is_finite() && args.timeout_s > 0.0) {
         return Err(bad("--timeout-s must be positive".into()));
     }
+    let host = args.endpoint.strip_prefix("http://").or_else(|| args.endpoint.strip_prefix("https://"));
+    if host.is_none_or(|h| h.is_empty() || h.starts_with('/') || h.contains(char::is_whitespace)) {
+        return Err(bad(format!(
+            "--endpoint {:?} is not an http(s) URL of a server, e.g. http://127.0.0.1:8000",
+            args.endpoint
+        )));
+    }
     let mut spec = TraceSpec::from_arg(&args.trace).map_err(|e| bad(format!("--trace: {e}")))?;
     spec.rebase(&std::env::current_dir().context("reading the working directory")?);
     let stream = spec.open(std::path::Path::new(""), args.seed).map_err(|e| bad(format!("--trace: {e}")))?;

@@ -155,10 +155,8 @@ fn print_bins(b: &BinStats) {
 
 fn convert(spec: &TraceSpec, out: &PathBuf, seed: u64) -> anyhow::Result<()> {
     let stream = open(spec, seed)?;
-    crate::create_parent(out)?;
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let started = Instant::now();
-    let n = write_canonical(stream, file, out).map_err(stream_error)?;
+    let n = crate::write_atomically(out, |file| write_canonical(stream, file, out).map_err(stream_error))?;
     let wall = started.elapsed().as_secs_f64();
     println!("wrote {n} arrivals of {} to {}", spec.describe(), out.display());
     eprintln!("in {wall:.3} s ({:.0} arrivals/s)", n as f64 / wall.max(1e-9));

@@ -147,3 +147,80 @@ fn a_missing_catalog_is_named() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nope.toml"), "{stderr}");
 }
+
+/// Every command, given a missing, malformed or impossible input, exits with code 2 and a message naming the
+/// problem: never a panic, never a partial output file.
+#[test]
+fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let scenario = std::fs::read_to_string("scenarios/conv_static.toml").unwrap();
+    let base = std::path::absolute("scenarios").unwrap();
+    let rebased = scenario.replace("\"../", &format!("\"{}/../", base.display()));
+    assert!(rebased.contains("sl_min = 0.98"), "the scenario's SLO changed");
+    let sl_min = write("slmin.toml", &rebased.replace("sl_min = 0.98", "sl_min = 1.5"));
+    let unknown_key = write("unknown.toml", &format!("colour = \"blue\"\n{rebased}"));
+    let not_onnx = write("model.onnx", "this is not an ONNX file");
+    let bad_serve = write("serve.toml", "listen = \"127.0.0.1:0\"\nmodels = 5\n");
+    let bad_rows = write("bad.csv", "time_s,model,input_size,output_size\n0.5,0,1,1\n1.0,0,1,1\nsoon,0,1,1\n");
+    let missing_model =
+        write("serve2.toml", "[engine]\nengine = \"tract\"\n\n[[models]]\nname = \"m\"\npath = \"nope.onnx\"\n");
+    let out = d.join("out.json");
+    let o = out.to_str().unwrap();
+    let txt = d.join("t.txt").to_str().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["simulate", "--scenario", "nope.toml", "--out", o], "nope.toml"),
+        (vec!["simulate", "--scenario", &sl_min, "--out", o], "sl_min"),
+        (vec!["simulate", "--scenario", &unknown_key, "--out", o], "colour"),
+        (vec!["simulate", "--scenario", "scenarios/conv_static.toml", "--policy", "nope", "--out", o], "nope"),
+        (vec!["simulate", "--scenario", "scenarios/conv_static.toml", "--trace", "poisson:-5:10", "--out", o], "-5"),
+        (vec!["predict", "--trace", "nope.csv", "--predictor", "ewma"], "nope.csv"),
+        (vec!["predict", "--trace", "poisson:10:600", "--predictor", "nope"], "nope"),
+        (vec!["predict", "--trace", "poisson:10:600", "--predictor", "ewma", "--train-fraction", "1.5"], "train"),
+        (vec!["profile", "--model", "nope.onnx", "--out", o], "nope.onnx"),
+        (vec!["profile", "--model", &not_onnx, "--cold-starts", "0", "--out", o], "model.onnx"),
+        (vec!["profile", "--model", "backend/models/mlp.onnx", "--max-batch", "0", "--out", o], "max-batch"),
+        (vec!["simulate", "--scenario", "scenarios/conv4x_compare.toml", "--policy", "all", "--table", &txt], "t.txt"),
+        (vec!["trace", "stats", "nope.csv"], "nope.csv"),
+        (vec!["trace", "convert", &bad_rows, "--out", o], "bad.csv:4"),
+        (vec!["replay", "--trace", "poisson:1:1", "--endpoint", "not a url", "--model", "m", "--out", o], "endpoint"),
+        (vec!["serve", "--config", &missing_model], "nope.onnx"),
+        (vec!["trace", "gen", "poisson:-1:10", "--out", o], "-1"),
+        (
+            vec!["replay", "--trace", "poisson:-1:1", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--out", o],
+            "-1",
+        ),
+        (
+            vec![
+                "replay",
+                "--trace",
+                "poisson:1:1",
+                "--endpoint",
+                "http://127.0.0.1:9",
+                "--model",
+                "m",
+                "--sl-min",
+                "1.5",
+                "--out",
+                o,
+            ],
+            "sl-min",
+        ),
+        (vec!["serve", "--config", "nope.toml"], "nope.toml"),
+        (vec!["serve", "--config", &bad_serve], "models"),
+        (vec!["keepalive", "--scenario", "nope.toml", "--table", o], "nope.toml"),
+        (vec!["keepalive", "--scenario", "scenarios/azf_keepalive.toml", "--minutes", "-5", "--table", o], "-5"),
+    ];
+    for (args, named) in cases {
+        let (code, _, err) = hyscale(&args);
+        assert_eq!(code, 2, "hyscale {args:?}: exit {code}, {err}");
+        assert!(!err.contains("panicked"), "hyscale {args:?} panicked: {err}");
+        assert!(err.contains(named), "hyscale {args:?} does not name {named:?}: {err}");
+        assert!(!out.exists() && !d.join("t.txt").exists(), "hyscale {args:?} left an output file behind");
+    }
+}
