@@ -9,13 +9,13 @@
 //! its parameters follow from the standard normal quantile z(0.99) (statrs).
 
 use rand_distr::{Distribution, Exp, LogNormal, Uniform};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::rng::SimRng;
 
 /// A non-negative random quantity (its unit is in the field's name).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DistSpec {
     /// Always `value`.

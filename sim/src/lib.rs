@@ -14,6 +14,7 @@
 
 pub mod dist;
 mod error;
+pub mod fsd;
 pub mod queue;
 pub mod rng;
 pub mod scenario;
