@@ -7,6 +7,7 @@
 
 pub mod batcher;
 pub mod engine;
+pub mod fsd;
 pub mod lambda;
 pub mod live;
 pub mod replay;

@@ -19,7 +19,9 @@
 
 use std::path::Path;
 
-use hyscale_policies::fsd::{ChannelCounts, ObjectPrices, QueuePrices, message_sizes, split_rows};
+use hyscale_policies::fsd::{
+    ChannelCounts, CostParts, FsdRow, Latency, ObjectPrices, QueuePrices, message_sizes, split_rows,
+};
 use hyscale_policies::{FunctionPlatform, Nanos, VmType, billing};
 use rand_distr::{Distribution, Exp};
 use serde::{Deserialize, Serialize};
@@ -254,78 +256,6 @@ pub struct FsdRun {
     pub rate_per_s: f64,
     /// Master seed.
     pub seed: u64,
-}
-
-/// Latency summary, ms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Mean.
-    pub mean: f64,
-}
-
-impl Latency {
-    /// The summary of `samples` (sorted here).
-    pub fn of(samples: &mut [f64]) -> Latency {
-        if samples.is_empty() {
-            return Latency::default();
-        }
-        samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-        Latency { p50: at(0.5), p99: at(0.99), mean: samples.iter().sum::<f64>() / samples.len() as f64 }
-    }
-}
-
-/// Cost per 1,000 requests, $, by part.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CostParts {
-    /// Function duration (GB-s) or VM time.
-    pub compute: f64,
-    /// Function invocation fees.
-    pub invocations: f64,
-    /// Queue messages (SNS publishes, SQS requests).
-    pub messages: f64,
-    /// Storage requests (S3 PUTs and GETs).
-    pub storage: f64,
-    /// The sum.
-    pub total: f64,
-}
-
-impl CostParts {
-    /// Per 1,000 requests from totals over `requests`.
-    pub fn per_thousand(compute: f64, invocations: f64, messages: f64, storage: f64, requests: u64) -> CostParts {
-        let k = 1000.0 / requests.max(1) as f64;
-        let (compute, invocations, messages, storage) = (compute * k, invocations * k, messages * k, storage * k);
-        CostParts { compute, invocations, messages, storage, total: compute + invocations + messages + storage }
-    }
-}
-
-/// One row of the FSD table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FsdRow {
-    /// What served: `functions` (P workers) or `vm`.
-    pub kind: String,
-    /// Workers per request (1: one function holding the whole model).
-    pub parallelism: usize,
-    /// `queue`, `object`, or `none` (one worker, or the VM).
-    pub channel: String,
-    /// `simulated` or `live`.
-    pub mode: String,
-    /// Requests served.
-    pub requests: u64,
-    /// Each worker's memory, MB (0 for the VM).
-    pub memory_mb: u32,
-    /// Latency of a request, ms.
-    pub latency_ms: Latency,
-    /// Cost per 1,000 requests.
-    pub cost_per_1000: CostParts,
-    /// Channel calls over all requests.
-    pub counts: ChannelCounts,
-    /// Worker cold starts.
-    pub cold_starts: u64,
 }
 
 /// Simulates `run` on `model` with the function `platform` and the `channels`.

@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use hyscale_backend::engine::{self, Engine, EngineChoice, EngineConfig, Session};
-use hyscale_backend::lambda::MODEL_PATH_ENV;
 use hyscale_backend::lambda::payload::{FP32, InferEvent, InferResult, Tensor};
+use hyscale_backend::lambda::{MODEL_PATH_ENV, report_init_error};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 
 fn main() -> ExitCode {
@@ -43,7 +43,7 @@ async fn run(parent: u32) -> Result<(), lambda_runtime::Error> {
     let model = match load_model() {
         Ok(model) => model,
         Err(e) => {
-            report_init_error(&e).await;
+            report_init_error("hyscale-fn", &e.to_string()).await;
             return Err(e.into());
         }
     };
@@ -108,40 +108,6 @@ enum InitError {
     Engine { reason: String },
     #[error("cannot load model {path}: {reason}")]
     Load { path: String, reason: String },
-}
-
-/// Posts `error` to the Runtime API's `/init/error`, as a custom runtime must when its initialisation
-/// fails (the `lambda_runtime` crate does this only for its own SnapStart hooks).
-async fn report_init_error(error: &InitError) {
-    let client = match lambda_runtime_api_client::Client::builder().build() {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("hyscale-fn: cannot reach the Runtime API to report the init error: {e}");
-            return;
-        }
-    };
-    let diagnostic = Diagnostic { error_type: "Runtime.InitError".into(), error_message: error.to_string() };
-    let body = match serde_json::to_vec(&diagnostic) {
-        Ok(body) => body,
-        Err(e) => {
-            eprintln!("hyscale-fn: cannot encode the init error: {e}");
-            return;
-        }
-    };
-    let request = lambda_runtime_api_client::build_request()
-        .method("POST")
-        .uri("/2018-06-01/runtime/init/error")
-        .header("lambda-runtime-function-error-type", "Runtime.InitError")
-        .header("content-type", "application/json")
-        .body(lambda_runtime_api_client::body::Body::from(body));
-    match request {
-        Ok(request) => {
-            if let Err(e) = client.call(request).await {
-                eprintln!("hyscale-fn: cannot report the init error: {e}");
-            }
-        }
-        Err(e) => eprintln!("hyscale-fn: cannot build the init error report: {e}"),
-    }
 }
 
 fn load_model() -> Result<Model, InitError> {

@@ -306,3 +306,39 @@ pub enum LambdaError {
 fn to_std(n: Nanos) -> std::time::Duration {
     std::time::Duration::from_nanos(n.0)
 }
+
+/// Posts an initialisation failure to the Runtime API's `/init/error`, as a custom runtime must when its
+/// initialisation fails (the `lambda_runtime` crate does this only for its own SnapStart hooks); `who`
+/// prefixes what is printed when the report itself fails.
+pub async fn report_init_error(who: &str, message: &str) {
+    let client = match lambda_runtime_api_client::Client::builder().build() {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("{who}: cannot reach the Runtime API to report the init error: {e}");
+            return;
+        }
+    };
+    let diagnostic =
+        lambda_runtime::Diagnostic { error_type: "Runtime.InitError".into(), error_message: message.into() };
+    let body = match serde_json::to_vec(&diagnostic) {
+        Ok(body) => body,
+        Err(e) => {
+            eprintln!("{who}: cannot encode the init error: {e}");
+            return;
+        }
+    };
+    let request = lambda_runtime_api_client::build_request()
+        .method("POST")
+        .uri("/2018-06-01/runtime/init/error")
+        .header("lambda-runtime-function-error-type", "Runtime.InitError")
+        .header("content-type", "application/json")
+        .body(lambda_runtime_api_client::body::Body::from(body));
+    match request {
+        Ok(request) => {
+            if let Err(e) = client.call(request).await {
+                eprintln!("{who}: cannot report the init error: {e}");
+            }
+        }
+        Err(e) => eprintln!("{who}: cannot build the init error report: {e}"),
+    }
+}
