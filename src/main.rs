@@ -12,6 +12,7 @@ use hyscale_traces::TraceSpec;
 
 mod compare;
 mod fidelity;
+mod fsd_cmd;
 mod keepalive_cmd;
 mod plot;
 mod predict;
@@ -56,6 +57,9 @@ enum Command {
     Fidelity(fidelity::FidelityArgs),
     /// Draw reports (or a fidelity.json) as SVG and PNG: latency CDFs overlaid, cost by kind, timelines.
     Plot(plot::PlotArgs),
+    /// FSD-Inference: a model partitioned over P function workers exchanging activations through a queue or
+    /// object storage, against one function and a VM; simulated, and with --live run here for real.
+    Fsd(fsd_cmd::FsdArgs),
 }
 
 #[derive(clap::Args)]
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Command::Keepalive(args) => keepalive_cmd::run(args),
         Command::Fidelity(args) => fidelity::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Fsd(args) => fsd_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyscale_policies::fsd::{ChannelCounts, QueuePrices, billed_requests, message_sizes};
-use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
 use super::FsdError;
@@ -114,10 +114,18 @@ impl Channel {
         match setup {
             ChannelSetup::Queue { url, limits } => {
                 let client = redis::Client::open(url.as_str()).map_err(|e| FsdError::Channel(format!("{url}: {e}")))?;
-                let conn = tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
-                    .await
-                    .map_err(|_| FsdError::Channel(format!("{url}: no answer within 5 s")))?
-                    .map_err(|e| FsdError::Channel(format!("{url}: {e}")))?;
+                // A receive is a blocking pop that may wait for the request's whole deadline: no response
+                // timeout of the client's own (the pop carries its own).
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(None);
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+                .map_err(|_| FsdError::Channel(format!("{url}: no answer within 5 s")))?
+                .map_err(|e| FsdError::Channel(format!("{url}: {e}")))?;
                 Ok(Channel::Queue { conn, limits: *limits })
             }
             ChannelSetup::Object { endpoint, bucket, region, poll_ms } => {

@@ -33,9 +33,36 @@ pub struct FsdEvent {
     pub input: Vec<f32>,
     /// How long the worker may wait on the channel in all, ms.
     pub timeout_ms: u64,
-    /// Test hook: exit the process (as a crash) before sending layer `die_at_layer`'s slice.
+    /// Fault injection, for the failure tests: what one worker does wrong at one layer.
     #[serde(default)]
-    pub die_at_layer: Option<usize>,
+    pub fault: Option<Fault>,
+}
+
+/// A fault a worker is told to commit (tests of the failure paths).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// Worker `worker` exits (a crash) instead of sending its slice of layer `layer`.
+    Die {
+        /// The worker.
+        worker: usize,
+        /// The layer.
+        layer: usize,
+    },
+    /// Worker `worker` does not send its slice of layer `layer` (a lost message).
+    Lose {
+        /// The worker.
+        worker: usize,
+        /// The layer.
+        layer: usize,
+    },
+    /// Worker `worker` sends its slice of layer `layer` twice (a duplicated message).
+    Duplicate {
+        /// The worker.
+        worker: usize,
+        /// The layer.
+        layer: usize,
+    },
 }
 
 /// A worker's answer.
@@ -106,12 +133,20 @@ impl Worker {
                 x = mine;
                 continue;
             }
-            if event.die_at_layer == Some(l) {
-                std::process::exit(3);
-            }
+            let sends = match event.fault {
+                Some(Fault::Die { worker, layer }) if (worker, layer) == (me, l) => std::process::exit(3),
+                Some(Fault::Lose { worker, layer }) if (worker, layer) == (me, l) => 0,
+                Some(Fault::Duplicate { worker, layer }) if (worker, layer) == (me, l) => 2,
+                _ => 1,
+            };
             let others: Vec<usize> = (0..p).filter(|&w| w != me).collect();
+            let to: &[usize] = if l < last { &others } else { &[0] };
+            if l < last || me != 0 {
+                for _ in 0..sends {
+                    self.channel.send(&event.request, l, me, to, &mine, &mut answer.counts, &mut answer.times).await?;
+                }
+            }
             if l < last {
-                self.channel.send(&event.request, l, me, &others, &mine, &mut answer.counts, &mut answer.times).await?;
                 let mut got = self
                     .channel
                     .gather(&event.request, l, me, &others, deadline, &mut answer.counts, &mut answer.times)
@@ -119,7 +154,6 @@ impl Worker {
                 got.insert(me, mine);
                 x = concat_columns(&got, rows);
             } else if me != 0 {
-                self.channel.send(&event.request, l, me, &[0], &mine, &mut answer.counts, &mut answer.times).await?;
                 return Ok(answer);
             } else {
                 let mut got = self
