@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README: "Test"). On a fresh machine it sets itself up: cargo fetches the
 # locked crates from crates.io, and a Python virtual environment (.venv) gets its packages from PyPI (the
-# notebooks', onnx/onnxruntime for the test models, tritonclient). Then it runs every Rust test of the
+# notebooks', onnx/onnxruntime for the test models, tritonclient, moto), and redis-server comes from Debian
+# when missing (FSD-Inference's broker). Then it runs every Rust test of the
 # workspace (unit, doc and the cross-crate tests in tests/), executes the notebooks on freshly simulated
 # reports, and drives `hyscale serve` with the real tritonclient.
 set -euo pipefail
@@ -17,6 +18,17 @@ if ! cat "${requirements[@]}" | cmp -s - .venv/.requirements 2>/dev/null; then
     echo "   installing the pinned packages from PyPI into .venv (first run: a few minutes)"
     .venv/bin/pip install --quiet --disable-pip-version-check "${requirements[@]/#/-r}"
     cat "${requirements[@]}" > .venv/.requirements
+fi
+# A real message broker for FSD-Inference's queue channel (backend/tests/fsd.rs starts it on loopback): Redis
+# from Debian's packages.
+if ! command -v redis-server > /dev/null; then
+    echo "== redis-server (Debian package, for the FSD queue channel's tests)"
+    if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo > /dev/null; then sudo="sudo"; else
+        echo "redis-server is missing and cannot be installed without root: apt-get install redis-server" >&2
+        exit 1
+    fi
+    $sudo apt-get install -y --no-install-recommends redis-server > /dev/null \
+        || { $sudo apt-get update > /dev/null && $sudo apt-get install -y --no-install-recommends redis-server > /dev/null; }
 fi
 # After the environment, so the engine tests find ONNX Runtime in .venv as well as running tract.
 echo "== cargo test --workspace --locked"

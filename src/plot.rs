@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use hyscale_policies::fsd::FsdRow;
 use hyscale_policies::report::{Report, TimelineRow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -60,6 +61,19 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| BadInput(format!("{}: not JSON: {e}", path.display())))?;
+        if value.get("fsd").is_some() {
+            // A `hyscale fsd --out` table: cost and latency against the parallelism, per channel and mode.
+            let rows: Vec<FsdRow> = serde_json::from_value(value["rows"].clone())
+                .map_err(|e| BadInput(format!("{}: not a hyscale fsd table: {e}", path.display())))?;
+            std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+            let stem = slug(&path.file_stem().map_or_else(|| "fsd".into(), |s| s.to_string_lossy().into_owned()));
+            for (what, name) in [(FsdFigure::Cost, "cost"), (FsdFigure::Latency, "latency")] {
+                for w in picture(&args.out, &format!("{stem}-{name}"), &Chart::Fsd(&rows, what))? {
+                    println!("{}", w.display());
+                }
+            }
+            continue;
+        }
         if let Some(runs) = value.get("runs").and_then(|r| r.as_array()) {
             // A fidelity.json: each policy's simulated and live reports, side by side.
             for run in runs {
@@ -113,6 +127,16 @@ enum Chart<'a> {
     Cdf(&'a [Labelled]),
     Cost(&'a [Labelled]),
     Timeline(&'a Labelled),
+    Fsd(&'a [FsdRow], FsdFigure),
+}
+
+/// What an FSD picture shows against the parallelism.
+#[derive(Clone, Copy)]
+enum FsdFigure {
+    /// Cost per 1,000 requests.
+    Cost,
+    /// Median latency.
+    Latency,
 }
 
 impl Chart<'_> {
@@ -121,6 +145,7 @@ impl Chart<'_> {
             Chart::Cdf(reports) => cdf(root, reports),
             Chart::Cost(reports) => cost(root, reports),
             Chart::Timeline(r) => timeline(root, r),
+            Chart::Fsd(rows, what) => fsd(root, rows, *what),
         }
     }
 }
@@ -212,6 +237,67 @@ fn cdf<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, reports: &[Labelled]) 
         }
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// FSD-Inference: cost per 1,000 requests or median latency against the number of workers, one line per
+/// channel and mode (one function, P = 1, starts every line; a VM is a dashed level), log scales.
+fn fsd<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rows: &[FsdRow], what: FsdFigure) -> Result<(), String> {
+    root.fill(&WHITE).map_err(err)?;
+    let y = |r: &FsdRow| {
+        match what {
+            FsdFigure::Cost => r.cost_per_1000.total,
+            FsdFigure::Latency => r.latency_ms.p50,
+        }
+        .max(1e-9)
+    };
+    let functions: Vec<&FsdRow> = rows.iter().filter(|r| r.kind == "functions").collect();
+    let max_p = functions.iter().map(|r| r.parallelism).max().unwrap_or(1).max(2) as f64;
+    let ys: Vec<f64> = rows.iter().map(y).collect();
+    let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ys.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+    let (caption, desc) = match what {
+        FsdFigure::Cost => ("FSD-Inference: cost per 1,000 requests", "$ per 1,000 requests (log scale)"),
+        FsdFigure::Latency => ("FSD-Inference: median latency", "p50 latency, ms (log scale)"),
+    };
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0.9..max_p * 1.1).log_scale(), (lo * 0.7..hi * 1.4).log_scale())
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("workers per request, P (log scale)").y_desc(desc).draw().map_err(err)?;
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in &functions {
+        let channels: Vec<&str> = if r.parallelism == 1 { vec!["queue", "object"] } else { vec![r.channel.as_str()] };
+        for c in channels {
+            let label = format!("{} {c}", r.mode);
+            let point = (r.parallelism as f64, y(r));
+            match series.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, points)) => points.push(point),
+                None => series.push((label, vec![point])),
+            }
+        }
+    }
+    for (i, (label, mut points)) in series.into_iter().enumerate() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(err)?;
+    }
+    for r in rows.iter().filter(|r| r.kind != "functions") {
+        let level = y(r);
+        chart
+            .draw_series(DashedLineSeries::new(vec![(0.9, level), (max_p * 1.1, level)], 6, 4, BLACK.stroke_width(1)))
+            .map_err(err)?
+            .label(format!("{} ({})", r.kind, r.mode))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 /// Cost of each report, stacked by kind.

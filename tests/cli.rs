@@ -214,6 +214,11 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         (vec!["serve", "--config", "nope.toml"], "nope.toml"),
         (vec!["serve", "--config", &bad_serve], "models"),
         (vec!["keepalive", "--scenario", "nope.toml", "--table", o], "nope.toml"),
+        (vec!["fsd", "--mlp", "16,32,10", "--parallelism", "0", "--out", o], "--parallelism"),
+        (vec!["fsd", "--mlp", "16", "--out", o], "--mlp"),
+        (vec!["fsd", "--mlp", "16,32,10", "--channel", "smoke", "--out", o], "smoke"),
+        (vec!["fsd", "--mlp", "16,32,10", "--parallelism", "16", "--out", o], "exceeds layer 2's 10 outputs"),
+        (vec!["fsd", "--model", "backend/models/cnn.onnx", "--out", o], "Conv"),
         (vec!["keepalive", "--scenario", "scenarios/azf_keepalive.toml", "--minutes", "-5", "--table", o], "-5"),
     ];
     for (args, named) in cases {
@@ -223,4 +228,39 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         assert!(err.contains(named), "hyscale {args:?} does not name {named:?}: {err}");
         assert!(!out.exists() && !d.join("t.txt").exists(), "hyscale {args:?} left an output file behind");
     }
+}
+
+/// `hyscale fsd` (simulated): the table for P = 1, 2, 4 over both channels, one function and a VM; the queue
+/// is cheaper than object storage at the highest P; the JSON draws.
+#[test]
+fn fsd_prints_the_table_and_writes_json_that_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fsd.json");
+    let (code, stdout, err) = hyscale(&[
+        "fsd",
+        "--mlp",
+        "64,256,256,10",
+        "--parallelism",
+        "1,2,4",
+        "--requests",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("FSD-Inference") && stdout.contains("vm c5.large"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    // P = 1, then 2 and 4 over each channel, then the VM.
+    assert_eq!(rows.len(), 6, "{json}");
+    let total = |p: u64, c: &str| {
+        rows.iter().find(|r| r["parallelism"] == p && r["channel"] == c).unwrap()["cost_per_1000"]["total"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(total(4, "queue") < total(4, "object"), "{json}");
+    let (code, stdout, err) =
+        hyscale(&["plot", out.to_str().unwrap(), "--out", dir.path().join("pics").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("fsd-cost.svg") && stdout.contains("fsd-latency.png"), "{stdout}");
 }
