@@ -153,7 +153,7 @@ fn print_bins(b: &BinStats) {
     );
 }
 
-fn convert(spec: &TraceSpec, out: &PathBuf, seed: u64) -> anyhow::Result<()> {
+fn convert(spec: &TraceSpec, out: &std::path::Path, seed: u64) -> anyhow::Result<()> {
     let stream = open(spec, seed)?;
     let started = Instant::now();
     let n = crate::write_atomically(out, |file| write_canonical(stream, file, out).map_err(stream_error))?;

@@ -44,7 +44,7 @@ async fn init() -> Result<Worker, String> {
     };
     let engine = Engine::init(&EngineConfig { engine, intra_threads: Some(1), ..EngineConfig::default() })
         .map_err(|e| e.to_string())?;
-    Worker::start(&engine, index, workers, &dir, &setup).await.map_err(|e| e.to_string())
+    Worker::start(engine, index, workers, &dir, &setup).await.map_err(|e| e.to_string())
 }
 
 async fn run() -> Result<(), lambda_runtime::Error> {

@@ -68,6 +68,15 @@ impl ChannelTimes {
     }
 }
 
+/// What a worker's channel calls came to: their count (priced by the shared rules) and their latencies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meter {
+    /// Calls, by kind.
+    pub counts: ChannelCounts,
+    /// Latencies.
+    pub times: ChannelTimes,
+}
+
 /// A connected channel.
 pub enum Channel {
     /// Redis lists.
@@ -152,9 +161,9 @@ impl Channel {
         from: usize,
         to: &[usize],
         slice: &[f32],
-        counts: &mut ChannelCounts,
-        times: &mut ChannelTimes,
+        meter: &mut Meter,
     ) -> Result<(), FsdError> {
+        let Meter { counts, times } = meter;
         let payload = f32_bytes(slice);
         match self {
             Channel::Queue { conn, limits } => {
@@ -203,9 +212,9 @@ impl Channel {
         me: usize,
         senders: &[usize],
         deadline: Instant,
-        counts: &mut ChannelCounts,
-        times: &mut ChannelTimes,
+        meter: &mut Meter,
     ) -> Result<Vec<Vec<f32>>, FsdError> {
+        let Meter { counts, times } = meter;
         let missing =
             |have: &[bool]| -> Vec<usize> { senders.iter().zip(have).filter(|(_, h)| !**h).map(|(s, _)| *s).collect() };
         let timeout = |have: &[bool]| {

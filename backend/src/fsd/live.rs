@@ -139,8 +139,8 @@ pub async fn run_live(
             match outcome.result {
                 Ok(bytes) => match serde_json::from_slice::<FsdAnswer>(&bytes) {
                     Ok(a) => {
-                        counts.add(&a.counts);
-                        times.add(&a.times);
+                        counts.add(&a.meter.counts);
+                        times.add(&a.meter.times);
                         if a.worker == 0 {
                             output = a.output;
                         }

@@ -6,10 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hyscale_policies::fsd::ChannelCounts;
 use serde::{Deserialize, Serialize};
 
-use super::channel::{Channel, ChannelSetup, ChannelTimes};
+use super::channel::{Channel, ChannelSetup, Meter};
 use super::{FsdError, concat_columns};
 use crate::engine::{Engine, Session, Tensor};
 
@@ -72,12 +71,10 @@ pub struct FsdAnswer {
     pub worker: usize,
     /// The model's output (worker 0 only), `rows` × outputs.
     pub output: Option<Vec<f32>>,
-    /// Its channel calls.
-    pub counts: ChannelCounts,
+    /// Its channel calls and their latencies.
+    pub meter: Meter,
     /// Its time computing, ms.
     pub compute_ms: f64,
-    /// Its channel operations' latencies.
-    pub times: ChannelTimes,
 }
 
 /// A worker ready to serve.
@@ -143,23 +140,17 @@ impl Worker {
             let to: &[usize] = if l < last { &others } else { &[0] };
             if l < last || me != 0 {
                 for _ in 0..sends {
-                    self.channel.send(&event.request, l, me, to, &mine, &mut answer.counts, &mut answer.times).await?;
+                    self.channel.send(&event.request, l, me, to, &mine, &mut answer.meter).await?;
                 }
             }
             if l < last {
-                let mut got = self
-                    .channel
-                    .gather(&event.request, l, me, &others, deadline, &mut answer.counts, &mut answer.times)
-                    .await?;
+                let mut got = self.channel.gather(&event.request, l, me, &others, deadline, &mut answer.meter).await?;
                 got.insert(me, mine);
                 x = concat_columns(&got, rows);
             } else if me != 0 {
                 return Ok(answer);
             } else {
-                let mut got = self
-                    .channel
-                    .gather(&event.request, l, me, &others, deadline, &mut answer.counts, &mut answer.times)
-                    .await?;
+                let mut got = self.channel.gather(&event.request, l, me, &others, deadline, &mut answer.meter).await?;
                 got.insert(0, mine);
                 x = concat_columns(&got, rows);
             }
