@@ -162,30 +162,15 @@ pub fn run_parallel<T: Sync, R: Send>(
     label: impl Fn(&T) -> String + Sync,
     f: impl Fn(&T) -> anyhow::Result<R> + Sync,
 ) -> anyhow::Result<Vec<R>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
-    let mut results: Vec<Option<anyhow::Result<R>>> = (0..items.len()).map(|_| None).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots = std::sync::Mutex::new(&mut results);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    let t = Instant::now();
-                    let r = f(item);
-                    eprintln!("  {}: done in {:.2} s", label(item), t.elapsed().as_secs_f64());
-                    if let Ok(mut slots) = slots.lock() {
-                        slots[i] = Some(r);
-                    }
-                }
-            });
-        }
-    });
+    use rayon::prelude::*;
     items
-        .iter()
-        .zip(results)
-        .map(|(item, r)| r.with_context(|| format!("{} did not run", label(item)))?.with_context(|| label(item)))
+        .par_iter()
+        .map(|item| {
+            let t = Instant::now();
+            let r = f(item);
+            eprintln!("  {}: done in {:.2} s", label(item), t.elapsed().as_secs_f64());
+            r.with_context(|| label(item))
+        })
         .collect()
 }
 

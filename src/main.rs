@@ -19,6 +19,7 @@ mod predict;
 mod profile_cmd;
 mod replay_cmd;
 mod serve_cmd;
+mod sweep;
 mod trace_cmd;
 
 #[derive(Parser)]
@@ -60,6 +61,9 @@ enum Command {
     /// FSD-Inference: a model partitioned over P function workers exchanging activations through a queue or
     /// object storage, against one function and a VM; simulated, and with --live run here for real.
     Fsd(fsd_cmd::FsdArgs),
+    /// Run a grid of simulations (scenarios × traces × parameters × policies × seeds) on every core, or one
+    /// shard of it (--shard K/N, an array job's task); `sweep merge` joins the shards.
+    Sweep(sweep::SweepArgs),
 }
 
 #[derive(clap::Args)]
@@ -100,6 +104,17 @@ impl std::fmt::Display for BadInput {
 }
 
 impl std::error::Error for BadInput {}
+
+/// A spinner with an elapsed time and `message`, drawn on standard error only when it is a terminal.
+fn spinner(message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}") {
+        bar.set_style(style);
+    }
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
 
 /// Creates the folder `path` will be written into, if it names one.
 fn create_parent(path: &Path) -> anyhow::Result<()> {
@@ -154,6 +169,7 @@ fn main() -> ExitCode {
         Command::Fidelity(args) => fidelity::run(args),
         Command::Plot(args) => plot::run(args),
         Command::Fsd(args) => fsd_cmd::run(args),
+        Command::Sweep(args) => sweep::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,11 +220,20 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let scenario = load_scenario(&args)?;
     let policy = scenario.file.policy.clone();
     let started = Instant::now();
+    // On a terminal only (indicatif draws nothing when standard error is not one): simulated time, requests,
+    // and their rate.
+    let bar = spinner("simulating");
     let mut progress = |t: hyscale_policies::Nanos, arrivals: u64| {
-        eprintln!("  ... simulated {:.0} s, {arrivals} requests", t.as_secs_f64());
+        let rate = arrivals as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "simulated {:.0} s, {arrivals} requests ({:.2}M requests/s)",
+            t.as_secs_f64(),
+            rate / 1e6
+        ));
     };
     let report = hyscale_sim::run_scenario_with(&scenario, &policy, Some(&mut progress))
         .map_err(|e| run_error(e, &scenario, args.trace.as_deref(), &policy))?;
+    bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {

@@ -84,7 +84,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     for spec in &specs {
         let mut predictor = spec.build(args.seed).map_err(|e| BadInput(format!("--predictor: {e}")))?;
         let started = Instant::now();
-        predictor.fit(train)?;
+        let bar = crate::spinner(&format!("fitting {} on {} intervals", spec.name(), train.len()));
+        let fitted = predictor.fit(train);
+        bar.finish_and_clear();
+        fitted?;
         let train_s = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let accuracy = walk_forward(predictor.as_mut(), test, args.horizon);

@@ -264,3 +264,74 @@ fn fsd_prints_the_table_and_writes_json_that_plots() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("fsd-cost.svg") && stdout.contains("fsd-latency.png"), "{stdout}");
 }
+
+/// A sweep run whole equals the merge of its shards, byte for byte, with the shards run as the shipped
+/// Slurm script and Kubernetes Indexed Job run them (their commands, with the index the scheduler gives).
+#[test]
+fn sweep_shards_merge_into_the_whole_grids_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let scenario = std::path::absolute("scenarios/conv4x_compare.toml").unwrap();
+    let grid = d.join("grid.toml");
+    std::fs::write(
+        &grid,
+        format!(
+            "scenarios = [{scenario:?}]\npolicies = [\"static\", \"function-only\", \"mark\"]\nseeds = [1, 2]\n\
+             traces = [\"poisson:10:60\"]\n[[params]]\nname = \"a\"\nset = {{ \"slo.rt_max_ms\" = 150.0, \"slo.sl_min\" = 0.95 }}\n\
+             [[params]]\nname = \"b\"\nset = {{ \"slo.rt_max_ms\" = 150.0, \"slo.sl_min\" = 0.99 }}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = hyscale(&["sweep", grid.to_str().unwrap(), "--out", d.join("whole").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wrote 12 rows"), "{out}");
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_hyscale")).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    // Three shards as Slurm array tasks.
+    for k in 0..3 {
+        let status = Command::new("bash")
+            .arg("sweeps/slurm.sbatch")
+            .env("PATH", &path)
+            .env("SLURM_ARRAY_TASK_ID", k.to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", "3")
+            .env("GRID", &grid)
+            .env("OUT", d.join("slurm"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    // Two shards as the Indexed Job's pods: its container command, with the index Kubernetes sets.
+    let manifest = std::fs::read_to_string("sweeps/k8s-indexed-job.yaml").unwrap();
+    let line = manifest.lines().find(|l| l.trim_start().starts_with("command:")).unwrap();
+    let script: String =
+        serde_json::from_str::<Vec<String>>(line.trim().trim_start_matches("command:").trim()).unwrap()[2].clone();
+    for k in 0..2 {
+        let status = Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", &path)
+            .env("JOB_COMPLETION_INDEX", k.to_string())
+            .env("SHARDS", "2")
+            .env("GRID", &grid)
+            .env("OUT", d.join("k8s"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let whole = std::fs::read(d.join("whole/sweep.json")).unwrap();
+    for (folder, n) in [("slurm", 3), ("k8s", 2)] {
+        let shards: Vec<String> =
+            (0..n).map(|k| d.join(format!("{folder}/shard-{k}-of-{n}.json")).to_str().unwrap().to_string()).collect();
+        let merged = d.join(format!("{folder}-merged"));
+        let mut args = vec!["sweep", "merge"];
+        args.extend(shards.iter().map(String::as_str));
+        args.extend(["--out", merged.to_str().unwrap()]);
+        let (code, _, err) = hyscale(&args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read(merged.join("sweep.json")).unwrap(), whole, "{folder} shards merged differ");
+        assert_eq!(std::fs::read(merged.join("sweep.csv")).unwrap(), std::fs::read(d.join("whole/sweep.csv")).unwrap());
+        // A shard missing is refused, naming the missing cells.
+        let (code, _, err) = hyscale(&["sweep", "merge", &shards[0], "--out", merged.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("in no shard given"), "{err}");
+    }
+}
