@@ -10,6 +10,7 @@ use hyscale_policies::report::Report;
 use hyscale_sim::{Scenario, SimError};
 use hyscale_traces::TraceSpec;
 
+mod bench;
 mod compare;
 mod fidelity;
 mod fsd_cmd;
@@ -64,6 +65,9 @@ enum Command {
     /// Run a grid of simulations (scenarios × traces × parameters × policies × seeds) on every core, or one
     /// shard of it (--shard K/N, an array job's task); `sweep merge` joins the shards.
     Sweep(sweep::SweepArgs),
+    /// The simulator's speed on two standard workloads (functions: an Azure-Functions-shaped 24 h trace;
+    /// vm: the same volume under MArk): requests/s, events/s and peak memory, median of several runs.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => plot::run(args),
         Command::Fsd(args) => fsd_cmd::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
