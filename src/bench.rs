@@ -172,6 +172,12 @@ fn scenario(kind: &str, dir: &Path, hours: f64) -> anyhow::Result<PathBuf> {
     let root = std::path::absolute(".")?;
     let catalog = root.join("data/aws_us_east_1.toml");
     let profile = root.join("profiles/inception_v3.toml");
+    if !catalog.exists() || !profile.exists() {
+        return Err(bad(format!(
+            "{} has no data/aws_us_east_1.toml and profiles/inception_v3.toml: run hyscale bench from the repository's root",
+            root.display()
+        )));
+    }
     let text = match kind {
         "functions" => format!(
             "name = \"bench-functions\"\nseed = 1\npolicy = \"function-only\"\ncatalog = {catalog:?}\nprofile = {profile:?}\n\n\

@@ -18,16 +18,27 @@ pub struct ServeArgs {
     /// Listen here instead of the configuration's address (port 0: any free port, printed at start).
     #[arg(long)]
     listen: Option<String>,
+    /// Log lines as plain text (coloured only on a terminal) or as JSON objects, one a line, for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How `hyscale serve` writes its log to standard error.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        // Colour escapes only when a person reads it: a file or a pipe gets plain text.
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().init(),
+    }
     let (mut config, cluster_config) = read_config(&args.config)?;
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -335,3 +335,34 @@ fn sweep_shards_merge_into_the_whole_grids_table() {
         assert!(err.contains("in no shard given"), "{err}");
     }
 }
+
+/// `hyscale serve` logs plain text without colour escapes when standard error is not a terminal, and one JSON
+/// object a line with `--log-format json`.
+#[test]
+fn serve_logs_plain_text_to_a_pipe_and_json_on_request() {
+    use std::io::{BufRead, Read};
+    for format in ["text", "json"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hyscale"))
+            .args(["serve", "--config", "live/mlp.toml", "--listen", "127.0.0.1:0", "--log-format", format])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with("listening on"), "{first}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut log = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "no log");
+        assert!(!log.contains('\u{1b}'), "colour escapes in a piped log: {log}");
+        if format == "json" {
+            for l in &lines {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+            }
+        }
+    }
+}

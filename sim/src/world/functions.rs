@@ -119,6 +119,7 @@ impl World<'_> {
                     armed: None,
                     timer: None,
                     cold_time: Nanos::ZERO,
+                    free_in: None,
                 });
                 (self.fns.len() - 1) as u32
             }

@@ -153,6 +153,8 @@ struct FnInst {
     armed: Option<Nanos>,
     timer: Option<Nanos>,
     cold_time: Nanos,
+    /// The free set it is in (`warm_free` or `cold_free`), if any: the sets are touched only when it changes.
+    free_in: Option<FnPhase>,
 }
 
 impl FnInst {

@@ -78,19 +78,26 @@ impl World<'_> {
         }
         let inst = &self.fns[idx as usize];
         let key = (inst.function, idx);
-        self.warm_free.remove(&key);
-        self.cold_free.remove(&key);
-        if !inst.stale && inst.outstanding() < self.fn_capacity(inst) {
-            match inst.phase {
-                FnPhase::Warm => {
-                    self.warm_free.insert(key);
-                }
-                FnPhase::Cold => {
-                    self.cold_free.insert(key);
-                }
-                FnPhase::Gone => {}
+        let wanted = match inst.phase {
+            FnPhase::Warm | FnPhase::Cold if !inst.stale && inst.outstanding() < self.fn_capacity(inst) => {
+                Some(inst.phase)
             }
+            _ => None,
+        };
+        if wanted == inst.free_in {
+            return;
         }
+        match inst.free_in {
+            Some(FnPhase::Warm) => self.warm_free.remove(&key),
+            Some(FnPhase::Cold) => self.cold_free.remove(&key),
+            _ => false,
+        };
+        match wanted {
+            Some(FnPhase::Warm) => self.warm_free.insert(key),
+            Some(FnPhase::Cold) => self.cold_free.insert(key),
+            _ => false,
+        };
+        self.fns[idx as usize].free_in = wanted;
     }
 }
 
