@@ -4,7 +4,6 @@
 //! local Lambda service, a Redis broker and an S3 API on loopback).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -12,6 +11,7 @@ use hyscale_backend::engine::{Engine, EngineChoice, EngineConfig, Tensor};
 use hyscale_backend::fsd::channel::{ChannelSetup, ChannelTimes};
 use hyscale_backend::fsd::live::{LiveSetup, run_live};
 use hyscale_backend::fsd::model::Mlp;
+use hyscale_backend::fsd::services::{self, LocalService};
 use hyscale_policies::fsd::FsdRow;
 use hyscale_sim::Scenario;
 use hyscale_sim::dist::DistSpec;
@@ -97,76 +97,22 @@ fn bad(m: String) -> anyhow::Error {
     anyhow::Error::new(BadInput(m))
 }
 
-/// A child process killed when dropped.
-struct Started(Child);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_redis() -> anyhow::Result<(LocalService, String)> {
+    let service =
+        services::start_redis(Path::new("redis-server")).map_err(|e| bad(format!("{e}, or pass --redis URL")))?;
+    eprintln!("started redis-server on 127.0.0.1:{}", service.port);
+    let url = format!("redis://127.0.0.1:{}", service.port);
+    Ok((service, url))
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_listening(port: u16, what: &str) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if start.elapsed() > Duration::from_secs(60) {
-            anyhow::bail!("{what} did not listen on 127.0.0.1:{port} within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn start_redis() -> anyhow::Result<(Started, String)> {
-    let port = free_port()?;
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            bad(format!("redis-server: {e}; install it (Debian: apt-get install redis-server) or pass --redis URL"))
-        })?;
-    let started = Started(child);
-    wait_listening(port, "redis-server")?;
-    eprintln!("started redis-server on 127.0.0.1:{port}");
-    Ok((started, format!("redis://127.0.0.1:{port}")))
-}
-
-fn start_moto() -> anyhow::Result<(Started, String)> {
-    let bin = [PathBuf::from(".venv/bin/moto_server"), PathBuf::from("moto_server")]
-        .into_iter()
-        .find(|p| p.exists() || p.components().count() == 1)
-        .unwrap_or_default();
-    let port = free_port()?;
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            bad(format!(
-                "moto_server: {e}; pip install 'moto[server]' (scripts/test.sh does, in .venv) or pass --s3 URL"
-            ))
-        })?;
-    let started = Started(child);
-    wait_listening(port, "moto_server")?;
-    // CreateBucket `fsd` (moto takes it unsigned).
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(s, "PUT /fsd HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    if !answer.starts_with("HTTP/1.1 200") {
-        anyhow::bail!("creating the bucket on moto: {}", answer.lines().next().unwrap_or_default());
-    }
-    eprintln!("started moto's S3 API on 127.0.0.1:{port}");
-    Ok((started, format!("http://127.0.0.1:{port}")))
+fn start_moto() -> anyhow::Result<(LocalService, String)> {
+    let local = PathBuf::from(".venv/bin/moto_server");
+    let bin = if local.exists() { local } else { PathBuf::from("moto_server") };
+    let service = services::start_moto(&bin).map_err(|e| bad(format!("{e}, or pass --s3 URL")))?;
+    services::create_bucket(&service, "fsd").map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!("started moto's S3 API on 127.0.0.1:{}", service.port);
+    let url = service.http_url();
+    Ok((service, url))
 }
 
 /// The whole model's single-row time on one thread here, ms (median of 50 after 5 warm-up runs).

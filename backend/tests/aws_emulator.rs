@@ -10,21 +10,21 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyscale_backend::WallClock;
 use hyscale_backend::engine::{Dim, ElementType, ModelMetadata, Tensor, TensorInfo};
+use hyscale_backend::fsd::services::{LocalService, start_moto};
 use hyscale_backend::live::aws::sdk::{aws_config, aws_sdk_autoscaling, aws_sdk_ec2, aws_sdk_lambda, reqwest};
 use hyscale_backend::live::aws::{AwsConfig, AwsLambdaFunctions, Ec2Setup, Ec2Vms};
 use hyscale_backend::live::aws_asg::AsgVms;
 use hyscale_backend::live::provider::{FnFailure, FunctionProvider, VmProvider};
 use hyscale_policies::{Catalog, Market};
 
-/// A `moto_server` on a free loopback port, killed when dropped.
+/// moto on a free loopback port, killed when dropped.
 struct Moto {
-    child: Child,
+    service: LocalService,
     url: String,
 }
 
@@ -33,36 +33,20 @@ impl Moto {
         let bin = std::env::var_os("HYSCALE_MOTO_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::path::absolute("../.venv/bin/moto_server").unwrap());
-        assert!(
-            bin.exists(),
-            "{} not found: scripts/test.sh installs moto[server] from PyPI into .venv",
-            bin.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(60), "moto_server did not listen on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
+        let service = start_moto(&bin).unwrap();
+        let url = service.http_url();
+        Moto { service, url }
     }
 
     /// An IAM role for the function (moto checks that it exists). The SDK has no IAM crate here; the Query
     /// API is one form post.
     fn create_role(&self, name: &str) -> String {
-        let addr = self.url.trim_start_matches("http://");
+        let port = self.service.port;
         let body = format!("Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument=%7B%7D");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(
             s,
-            "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
              Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, \
              SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
@@ -72,13 +56,6 @@ impl Moto {
         s.read_to_string(&mut answer).unwrap();
         let arn = answer.split("<Arn>").nth(1).and_then(|a| a.split("</Arn>").next());
         arn.unwrap_or_else(|| panic!("CreateRole: {answer}")).to_string()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

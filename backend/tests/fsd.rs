@@ -5,7 +5,6 @@
 //! that is down make a request fail with the reason (or, duplicated, still succeed), never hang.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyscale_backend::engine::{Engine, EngineChoice, EngineConfig, Tensor};
@@ -13,6 +12,7 @@ use hyscale_backend::fsd::channel::ChannelSetup;
 use hyscale_backend::fsd::concat_columns;
 use hyscale_backend::fsd::live::{LiveSetup, run_live};
 use hyscale_backend::fsd::model::Mlp;
+use hyscale_backend::fsd::services::{LocalService, create_bucket, start_moto, start_redis};
 use hyscale_backend::fsd::worker::Fault;
 use hyscale_policies::fsd::{ObjectPrices, QueuePrices};
 use hyscale_sim::fsd::{Channel, ChannelsFile, FsdModel, FsdRun, Layer, simulate_fsd};
@@ -21,68 +21,22 @@ fn tract() -> &'static Engine {
     Engine::init(&EngineConfig { engine: EngineChoice::Tract, ..EngineConfig::default() }).unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for(port: u16, what: &str) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(60), "{what} did not listen on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A process killed when dropped.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> (Service, String) {
+fn redis() -> (LocalService, String) {
     let bin = std::env::var_os("HYSCALE_REDIS_SERVER").map(PathBuf::from).unwrap_or_else(|| "redis-server".into());
-    let port = free_port();
-    let child = Command::new(&bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; install Redis from Debian (apt-get install redis-server): scripts/test.sh does",
-                bin.display()
-            )
-        });
-    wait_for(port, "redis-server");
-    (Service(child), format!("redis://127.0.0.1:{port}"))
+    let service = start_redis(&bin).unwrap();
+    let url = format!("redis://127.0.0.1:{}", service.port);
+    (service, url)
 }
 
 /// moto's S3 with bucket `fsd`.
-fn s3() -> (Service, String) {
+fn s3() -> (LocalService, String) {
     let bin = std::env::var_os("HYSCALE_MOTO_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::path::absolute("../.venv/bin/moto_server").unwrap());
-    assert!(bin.exists(), "{} not found: scripts/test.sh installs moto[server] from PyPI into .venv", bin.display());
-    let port = free_port();
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port, "moto_server");
-    // CreateBucket is `PUT /BUCKET`.
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "PUT /fsd HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "CreateBucket: {answer}");
-    (Service(child), format!("http://127.0.0.1:{port}"))
+    let service = start_moto(&bin).unwrap();
+    create_bucket(&service, "fsd").unwrap();
+    let url = service.http_url();
+    (service, url)
 }
 
 fn channels() -> ChannelsFile {

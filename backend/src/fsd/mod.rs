@@ -8,6 +8,7 @@
 //! - [`channel`]: the two channels, counting their calls by `hyscale_policies::fsd`'s rules;
 //! - [`worker`]: what one worker does with a request (run its slice of each layer, send it, gather the
 //!   others', answer) — the function binary's handler;
+//! - [`services`]: Redis and moto started on loopback (for `--live` runs and the tests);
 //! - [`live`]: the coordinator — starts the workers' functions, invokes the `P` workers of each request
 //!   at once, checks the answer and measures latency, billing and channel calls.
 //!
@@ -17,6 +18,7 @@
 pub mod channel;
 pub mod live;
 pub mod model;
+pub mod services;
 pub mod worker;
 
 /// Why an FSD run or request failed.
