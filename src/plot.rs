@@ -61,6 +61,17 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| BadInput(format!("{}: not JSON: {e}", path.display())))?;
+        if value.get("grid_fingerprint").is_some() {
+            // A `hyscale sweep` table: every cell's cost against its SLO attainment, coloured by policy.
+            let rows: Vec<crate::sweep::Row> = serde_json::from_value(value["rows"].clone())
+                .map_err(|e| BadInput(format!("{}: not a hyscale sweep table: {e}", path.display())))?;
+            std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+            let stem = slug(&path.file_stem().map_or_else(|| "sweep".into(), |s| s.to_string_lossy().into_owned()));
+            for w in picture(&args.out, &format!("{stem}-cost-vs-slo"), &Chart::Sweep(&rows))? {
+                println!("{}", w.display());
+            }
+            continue;
+        }
         if value.get("fsd").is_some() {
             // A `hyscale fsd --out` table: cost and latency against the parallelism, per channel and mode.
             let rows: Vec<FsdRow> = serde_json::from_value(value["rows"].clone())
@@ -128,6 +139,7 @@ enum Chart<'a> {
     Cost(&'a [Labelled]),
     Timeline(&'a Labelled),
     Fsd(&'a [FsdRow], FsdFigure),
+    Sweep(&'a [crate::sweep::Row]),
 }
 
 /// What an FSD picture shows against the parallelism.
@@ -146,6 +158,7 @@ impl Chart<'_> {
             Chart::Cost(reports) => cost(root, reports),
             Chart::Timeline(r) => timeline(root, r),
             Chart::Fsd(rows, what) => fsd(root, rows, *what),
+            Chart::Sweep(rows) => sweep(root, rows),
         }
     }
 }
@@ -296,6 +309,35 @@ fn fsd<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rows: &[FsdRow], what:
             .map_err(err)?
             .label(format!("{} ({})", r.kind, r.mode))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// A sweep: each cell's cost against its SLO attainment, one colour per policy (the cheapest point meeting
+/// the SLO is what a sweep looks for).
+fn sweep<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rows: &[crate::sweep::Row]) -> Result<(), String> {
+    root.fill(&WHITE).map_err(err)?;
+    let lo = rows.iter().map(|r| r.slo_attainment * 100.0).fold(100.0, f64::min).min(99.0);
+    let top = rows.iter().map(|r| r.cost_total).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let mut chart = ChartBuilder::on(root)
+        .caption("Sweep: cost against SLO attainment", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d((lo - 0.5).max(0.0)..100.5, 0.0..top)
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("SLO attainment (%)").y_desc("cost ($)").draw().map_err(err)?;
+    let mut policies: Vec<&str> = rows.iter().map(|r| r.policy.as_str()).collect();
+    policies.sort_unstable();
+    policies.dedup();
+    for (i, policy) in policies.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points = rows.iter().filter(|r| r.policy == *policy).map(|r| (r.slo_attainment * 100.0, r.cost_total));
+        chart
+            .draw_series(points.map(|p| Circle::new(p, 5, colour.filled())))
+            .map_err(err)?
+            .label(*policy)
+            .legend(move |(x, y)| Circle::new((x + 6, y), 5, colour.filled()));
     }
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }

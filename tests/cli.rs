@@ -318,6 +318,11 @@ fn sweep_shards_merge_into_the_whole_grids_table() {
         assert!(status.success());
     }
     let whole = std::fs::read(d.join("whole/sweep.json")).unwrap();
+    let pics = d.join("pics");
+    let (code, out, err) =
+        hyscale(&["plot", d.join("whole/sweep.json").to_str().unwrap(), "--out", pics.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sweep-cost-vs-slo.png"), "{out}");
     for (folder, n) in [("slurm", 3), ("k8s", 2)] {
         let shards: Vec<String> =
             (0..n).map(|k| d.join(format!("{folder}/shard-{k}-of-{n}.json")).to_str().unwrap().to_string()).collect();
