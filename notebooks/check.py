@@ -39,8 +39,19 @@ def check_keepalive(text: str, figures: list) -> None:
     assert "keepalive.png" in figures, f"no keepalive.png among {figures}"
 
 
+def check_sweep(text: str, figures: list) -> None:
+    assert "cells:" in text and "mark" in text and "static" in text, f"table lacks its rows: {text[:500]}"
+    assert "sweep.png" in figures, f"no sweep.png among {figures}"
+
+
 # What each notebook must produce; a notebook without an entry fails the check.
-CHECKS = {"reports.ipynb": check_reports, "keepalive.ipynb": check_keepalive, "fidelity.ipynb": check_fidelity, "traces.ipynb": check_traces}
+CHECKS = {
+    "reports.ipynb": check_reports,
+    "keepalive.ipynb": check_keepalive,
+    "fidelity.ipynb": check_fidelity,
+    "traces.ipynb": check_traces,
+    "sweep.ipynb": check_sweep,
+}
 
 
 def main() -> int:
@@ -84,6 +95,15 @@ def main() -> int:
             with open(os.path.join(traces, f"{name}.stats.json"), "w") as f:
                 subprocess.run([binary, "trace", "stats", source, "--json"], check=True, stdout=f,
                                stderr=subprocess.DEVNULL)
+        # A small sweep (two policies, two seeds, a short trace) through `hyscale sweep`.
+        grid = os.path.join(tmp, "grid.toml")
+        with open(grid, "w") as f:
+            f.write(f'scenarios = ["{os.path.join(ROOT, "scenarios", "conv4x_compare.toml")}"]\n'
+                    'policies = ["static", "mark"]\nseeds = [1, 2]\ntraces = ["poisson:10:120"]\n')
+        sweep = os.path.join(tmp, "sweep")
+        subprocess.run([binary, "sweep", grid, "--out", sweep], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        os.environ["HYSCALE_SWEEP"] = os.path.join(sweep, "sweep.csv")
         os.environ["HYSCALE_TRACES"] = traces
         os.environ["HYSCALE_REPORTS"] = tmp
         os.environ["HYSCALE_KEEPALIVE"] = keepalive

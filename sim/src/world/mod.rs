@@ -228,7 +228,9 @@ struct World<'a> {
     /// (function, instance) of instances with room, warm and cold.
     warm_free: BTreeSet<(u32, u32)>,
     cold_free: BTreeSet<(u32, u32)>,
-    functions: BTreeMap<u32, FnFunction>,
+    /// Per function (request's model id), looked up on every request: a fast hash, never iterated in an
+    /// order that reaches the report (the summary sorts and sums).
+    functions: rustc_hash::FxHashMap<u32, FnFunction>,
     keep_alive: Option<Box<dyn KeepAlivePolicy>>,
     /// Memory of idle warm instances, MB.
     fn_idle_mb: u64,
@@ -430,7 +432,7 @@ impl<'a> World<'a> {
             fn_free: Vec::new(),
             warm_free: BTreeSet::new(),
             cold_free: BTreeSet::new(),
-            functions: BTreeMap::new(),
+            functions: rustc_hash::FxHashMap::default(),
             // Checked when the scenario was loaded.
             keep_alive: sc.file.keep_alive.as_ref().and_then(|k| k.build().ok()),
             fn_idle_mb: 0,

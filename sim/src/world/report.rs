@@ -125,7 +125,7 @@ impl World<'_> {
 /// The per-function summary: cold-invocation percentages by function, summarised by nearest-rank
 /// percentiles, and the idle memory time.
 pub(super) fn function_stats(
-    functions: &BTreeMap<u32, FnFunction>,
+    functions: &rustc_hash::FxHashMap<u32, FnFunction>,
     keep_alive: String,
     idle_mb_ns: u128,
 ) -> FunctionStatsSummary {
