@@ -278,13 +278,13 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(SweepCommand::Merge { shards, out }) = args.merge {
         return merge(&shards, &out);
     }
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let grid_path = args.grid.ok_or_else(|| bad("give a grid file: hyscale sweep GRID.toml".into()))?;
     let text = std::fs::read_to_string(&grid_path).map_err(|e| bad(format!("{}: {e}", grid_path.display())))?;
     let grid: Grid = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", grid_path.display())))?;
     if grid.scenarios.is_empty() {
         return Err(bad(format!("{}: `scenarios` names no scenario", grid_path.display())));
     }
-    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let base = grid_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let all = cells(&grid, &base);
     let mine: Vec<&Cell> = all.iter().filter(|c| shard.is_none_or(|(k, n)| c.index % n == k)).collect();

@@ -219,6 +219,10 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         (vec!["fsd", "--mlp", "16,32,10", "--channel", "smoke", "--out", o], "smoke"),
         (vec!["fsd", "--mlp", "16,32,10", "--parallelism", "16", "--out", o], "exceeds layer 2's 10 outputs"),
         (vec!["fsd", "--model", "backend/models/cnn.onnx", "--out", o], "Conv"),
+        (vec!["sweep", "nope.toml", "--out", o], "nope.toml"),
+        (vec!["sweep", &unknown_key, "--shard", "3/2", "--out", o], "--shard"),
+        (vec!["sweep", "merge", "nope.json", "--out", o], "nope.json"),
+        (vec!["bench", "--hours", "0", "--out", o], "--hours"),
         (vec!["keepalive", "--scenario", "scenarios/azf_keepalive.toml", "--minutes", "-5", "--table", o], "-5"),
     ];
     for (args, named) in cases {
