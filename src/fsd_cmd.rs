@@ -12,7 +12,7 @@ use hyscale_backend::fsd::channel::{ChannelSetup, ChannelTimes};
 use hyscale_backend::fsd::live::{LiveSetup, run_live};
 use hyscale_backend::fsd::model::Mlp;
 use hyscale_backend::fsd::services::{self, LocalService};
-use hyscale_policies::fsd::FsdRow;
+use hyscale_policies::fsd::{FsdRow, Latency};
 use hyscale_sim::Scenario;
 use hyscale_sim::dist::DistSpec;
 use hyscale_sim::fsd::{Channel, ChannelsFile, FsdModel, FsdRun, Layer, simulate_fsd, vm_baseline};
@@ -138,11 +138,9 @@ fn fitted(samples: &[f64], fallback: &DistSpec) -> DistSpec {
     if samples.len() < 5 {
         return fallback.clone();
     }
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let at = |q: f64| s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    let p50 = at(0.5).max(0.001);
-    DistSpec::Lognormal { p50, p99: at(0.99).max(p50 * 1.01) }
+    let summary = Latency::of(&mut samples.to_vec());
+    let p50 = summary.p50.max(0.001);
+    DistSpec::Lognormal { p50, p99: summary.p99.max(p50 * 1.01) }
 }
 
 pub fn run(args: FsdArgs) -> anyhow::Result<()> {

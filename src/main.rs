@@ -190,20 +190,33 @@ fn load_scenario(args: &SimulateArgs) -> anyhow::Result<Scenario> {
         std::fs::read_to_string(&args.scenario).map_err(|e| BadInput(format!("{}: {e}", args.scenario.display())))?;
     let mut file: hyscale_sim::scenario::ScenarioFile =
         toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", args.scenario.display())))?;
-    if let Some(t) = &args.trace {
-        let mut spec = TraceSpec::from_arg(t).map_err(|e| BadInput(format!("--trace: {e}")))?;
+    override_scenario(&mut file, args.trace.as_deref(), "--trace", args.policy.as_deref(), args.seed)?;
+    let base = args.scenario.parent().map(Path::to_path_buf).unwrap_or_default();
+    Scenario::from_file(&args.scenario, base, file).map_err(bad_input)
+}
+
+/// Replaces a parsed scenario's trace (a `--trace` argument; `what` names where it came from in errors),
+/// policy and seed, as `simulate` and `sweep` take them.
+fn override_scenario(
+    file: &mut hyscale_sim::scenario::ScenarioFile,
+    trace: Option<&str>,
+    what: &str,
+    policy: Option<&str>,
+    seed: Option<u64>,
+) -> anyhow::Result<()> {
+    if let Some(t) = trace {
+        let mut spec = TraceSpec::from_arg(t).map_err(|e| BadInput(format!("{what}: {e}")))?;
         // A path on the command line is relative to the working directory, not to the scenario.
         spec.rebase(&std::env::current_dir().context("reading the working directory")?);
         file.trace = spec;
     }
-    if let Some(p) = &args.policy {
-        file.policy = p.clone();
+    if let Some(p) = policy {
+        file.policy = p.to_string();
     }
-    if let Some(s) = args.seed {
+    if let Some(s) = seed {
         file.seed = s;
     }
-    let base = args.scenario.parent().map(Path::to_path_buf).unwrap_or_default();
-    Scenario::from_file(&args.scenario, base, file).map_err(bad_input)
+    Ok(())
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

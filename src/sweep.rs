@@ -24,7 +24,6 @@ use clap::{Args, Subcommand};
 use hyscale_policies::report::Report;
 use hyscale_sim::Scenario;
 use hyscale_sim::scenario::ScenarioFile;
-use hyscale_traces::TraceSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -217,17 +216,7 @@ fn load(cell: &Cell) -> anyhow::Result<Scenario> {
     let mut file: ScenarioFile = table.try_into().map_err(|e| {
         bad(format!("{} with params '{}': {e}", path.display(), cell.params.as_ref().map_or("", |p| &p.name)))
     })?;
-    if let Some(t) = &cell.trace {
-        let mut spec = TraceSpec::from_arg(t).map_err(|e| bad(format!("traces: {e}")))?;
-        spec.rebase(&std::env::current_dir()?);
-        file.trace = spec;
-    }
-    if let Some(p) = &cell.policy {
-        file.policy = p.clone();
-    }
-    if let Some(s) = cell.seed {
-        file.seed = s;
-    }
+    crate::override_scenario(&mut file, cell.trace.as_deref(), "traces", cell.policy.as_deref(), cell.seed)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Scenario::from_file(path, base, file).map_err(|e| bad(e.to_string()))
 }

@@ -222,10 +222,6 @@ pub enum ClusterError {
     Policy(#[from] PolicyError),
 }
 
-fn scaled(seconds: f64, scale: f64) -> Nanos {
-    Nanos::from_secs_f64(seconds * scale)
-}
-
 impl Controller {
     /// Builds the pool, the function service and the policy, runs the policy's `start`, and starts the
     /// control loop on the current tokio runtime.
@@ -252,7 +248,7 @@ impl Controller {
             let delay = match c.vm_types.get(&t.name).and_then(|o| o.provision_s) {
                 Some(s) if s.is_finite() && s >= 0.0 => Nanos::from_secs_f64(s),
                 Some(s) => return Err(bad(format!("vm_types.\"{}\".provision_s must be >= 0, got {s}", t.name))),
-                None => scaled(t.provision_mean.as_secs_f64(), c.time_scale),
+                None => scale.to_wall(t.provision_mean),
             };
             t.provision_mean = scale.to_model(delay);
             provision.push(Duration::from_nanos(delay.0));
@@ -263,9 +259,10 @@ impl Controller {
         let clock = WallClock::start();
         let (vms, functions) = match Self::aws_providers(&setup, &catalog, clock).await? {
             Some(providers) => providers,
-            None => Self::local_providers(&setup, &catalog, clock, provision, observer).await?,
+            None => Self::local_providers(&setup, &catalog, clock, scale, provision, observer).await?,
         };
-        let window = ArrivalWindow::new(scaled(c.arrival_window_s, c.time_scale).max(Nanos(1)), c.arrival_history);
+        let interval = scale.to_wall(Nanos::from_secs_f64(c.arrival_window_s));
+        let window = ArrivalWindow::new(interval.max(Nanos(1)), c.arrival_history);
         let tick = scale.to_wall(policy.control_interval()).as_secs_f64();
         let controller = Arc::new(Controller {
             clock,
@@ -288,7 +285,7 @@ impl Controller {
                 cold_starts_exported: 0,
             }),
             queue_limit: u32::try_from(setup.queue_capacity).unwrap_or(u32::MAX).max(1),
-            spot_notice: scaled(c.spot_notice_s, c.time_scale),
+            spot_notice: scale.to_wall(Nanos::from_secs_f64(c.spot_notice_s)),
             tick_every: Duration::from_secs_f64(tick.max(0.01)),
             metrics,
             cluster_metrics,
@@ -310,12 +307,12 @@ impl Controller {
         setup: &ClusterSetup,
         catalog: &Arc<Catalog>,
         clock: WallClock,
+        scale: TimeScale,
         provision: Vec<Duration>,
         observer: Arc<dyn BatchObserver>,
     ) -> Result<(Arc<dyn VmProvider>, Arc<dyn FunctionProvider>), ClusterError> {
         let c = &setup.config;
         let bad = |m: String| ClusterError::Config(m);
-        let scale = TimeScale::new(c.time_scale).unwrap_or(TimeScale::REAL);
         let vms = VmPool::new(
             VmPoolConfig {
                 engine: setup.engine,
@@ -323,7 +320,7 @@ impl Controller {
                 provision,
                 queue_capacity: setup.queue_capacity,
                 catalog: Arc::clone(catalog),
-                time_scale: c.time_scale,
+                time_scale: scale,
                 observer,
             },
             clock,

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hyscale_policies::{
-    BatchRule, Clock, InstanceId, Market, Nanos, RejectReason, SpotNotice, View, VmInstanceView, VmState, VmTypeId,
+    BatchRule, Clock, InstanceId, Market, Nanos, RejectReason, SpotNotice, TimeScale, View, VmInstanceView, VmState,
+    VmTypeId,
 };
 use tokio::sync::watch;
 
@@ -90,7 +91,7 @@ pub struct VmPoolConfig {
     pub catalog: Arc<Catalog>,
     /// The cluster's `time_scale`: a worker alive `t` wall-clock seconds stands for `t / time_scale` seconds
     /// of a VM, and is billed so (prices scaled like time).
-    pub time_scale: f64,
+    pub time_scale: TimeScale,
     /// Receives every worker's batch figures (the server's metrics).
     pub observer: Arc<dyn BatchObserver>,
 }
@@ -428,7 +429,7 @@ fn remove(shared: &Shared, st: &mut PoolState, id: InstanceId, end: VmEnd) {
 
 /// Adds worker `w`'s life up to `now`, scaled like time, to the (on demand, spot) hours.
 fn add_hours(hours: &mut (f64, f64), shared: &Shared, w: &Worker, now: Nanos) {
-    let h = now.saturating_sub(w.launched_at).as_secs_f64() / shared.config.time_scale / 3600.0;
+    let h = shared.config.time_scale.to_model(now.saturating_sub(w.launched_at)).as_secs_f64() / 3600.0;
     match w.market {
         Market::OnDemand => hours.0 += h,
         Market::Spot => hours.1 += h,
@@ -439,7 +440,7 @@ fn add_hours(hours: &mut (f64, f64), shared: &Shared, w: &Worker, now: Nanos) {
 /// price in its market, by the simulator's billing rules.
 fn worker_charge(shared: &Shared, w: &Worker, now: Nanos, end: VmEnd) -> f64 {
     let price = shared.config.catalog.vm_types.get(w.vm_type.0 as usize).and_then(|t| t.price_per_h(w.market));
-    let ran = Nanos::from_secs_f64(now.saturating_sub(w.launched_at).as_secs_f64() / shared.config.time_scale);
+    let ran = shared.config.time_scale.to_model(now.saturating_sub(w.launched_at));
     billing::vm_charge(price.unwrap_or(0.0), w.market, ran, end)
 }
 
