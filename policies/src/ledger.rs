@@ -82,6 +82,10 @@ pub enum MissCause {
 }
 
 impl MissCause {
+    /// Every cause, in declaration order (`cause as usize` indexes this).
+    pub const ALL: [MissCause; 4] =
+        [MissCause::WaitedForVm, MissCause::WaitedForColdStart, MissCause::Queued, MissCause::SlowService];
+
     /// The key reports use.
     pub fn key(self) -> &'static str {
         match self {
@@ -139,7 +143,8 @@ pub struct Ledger {
     dropped_total: u64,
     latency_us: Histogram<u64>,
     latency_sum_ns: u128,
-    misses: BTreeMap<MissCause, u64>,
+    /// SLO misses by cause, indexed by `MissCause as usize` (counted on every late completion: no map).
+    misses: [u64; MissCause::ALL.len()],
 }
 
 impl Ledger {
@@ -156,7 +161,7 @@ impl Ledger {
             dropped_total: 0,
             latency_us: new_histogram(),
             latency_sum_ns: 0,
-            misses: BTreeMap::new(),
+            misses: [0; MissCause::ALL.len()],
         }
     }
 
@@ -186,7 +191,7 @@ impl Ledger {
     pub fn complete_explained(&mut self, latency: Nanos, cause: impl FnOnce() -> MissCause) -> bool {
         let ok = self.complete(latency);
         if !ok {
-            *self.misses.entry(cause()).or_insert(0) += 1;
+            self.misses[cause() as usize] += 1;
         }
         ok
     }
@@ -256,8 +261,8 @@ impl Ledger {
         for (k, v) in &other.dropped {
             *self.dropped.entry(*k).or_insert(0) += v;
         }
-        for (k, v) in &other.misses {
-            *self.misses.entry(*k).or_insert(0) += v;
+        for (m, o) in self.misses.iter_mut().zip(other.misses) {
+            *m += o;
         }
         self.latency_sum_ns += other.latency_sum_ns;
         // Both histograms share bounds, so adding cannot fail.
@@ -281,7 +286,12 @@ impl Ledger {
             fulfilled: self.fulfilled,
             attainment,
             met: attainment >= self.slo.sl_min,
-            misses_by_cause: self.misses.iter().map(|(k, v)| (k.key().to_string(), *v)).collect(),
+            misses_by_cause: MissCause::ALL
+                .iter()
+                .zip(self.misses)
+                .filter(|&(_, v)| v > 0)
+                .map(|(k, v)| (k.key().to_string(), v))
+                .collect(),
         };
         let mean_ms = if self.completed == 0 { 0.0 } else { self.latency_sum_ns as f64 / self.completed as f64 / 1e6 };
         let latency = LatencySummary {

@@ -3,7 +3,7 @@
 //! The simulator and the live backend each keep a [`View`] current as their state changes and hand it
 //! to the policy by shared reference: a policy can read everything here and change nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::batching::BatchRule;
@@ -142,8 +142,9 @@ pub struct FunctionView {
     pub throttled_total: u64,
     /// Cold starts so far.
     pub cold_starts_total: u64,
-    /// The same, per function (model id): each function's instances serve only it.
-    pub per_function: BTreeMap<u32, FunctionCounts>,
+    /// The same, per function (model id): each function's instances serve only it. A fast hash (the simulator
+    /// updates it on every request); its iteration order is not meaningful.
+    pub per_function: rustc_hash::FxHashMap<u32, FunctionCounts>,
 }
 
 /// One function's instances and requests.
@@ -339,7 +340,7 @@ impl View {
                 in_flight: 0,
                 throttled_total: 0,
                 cold_starts_total: 0,
-                per_function: BTreeMap::new(),
+                per_function: Default::default(),
             },
             arrivals: window,
             recent: RecentStats::default(),

@@ -28,6 +28,28 @@ impl World<'_> {
         self.last_integral = self.now;
     }
 
+    /// Function `id`'s slot in `functions`, added on first sight.
+    pub(super) fn function_slot(&mut self, id: u32) -> u32 {
+        if let Some(&slot) = self.fn_slots.get(&id) {
+            return slot;
+        }
+        let slot = self.functions.len() as u32;
+        let sc = self.sc;
+        self.functions.push(FnFunction {
+            traits: sc.function_traits.get(&id),
+            model: sc.model(id),
+            warm_free: Vec::new(),
+            cold_free: Vec::new(),
+            last_end: None,
+            scale_since: Nanos::ZERO,
+            scale_base: 0,
+            invocations: 0,
+            cold_invocations: 0,
+        });
+        self.fn_slots.insert(id, slot);
+        slot
+    }
+
     pub(super) fn fn_admit(&mut self, req: Req) -> Result<(), RejectReason> {
         // AWS's account concurrency counts executions in flight, not instances.
         if self.view.functions.in_flight >= self.sc.catalog.functions.regional_concurrency as u64 {
@@ -38,7 +60,8 @@ impl World<'_> {
         let platform = &self.sc.catalog.functions;
         // Its requests in flight, as the view counts them.
         let in_flight = self.view.functions.per_function.get(&function).map_or(0, |c| c.in_flight);
-        let f = self.functions.entry(function).or_default();
+        let slot = self.function_slot(function);
+        let f = &mut self.functions[slot as usize];
         if self.now >= f.scale_since.saturating_add(platform.function_scale_interval) {
             f.scale_since = self.now;
             f.scale_base = in_flight;
@@ -46,10 +69,9 @@ impl World<'_> {
         if in_flight >= f.scale_base.saturating_add(platform.function_scale_step) {
             return Err(RejectReason::FunctionScaling);
         }
-        let mine = (function, 0)..=(function, u32::MAX);
-        let idx = if let Some(&(_, i)) = self.warm_free.range(mine.clone()).next() {
+        let idx = if let Some(&i) = f.warm_free.first() {
             i
-        } else if let Some(&(_, i)) = self.cold_free.range(mine).next() {
+        } else if let Some(&i) = f.cold_free.first() {
             i
         } else {
             if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
@@ -60,7 +82,7 @@ impl World<'_> {
         };
         let cold = self.fns[idx as usize].phase == FnPhase::Cold;
         let now = self.now;
-        let f = self.functions.entry(function).or_default();
+        let f = &mut self.functions[slot as usize];
         if let Some(end) = f.last_end
             && let Some(k) = self.keep_alive.as_mut()
         {
@@ -85,14 +107,16 @@ impl World<'_> {
 
     pub(super) fn fn_spawn(&mut self, function: u32, provisioned: bool) -> u32 {
         let settings = self.view.functions.settings;
-        let memory_mb = self.sc.function_traits.get(&function).and_then(|t| t.memory_mb).unwrap_or(settings.memory_mb);
+        let slot = self.function_slot(function);
+        let f = &self.functions[slot as usize];
+        let memory_mb = f.traits.and_then(|t| t.memory_mb).unwrap_or(settings.memory_mb);
+        let model = f.model;
         let m = &self.sc.function_model;
         let platform = &self.sc.catalog.functions;
         // A cold start of measured parts: the sandbox, the language runtime, fetching the model's bytes, and
         // loading it (deserialise + first inference), which is CPU-bound and gets the vCPU share its memory buys.
         let sandbox = m.sandbox_init_s.sample(&mut self.rng_cold);
         let bandwidth = m.model_load_mb_per_s.sample(&mut self.rng_cold).max(1e-9);
-        let model = self.sc.model(function);
         let vcpus = platform.vcpus(memory_mb).min(model.max_vcpus_per_request).max(1e-6);
         let cold = Nanos::from_secs_f64(sandbox + model.size_mb / bandwidth + model.load_s / vcpus)
             .saturating_add(m.runtime_init);
@@ -119,6 +143,7 @@ impl World<'_> {
                     armed: None,
                     timer: None,
                     cold_time: Nanos::ZERO,
+                    slot,
                     free_in: None,
                 });
                 (self.fns.len() - 1) as u32
@@ -127,6 +152,7 @@ impl World<'_> {
         self.integrate();
         let inst = &mut self.fns[idx as usize];
         inst.function = function;
+        inst.slot = slot;
         inst.spawned_at = self.now;
         inst.epoch = inst.epoch.wrapping_add(1);
         inst.phase = FnPhase::Cold;
@@ -136,8 +162,8 @@ impl World<'_> {
         inst.provisioned = provisioned;
         inst.prewarmed_for = None;
         self.fn_provisioned_live += provisioned as u32;
-        inst.slots.clear();
-        inst.slots.resize(inst.concurrency as usize, None);
+        inst.slots.iter_mut().for_each(Vec::clear);
+        inst.slots.resize_with(inst.concurrency as usize, Vec::new);
         inst.busy_slots = 0;
         inst.in_service = 0;
         inst.idle_since = None;
@@ -201,15 +227,16 @@ impl World<'_> {
                     break;
                 }
                 BatchDecision::Start(n) => {
-                    let Some(slot) = inst.slots.iter().position(Option::is_none) else {
+                    let Some(slot) = inst.slots.iter().position(Vec::is_empty) else {
                         break;
                     };
                     let platform = &self.sc.catalog.functions;
-                    let model = self.sc.model(inst.function);
+                    let f = &self.functions[inst.slot as usize];
+                    let model = f.model;
                     let (table, max_vcpus) = (model.function_service, model.max_vcpus_per_request);
                     let taken = (n as usize).min(inst.queue.len());
                     let (input, output) = sizes(inst.queue.range(..taken));
-                    let traced = self.sc.function_traits.get(&inst.function).and_then(|t| t.duration.as_ref());
+                    let traced = f.traits.and_then(|t| t.duration.as_ref());
                     let service = match traced {
                         // The trace's execution time of one invocation, the batch's as the profile scales it.
                         Some(d) => {
@@ -240,13 +267,12 @@ impl World<'_> {
                     let inst = &mut self.fns[idx as usize];
                     inst.prewarmed_for = None;
                     let n = (n as usize).min(inst.queue.len());
-                    let batch: Vec<Req> = inst.queue.drain(..n).map(|r| Req { started: now, ..r }).collect();
                     if inst.busy_slots == 0 {
                         inst.busy_since = now;
                     }
                     inst.busy_slots += 1;
                     inst.in_service += n as u32;
-                    inst.slots[slot] = Some(batch);
+                    inst.slots[slot].extend(inst.queue.drain(..n).map(|r| Req { started: now, ..r }));
                     inst.timer = None;
                     inst.idle_since = None;
                     let epoch = inst.epoch;
@@ -268,7 +294,7 @@ impl World<'_> {
         self.integrate();
         let now = self.now;
         let inst = &mut self.fns[idx as usize];
-        let Some(batch) = inst.slots.get_mut(slot as usize).and_then(Option::take) else {
+        let Some(batch) = inst.slots.get_mut(slot as usize).map(mem::take).filter(|b| !b.is_empty()) else {
             return;
         };
         inst.busy_slots -= 1;
@@ -295,7 +321,12 @@ impl World<'_> {
             let o = Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead));
             self.complete(r, o);
         }
-        self.functions.entry(function).or_default().last_end = Some(now);
+        // Give the batch's allocation back to its slot for the next one.
+        let mut batch = batch;
+        batch.clear();
+        let inst = &mut self.fns[idx as usize];
+        inst.slots[slot as usize] = batch;
+        self.functions[inst.slot as usize].last_end = Some(now);
         self.fn_try_start(idx);
     }
 

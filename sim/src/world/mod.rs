@@ -5,7 +5,7 @@
 //! `match`. Requests live only while outstanding, inside the queue or batch of the instance holding them;
 //! completed ones leave only counters and a histogram behind.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::mem;
 
 use hyscale_policies::billing::{self, CostBreakdown, FunctionBilling, VmEnd};
@@ -40,7 +40,7 @@ mod vm;
 /// Every kind of event, handled by [`World::handle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    /// The next arrival of the trace (held in `World::next_arrival`).
+    /// The next arrival of the trace (held beside the queue in `World::next_arrival`, never in it).
     Arrival,
     /// A VM finished provisioning.
     VmReady(u32),
@@ -140,7 +140,8 @@ struct FnInst {
     /// Loaded by a keep-alive policy's pre-warm and not used yet: kept this long once warm.
     prewarmed_for: Option<Nanos>,
     queue: VecDeque<Req>,
-    slots: Vec<Option<Vec<Req>>>,
+    /// One batch per concurrency slot; an empty one is a free slot (the vectors are kept and reused).
+    slots: Vec<Vec<Req>>,
     busy_slots: u32,
     in_service: u32,
     busy_since: Nanos,
@@ -153,7 +154,10 @@ struct FnInst {
     armed: Option<Nanos>,
     timer: Option<Nanos>,
     cold_time: Nanos,
-    /// The free set it is in (`warm_free` or `cold_free`), if any: the sets are touched only when it changes.
+    /// Its function's slot in `World::functions`.
+    slot: u32,
+    /// The free list of its function it is in (`warm_free` or `cold_free`), if any: the lists are touched only
+    /// when it changes.
     free_in: Option<FnPhase>,
 }
 
@@ -163,9 +167,16 @@ impl FnInst {
     }
 }
 
-/// One function: its instances serve it alone, and its keep-alive is decided for it.
-#[derive(Default)]
-struct FnFunction {
+/// One function: its instances serve it alone, and its keep-alive is decided for it. Functions live in a dense
+/// table (`World::functions`, found by id through `World::fn_slots` once per request); an instance knows its
+/// function's slot.
+struct FnFunction<'a> {
+    /// Its traits from the trace, and its model's figures, looked up once.
+    traits: Option<&'a crate::scenario::FunctionTraits>,
+    model: crate::scenario::ModelFigures<'a>,
+    /// Its instances with room, warm and cold, by index, ascending (the lowest is taken first).
+    warm_free: Vec<u32>,
+    cold_free: Vec<u32>,
     /// When its last execution ended (the start of the idle time the keep-alive policy observes).
     last_end: Option<Nanos>,
     /// The current scaling interval's start and the function's requests in flight then (the view's
@@ -225,12 +236,10 @@ struct World<'a> {
     pool_members: Vec<Vec<u32>>,
     fns: Vec<FnInst>,
     fn_free: Vec<u32>,
-    /// (function, instance) of instances with room, warm and cold.
-    warm_free: BTreeSet<(u32, u32)>,
-    cold_free: BTreeSet<(u32, u32)>,
-    /// Per function (request's model id), looked up on every request: a fast hash, never iterated in an
-    /// order that reaches the report (the summary sorts and sums).
-    functions: rustc_hash::FxHashMap<u32, FnFunction>,
+    /// Per function, in the order first seen; the summary sorts and sums, so the order never reaches the report.
+    functions: Vec<FnFunction<'a>>,
+    /// Function id → slot in `functions`: a fast hash, looked up once per request.
+    fn_slots: rustc_hash::FxHashMap<u32, u32>,
     keep_alive: Option<Box<dyn KeepAlivePolicy>>,
     /// Memory of idle warm instances, MB.
     fn_idle_mb: u64,
@@ -257,6 +266,9 @@ struct World<'a> {
     timeline: Vec<TimelineRow>,
     trace: ArrivalStream,
     next_arrival: Option<Arrival>,
+    /// The next arrival's place in the event order (`queue::key`): it is kept out of the heap, which then
+    /// holds only the instances' events, and taken when it comes before the heap's earliest.
+    arrival_key: u128,
     trace_done: bool,
     actions: Vec<Action>,
     events: u64,
@@ -357,13 +369,14 @@ fn run(
     let mut w = World::new(scenario, policy, arrivals);
     w.start()?;
     while !w.finished() {
-        let Some((t, ev)) = w.queue.pop() else {
+        let pending = w.queue.len() + w.next_arrival.is_some() as usize;
+        let Some((t, ev)) = w.next_event() else {
             // Unreachable while requests are outstanding: each is held by an instance with a pending event.
             debug_assert!(false, "event queue ran dry with {} requests outstanding", w.ledger.outstanding());
             break;
         };
         debug_assert!(t >= w.now, "event at {t} before now {}", w.now);
-        queue_peak = queue_peak.max(w.queue.len() + 1);
+        queue_peak = queue_peak.max(pending);
         w.now = t;
         w.view.now = t;
         w.events += 1;
@@ -430,9 +443,8 @@ impl<'a> World<'a> {
             pool_members: vec![Vec::new(); sc.catalog.vm_types.len()],
             fns: Vec::new(),
             fn_free: Vec::new(),
-            warm_free: BTreeSet::new(),
-            cold_free: BTreeSet::new(),
-            functions: rustc_hash::FxHashMap::default(),
+            functions: Vec::new(),
+            fn_slots: rustc_hash::FxHashMap::default(),
             // Checked when the scenario was loaded.
             keep_alive: sc.file.keep_alive.as_ref().and_then(|k| k.build().ok()),
             fn_idle_mb: 0,
@@ -456,6 +468,7 @@ impl<'a> World<'a> {
             timeline: Vec::new(),
             trace,
             next_arrival: None,
+            arrival_key: 0,
             trace_done: false,
             actions: Vec::new(),
             events: 0,
@@ -482,6 +495,16 @@ impl<'a> World<'a> {
         Ok(())
     }
 
+    /// The next event: the pending arrival when it comes before the heap's earliest, else the heap's.
+    fn next_event(&mut self) -> Option<(Nanos, Event)> {
+        if let Some(a) = &self.next_arrival
+            && self.queue.peek_key().is_none_or(|k| self.arrival_key < k)
+        {
+            return Some((a.time, Event::Arrival));
+        }
+        self.queue.pop()
+    }
+
     fn finished(&self) -> bool {
         self.trace_done && self.ledger.outstanding() == 0
     }
@@ -498,7 +521,7 @@ impl<'a> World<'a> {
                         self.now
                     ))));
                 }
-                self.queue.push(a.time, Event::Arrival);
+                self.arrival_key = crate::queue::key(a.time, self.queue.take_seq());
                 self.next_arrival = Some(a);
             }
             Some(Err(e)) => return Err(e.into()),
@@ -641,8 +664,9 @@ impl<'a> World<'a> {
             Event::FnPrewarm { function, keep_alive } => {
                 // Load the function again unless an instance with room is there already (an invocation
                 // since started one).
-                let has_instance = self.warm_free.range((function, 0)..=(function, u32::MAX)).next().is_some()
-                    || self.cold_free.range((function, 0)..=(function, u32::MAX)).next().is_some();
+                let slot = self.function_slot(function) as usize;
+                let f = &self.functions[slot];
+                let has_instance = !f.warm_free.is_empty() || !f.cold_free.is_empty();
                 if !has_instance && self.fn_live < self.sc.catalog.functions.regional_concurrency {
                     let idx = self.fn_spawn(function, false);
                     self.fns[idx as usize].prewarmed_for = Some(keep_alive);

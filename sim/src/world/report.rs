@@ -125,12 +125,12 @@ impl World<'_> {
 /// The per-function summary: cold-invocation percentages by function, summarised by nearest-rank
 /// percentiles, and the idle memory time.
 pub(super) fn function_stats(
-    functions: &rustc_hash::FxHashMap<u32, FnFunction>,
+    functions: &[FnFunction<'_>],
     keep_alive: String,
     idle_mb_ns: u128,
 ) -> FunctionStatsSummary {
     let mut pct: Vec<f64> = functions
-        .values()
+        .iter()
         .filter(|f| f.invocations > 0)
         .map(|f| 100.0 * f.cold_invocations as f64 / f.invocations as f64)
         .collect();
@@ -145,8 +145,8 @@ pub(super) fn function_stats(
     FunctionStatsSummary {
         keep_alive,
         functions: pct.len() as u64,
-        invocations: functions.values().map(|f| f.invocations).sum(),
-        cold_invocations: functions.values().map(|f| f.cold_invocations).sum(),
+        invocations: functions.iter().map(|f| f.invocations).sum(),
+        cold_invocations: functions.iter().map(|f| f.cold_invocations).sum(),
         cold_pct_p50: rank(0.5),
         cold_pct_p75: rank(0.75),
         cold_pct_p90: rank(0.9),

@@ -77,7 +77,6 @@ impl World<'_> {
             }
         }
         let inst = &self.fns[idx as usize];
-        let key = (inst.function, idx);
         let wanted = match inst.phase {
             FnPhase::Warm | FnPhase::Cold if !inst.stale && inst.outstanding() < self.fn_capacity(inst) => {
                 Some(inst.phase)
@@ -87,17 +86,32 @@ impl World<'_> {
         if wanted == inst.free_in {
             return;
         }
-        match inst.free_in {
-            Some(FnPhase::Warm) => self.warm_free.remove(&key),
-            Some(FnPhase::Cold) => self.cold_free.remove(&key),
-            _ => false,
-        };
+        let (from, slot) = (inst.free_in, inst.slot as usize);
+        let f = &mut self.functions[slot];
+        // Sorted lists (lowest index first), short: an instance per concurrent execution of one function.
+        match from {
+            Some(FnPhase::Warm) => remove_sorted(&mut f.warm_free, idx),
+            Some(FnPhase::Cold) => remove_sorted(&mut f.cold_free, idx),
+            _ => {}
+        }
         match wanted {
-            Some(FnPhase::Warm) => self.warm_free.insert(key),
-            Some(FnPhase::Cold) => self.cold_free.insert(key),
-            _ => false,
-        };
+            Some(FnPhase::Warm) => insert_sorted(&mut f.warm_free, idx),
+            Some(FnPhase::Cold) => insert_sorted(&mut f.cold_free, idx),
+            _ => {}
+        }
         self.fns[idx as usize].free_in = wanted;
+    }
+}
+
+fn insert_sorted(v: &mut Vec<u32>, x: u32) {
+    if let Err(at) = v.binary_search(&x) {
+        v.insert(at, x);
+    }
+}
+
+fn remove_sorted(v: &mut Vec<u32>, x: u32) {
+    if let Ok(at) = v.binary_search(&x) {
+        v.remove(at);
     }
 }
 
