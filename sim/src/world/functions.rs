@@ -69,9 +69,9 @@ impl World<'_> {
         if in_flight >= f.scale_base.saturating_add(platform.function_scale_step) {
             return Err(RejectReason::FunctionScaling);
         }
-        let idx = if let Some(&i) = f.warm_free.first() {
+        let idx = if let Some(&i) = f.warm_free.last() {
             i
-        } else if let Some(&i) = f.cold_free.first() {
+        } else if let Some(&i) = f.cold_free.last() {
             i
         } else {
             if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
@@ -100,8 +100,7 @@ impl World<'_> {
         inst.idle_since = None;
         self.view.functions.in_flight += 1;
         self.view.functions.per_function.entry(function).or_default().in_flight += 1;
-        self.fn_sync(idx, before);
-        self.fn_try_start(idx);
+        self.fn_try_start_since(idx, before);
         Ok(())
     }
 
@@ -145,6 +144,7 @@ impl World<'_> {
                     cold_time: Nanos::ZERO,
                     slot,
                     free_in: None,
+                    free_pos: 0,
                 });
                 (self.fns.len() - 1) as u32
             }
@@ -180,7 +180,12 @@ impl World<'_> {
     }
 
     pub(super) fn fn_try_start(&mut self, idx: u32) {
-        let before = self.fn_class(idx);
+        self.fn_try_start_since(idx, self.fn_class(idx));
+    }
+
+    /// As [`Self::fn_try_start`] for an instance whose class was `before` when the view last saw it: the
+    /// changes since are synced with those of starting its work, once.
+    pub(super) fn fn_try_start_since(&mut self, idx: u32, before: FnClass) {
         let rule = self.view.functions.settings.batching;
         loop {
             let inst = &self.fns[idx as usize];
@@ -234,8 +239,6 @@ impl World<'_> {
                     let f = &self.functions[inst.slot as usize];
                     let model = f.model;
                     let (table, max_vcpus) = (model.function_service, model.max_vcpus_per_request);
-                    let taken = (n as usize).min(inst.queue.len());
-                    let (input, output) = sizes(inst.queue.range(..taken));
                     let traced = f.traits.and_then(|t| t.duration.as_ref());
                     let service = match traced {
                         // The trace's execution time of one invocation, the batch's as the profile scales it.
@@ -245,6 +248,8 @@ impl World<'_> {
                             Nanos::from_millis_f64(ms).max(Nanos(1))
                         }
                         None => {
+                            let taken = (n as usize).min(inst.queue.len());
+                            let (input, output) = sizes(inst.queue.range(..taken));
                             let mut service = platform.service_time_of(
                                 table,
                                 max_vcpus,
@@ -315,7 +320,6 @@ impl World<'_> {
             self.usage.cost.function_compute +=
                 billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
         }
-        self.fn_sync(idx, before);
         let sc = self.sc;
         for r in &batch {
             let o = Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead));
@@ -327,7 +331,8 @@ impl World<'_> {
         let inst = &mut self.fns[idx as usize];
         inst.slots[slot as usize] = batch;
         self.functions[inst.slot as usize].last_end = Some(now);
-        self.fn_try_start(idx);
+        // The view catches up with the finished batch and whatever starts next in one sync.
+        self.fn_try_start_since(idx, before);
     }
 
     /// Instance `idx`, idle, expires at `at`: at most one keep-alive event is armed per instance; a later

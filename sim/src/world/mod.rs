@@ -156,9 +156,10 @@ struct FnInst {
     cold_time: Nanos,
     /// Its function's slot in `World::functions`.
     slot: u32,
-    /// The free list of its function it is in (`warm_free` or `cold_free`), if any: the lists are touched only
-    /// when it changes.
+    /// The free list of its function it is in (`warm_free` or `cold_free`), if any, and its position there:
+    /// the lists are touched only when it changes.
     free_in: Option<FnPhase>,
+    free_pos: u32,
 }
 
 impl FnInst {
@@ -174,7 +175,7 @@ struct FnFunction<'a> {
     /// Its traits from the trace, and its model's figures, looked up once.
     traits: Option<&'a crate::scenario::FunctionTraits>,
     model: crate::scenario::ModelFigures<'a>,
-    /// Its instances with room, warm and cold, by index, ascending (the lowest is taken first).
+    /// Its instances with room, warm and cold: stacks, the last (most recently freed) taken first.
     warm_free: Vec<u32>,
     cold_free: Vec<u32>,
     /// When its last execution ended (the start of the idle time the keep-alive policy observes).

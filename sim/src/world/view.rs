@@ -88,30 +88,33 @@ impl World<'_> {
         }
         let (from, slot) = (inst.free_in, inst.slot as usize);
         let f = &mut self.functions[slot];
-        // Sorted lists (lowest index first), short: an instance per concurrent execution of one function.
+        // Stacks: the most recently freed instance is taken first (the others' keep-alive runs out), and any
+        // one leaves in O(1) by its recorded position.
         match from {
-            Some(FnPhase::Warm) => remove_sorted(&mut f.warm_free, idx),
-            Some(FnPhase::Cold) => remove_sorted(&mut f.cold_free, idx),
+            Some(FnPhase::Warm) => free_remove(&mut f.warm_free, &mut self.fns, idx),
+            Some(FnPhase::Cold) => free_remove(&mut f.cold_free, &mut self.fns, idx),
             _ => {}
         }
         match wanted {
-            Some(FnPhase::Warm) => insert_sorted(&mut f.warm_free, idx),
-            Some(FnPhase::Cold) => insert_sorted(&mut f.cold_free, idx),
+            Some(FnPhase::Warm) => free_push(&mut f.warm_free, &mut self.fns, idx),
+            Some(FnPhase::Cold) => free_push(&mut f.cold_free, &mut self.fns, idx),
             _ => {}
         }
         self.fns[idx as usize].free_in = wanted;
     }
 }
 
-fn insert_sorted(v: &mut Vec<u32>, x: u32) {
-    if let Err(at) = v.binary_search(&x) {
-        v.insert(at, x);
-    }
+fn free_push(list: &mut Vec<u32>, fns: &mut [FnInst], idx: u32) {
+    fns[idx as usize].free_pos = list.len() as u32;
+    list.push(idx);
 }
 
-fn remove_sorted(v: &mut Vec<u32>, x: u32) {
-    if let Ok(at) = v.binary_search(&x) {
-        v.remove(at);
+fn free_remove(list: &mut Vec<u32>, fns: &mut [FnInst], idx: u32) {
+    let at = fns[idx as usize].free_pos as usize;
+    debug_assert_eq!(list.get(at), Some(&idx), "free list position out of date");
+    list.swap_remove(at);
+    if let Some(&moved) = list.get(at) {
+        fns[moved as usize].free_pos = at as u32;
     }
 }
 
