@@ -72,14 +72,28 @@ impl Observer for Checker {
         for (t, pool) in v.pools.iter().enumerate() {
             let mine = v.vms.iter().filter(|i| i.vm_type.0 as usize == t);
             let (mut prov, mut ready, mut drain, mut queued, mut busy) = (0, 0, 0, 0u64, 0u64);
+            let mut loads: Vec<u32> = Vec::new();
             for i in mine {
                 match i.state {
                     VmState::Provisioning => prov += 1,
-                    VmState::Ready => ready += 1,
+                    VmState::Ready => {
+                        ready += 1;
+                        let k = (i.queued + i.in_service) as usize;
+                        if loads.len() <= k {
+                            loads.resize(k + 1, 0);
+                        }
+                        loads[k] += 1;
+                    }
                     VmState::Draining => drain += 1,
                 }
                 queued += u64::from(i.queued);
                 busy += u64::from(i.in_service);
+            }
+            if pool.ready_loads != loads {
+                self.fail(format!(
+                    "pool {t}: ready loads {:?} but its ready instances hold {loads:?}",
+                    pool.ready_loads
+                ));
             }
             let counted = (pool.provisioning.total(), pool.ready.total(), pool.draining.total());
             if counted != (prov, ready, drain) || (pool.queued, pool.in_service) != (queued, busy) {

@@ -189,8 +189,6 @@ pub struct Mark {
     plans: VecDeque<BTreeMap<(VmTypeId, Market), u32>>,
     steps: usize,
     last_minute_end: Nanos,
-    /// Scratch for routing: per VM type, the least outstanding work on a ready instance.
-    least_outstanding: Vec<Option<(u32, u32)>>,
 }
 
 fn invalid(reason: String) -> PolicyError {
@@ -249,7 +247,6 @@ impl Mark {
             plans: VecDeque::new(),
             steps: 0,
             last_minute_end: Nanos::ZERO,
-            least_outstanding: Vec::new(),
         })
     }
 
@@ -410,17 +407,7 @@ impl Scaler for Mark {
 impl Router for Mark {
     fn route(&mut self, _request: &RequestInfo, view: &View) -> Route {
         // The executor sends a VM-bound request to the pool's ready instance with the least outstanding work;
-        // estimate that instance's latency for each pool.
-        self.least_outstanding.clear();
-        self.least_outstanding.resize(view.pools.len(), None);
-        for vm in &view.vms {
-            if vm.state == VmState::Ready {
-                let slot = &mut self.least_outstanding[vm.vm_type.0 as usize];
-                if slot.is_none_or(|(q, s)| vm.queued + vm.in_service < q + s) {
-                    *slot = Some((vm.queued, vm.in_service));
-                }
-            }
-        }
+        // estimate that instance's latency for each pool (its load from the view's per-pool count, no scan).
         let rt_max = view.slo.rt_max.0 as f64;
         let mut best: Option<(f64, VmTypeId)> = None;
         let mut fallback: Option<(f64, VmTypeId)> = None;
@@ -431,11 +418,11 @@ impl Router for Mark {
             }
             let b = t.batching.max_batch;
             let latency = t.batch_latency.0 as f64;
-            match self.least_outstanding[t.vm_type.0 as usize] {
-                Some((queued, in_service)) => {
+            match pool.least_ready_load() {
+                Some(load) => {
                     // Worst case at the least-loaded ready instance: every batch ahead (the one running and the
                     // full ones queued) runs to the end, then this request's batch, after at most the timeout.
-                    let ahead = ((queued + in_service) / b) as f64;
+                    let ahead = (load / b) as f64;
                     let estimate = latency * (1.0 + ahead) + t.batching.max_wait.0 as f64;
                     if estimate <= rt_max && best.is_none_or(|(e, _)| estimate < e) {
                         best = Some((estimate, t.vm_type));

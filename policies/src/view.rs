@@ -101,9 +101,37 @@ pub struct PoolView {
     pub batching: BatchRule,
     /// Most requests one instance queues before refusing more.
     pub queue_limit: u32,
+    /// Ready instances by the requests they hold (queued and in service): `ready_loads[k]` of them hold `k`.
+    /// Kept by whoever fills the view through [`PoolView::add_ready_load`] / [`PoolView::remove_ready_load`], so
+    /// a router finds the least-loaded ready instance's load without scanning the instances.
+    pub ready_loads: Vec<u32>,
 }
 
 impl PoolView {
+    /// Counts one more ready instance holding `load` requests.
+    pub fn add_ready_load(&mut self, load: u32) {
+        let k = load as usize;
+        if self.ready_loads.len() <= k {
+            self.ready_loads.resize(k + 1, 0);
+        }
+        self.ready_loads[k] += 1;
+    }
+
+    /// Counts one ready instance holding `load` requests less (it changed load or state, or is gone).
+    pub fn remove_ready_load(&mut self, load: u32) {
+        if let Some(c) = self.ready_loads.get_mut(load as usize) {
+            *c = c.saturating_sub(1);
+        }
+        while self.ready_loads.last() == Some(&0) {
+            self.ready_loads.pop();
+        }
+    }
+
+    /// The fewest requests any ready instance holds (`None`: no instance is ready).
+    pub fn least_ready_load(&self) -> Option<u32> {
+        self.ready_loads.iter().position(|&c| c > 0).map(|k| k as u32)
+    }
+
     /// Instances that take new requests (provisioning or ready).
     pub fn accepting(&self) -> u32 {
         self.provisioning.total() + self.ready.total()
@@ -324,6 +352,7 @@ impl View {
                 in_service: 0,
                 batching: BatchRule::NONE,
                 queue_limit: u32::MAX,
+                ready_loads: Vec::new(),
             })
             .collect();
         View {
@@ -367,6 +396,34 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_loads_give_the_least_loaded_ready_instance() {
+        let mut pool = PoolView {
+            vm_type: VmTypeId(0),
+            provisioning: MarketCounts::default(),
+            ready: MarketCounts::default(),
+            draining: MarketCounts::default(),
+            queued: 0,
+            in_service: 0,
+            batching: BatchRule::NONE,
+            queue_limit: 8,
+            ready_loads: Vec::new(),
+        };
+        assert_eq!(pool.least_ready_load(), None);
+        pool.add_ready_load(3);
+        pool.add_ready_load(5);
+        assert_eq!(pool.least_ready_load(), Some(3));
+        // The one holding 3 takes a request: 4 and 5 now.
+        pool.remove_ready_load(3);
+        pool.add_ready_load(4);
+        assert_eq!(pool.least_ready_load(), Some(4));
+        pool.remove_ready_load(4);
+        pool.remove_ready_load(5);
+        assert_eq!((pool.least_ready_load(), pool.ready_loads.len()), (None, 0));
+        pool.add_ready_load(0);
+        assert_eq!(pool.least_ready_load(), Some(0));
+    }
 
     #[test]
     fn a_wall_clock_view_becomes_model_time_with_real_rates() {

@@ -31,6 +31,7 @@ pub(crate) fn reset_pools(view: &mut View, batching: &[BatchRule]) {
         pool.draining = MarketCounts::default();
         pool.queued = 0;
         pool.in_service = 0;
+        pool.ready_loads.clear();
         pool.batching = *rule;
     }
     view.vms.clear();
@@ -46,6 +47,9 @@ pub(crate) fn push_instance(view: &mut View, vm: VmInstanceView) {
             VmState::Draining => &mut pool.draining,
         };
         *counts.get_mut(vm.market) += 1;
+        if vm.state == VmState::Ready {
+            pool.add_ready_load(vm.queued + vm.in_service);
+        }
         pool.queued += u64::from(vm.queued);
         pool.in_service += u64::from(vm.in_service);
     }

@@ -18,6 +18,14 @@ impl World<'_> {
                 *state_counts(pool, s).get_mut(market) += 1;
             }
         }
+        if before != after {
+            if before.0 == Some(VmState::Ready) {
+                pool.remove_ready_load(before.1 + before.2);
+            }
+            if after.0 == Some(VmState::Ready) {
+                pool.add_ready_load(after.1 + after.2);
+            }
+        }
         pool.queued = pool.queued + after.1 as u64 - before.1 as u64;
         pool.in_service = pool.in_service + after.2 as u64 - before.2 as u64;
         match after.0 {
