@@ -64,6 +64,23 @@ fn a_partial_batch_starts_when_its_oldest_request_has_waited_max_wait() {
 }
 
 #[test]
+fn with_idle_start_a_request_that_finds_the_vm_idle_starts_at_once() {
+    // As above, with idle start: the request at 0 finds the VM idle and runs alone at once (100 ms); those at
+    // 10 and 20 ms queue behind it, and when it ends at 100 ms their oldest has waited past max_wait, so they
+    // start together (110 ms at 2).
+    let body = "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1, max_batch = 4, max_wait_ms = 50.0 }]\n[sim]\nbatch_idle_start = true\n";
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, body);
+    let r = run(&f, &[0.0, 0.010, 0.020]);
+    assert_conserved(&r);
+    // Latencies 100, 200 and 190 ms.
+    assert!(approx(r.latency_ms.mean, 490.0 / 3.0), "mean {}", r.latency_ms.mean);
+    assert!(approx(r.duration_s, 0.210));
+    // A lone request later, the VM idle again: served in its service time, not after max_wait.
+    let r = run(&f, &[0.0, 5.0]);
+    assert!(approx(r.latency_ms.mean, 100.0), "mean {}", r.latency_ms.mean);
+}
+
+#[test]
 fn a_full_batch_starts_at_once() {
     let body = "policy = \"static\"\n[policies.static]\nfleet = [{ vm_type = \"vm1\", count = 1, max_batch = 4, max_wait_ms = 50.0 }]\n";
     let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, body);

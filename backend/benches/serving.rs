@@ -57,6 +57,7 @@ fn serving(c: &mut Criterion) {
             max_batch: 32,
             max_wait_ms: 0.0,
             queue_capacity: 64,
+            idle_start: false,
         }],
     };
     let (tx, rx) = std::sync::mpsc::channel();

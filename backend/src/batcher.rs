@@ -2,7 +2,8 @@
 //!
 //! Requests join a bounded queue. One executor (the model's [`Session`]) takes batches from the head of the
 //! queue as [`BatchRule::decide`] says: as soon as `max_batch` requests wait, or once the **oldest** has
-//! waited `max_wait`. That rule is the simulator's (one definition, in `hyscale-policies`), so a batch forms
+//! waited `max_wait` — or at once when the rule has idle start and the request found the executor idle. That
+//! rule is the simulator's (one definition, in `hyscale-policies`), so a batch forms
 //! live exactly when it would in simulation; this module only feeds it the queue length, the oldest request's
 //! arrival and the wall-clock time.
 //!
@@ -41,6 +42,11 @@ impl BatcherConfig {
     /// requests queued.
     pub fn new(max_batch: u32, max_wait: Nanos, queue_capacity: usize) -> BatcherConfig {
         BatcherConfig { rule: BatchRule::new(max_batch, max_wait), queue_capacity }
+    }
+
+    /// The same with the rule's idle start on or off (`BatchRule::idle_start`).
+    pub fn with_idle_start(self, idle_start: bool) -> BatcherConfig {
+        BatcherConfig { rule: self.rule.with_idle_start(idle_start), ..self }
     }
 }
 
@@ -268,6 +274,8 @@ impl Batcher {
 /// The batcher's task: decide, wait or run, until closed.
 async fn run(shared: Arc<Shared>, session: Session) {
     let mut session = Some(session);
+    // The executor has run nothing since this time (for the rule's idle start); the end of each batch.
+    let mut free_since = Nanos::ZERO;
     loop {
         let decision = {
             let queue = shared.lock();
@@ -275,7 +283,7 @@ async fn run(shared: Arc<Shared>, session: Session) {
                 break;
             }
             let oldest = queue.pending.front().map_or(Nanos::ZERO, |p| p.enqueued);
-            queue.rule.decide(queue.pending.len(), oldest, shared.clock.now())
+            queue.rule.decide_at(queue.pending.len(), oldest, shared.clock.now(), Some(free_since))
         };
         match decision {
             BatchDecision::Idle => shared.wake.notified().await,
@@ -304,7 +312,8 @@ async fn run(shared: Arc<Shared>, session: Session) {
                     (s, results, runs)
                 })
                 .await;
-                let service = shared.clock.now().saturating_sub(started);
+                free_since = shared.clock.now();
+                let service = free_since.saturating_sub(started);
                 let record = |ok, engine_runs| BatchRecord {
                     requests: u32::try_from(replies.len()).unwrap_or(u32::MAX),
                     rows,

@@ -14,6 +14,11 @@ pub struct BatchRule {
     pub max_batch: u32,
     /// Longest the oldest queued request waits for a batch to fill.
     pub max_wait: Nanos,
+    /// Start at once when the executor is idle: a request that finds nothing running starts its batch
+    /// without waiting `max_wait` (Triton's dynamic batcher with no queue delay does so always), so a lone
+    /// client pays no batching delay; requests that arrive while a batch runs still gather, under the usual
+    /// rule, into the next one.
+    pub idle_start: bool,
 }
 
 /// What a free executor should do now.
@@ -29,21 +34,37 @@ pub enum BatchDecision {
 
 impl BatchRule {
     /// One request at a time, no waiting.
-    pub const NONE: BatchRule = BatchRule { max_batch: 1, max_wait: Nanos::ZERO };
+    pub const NONE: BatchRule = BatchRule { max_batch: 1, max_wait: Nanos::ZERO, idle_start: false };
 
-    /// A rule; `max_batch` of 0 is raised to 1.
+    /// A rule; `max_batch` of 0 is raised to 1. Without idle start.
     pub fn new(max_batch: u32, max_wait: Nanos) -> BatchRule {
-        BatchRule { max_batch: max_batch.max(1), max_wait }
+        BatchRule { max_batch: max_batch.max(1), max_wait, idle_start: false }
     }
 
-    /// The decision for a free executor at `now`, with `queued` requests whose oldest joined at `oldest`.
+    /// The same rule with idle start on or off.
+    pub fn with_idle_start(self, idle_start: bool) -> BatchRule {
+        BatchRule { idle_start, ..self }
+    }
+
+    /// The decision for a free executor at `now`, with `queued` requests whose oldest joined at `oldest`, not
+    /// knowing since when the executor has been idle (so idle start never applies).
     pub fn decide(&self, queued: usize, oldest: Nanos, now: Nanos) -> BatchDecision {
+        self.decide_at(queued, oldest, now, None)
+    }
+
+    /// The decision for a free executor at `now` that has run nothing since `idle_since` (`None`: it has just
+    /// finished a batch, or cannot tell), with `queued` requests whose oldest joined at `oldest`. With idle
+    /// start, a queue whose oldest request arrived while the executor was idle starts at once.
+    pub fn decide_at(&self, queued: usize, oldest: Nanos, now: Nanos, idle_since: Option<Nanos>) -> BatchDecision {
         if queued == 0 {
             return BatchDecision::Idle;
         }
         let max = self.max_batch.max(1);
         if queued >= max as usize {
             return BatchDecision::Start(max);
+        }
+        if self.idle_start && idle_since.is_some_and(|t| oldest >= t) {
+            return BatchDecision::Start(queued as u32);
         }
         let deadline = oldest.saturating_add(self.max_wait);
         if now >= deadline { BatchDecision::Start(queued as u32) } else { BatchDecision::WaitUntil(deadline) }
@@ -75,6 +96,26 @@ mod tests {
         assert_eq!(r.decide(3, Nanos(10 * MS), Nanos(20 * MS)), BatchDecision::WaitUntil(Nanos(60 * MS)));
         assert_eq!(r.decide(3, Nanos(10 * MS), Nanos(60 * MS)), BatchDecision::Start(3));
         assert_eq!(r.decide(0, Nanos(0), Nanos(60 * MS)), BatchDecision::Idle);
+    }
+
+    #[test]
+    fn idle_start_runs_a_request_that_finds_the_executor_idle_at_once() {
+        let r = BatchRule::new(4, Nanos(50 * MS)).with_idle_start(true);
+        // Idle since 5 ms; a request at 10 ms starts now, not at 60 ms.
+        assert_eq!(r.decide_at(1, Nanos(10 * MS), Nanos(10 * MS), Some(Nanos(5 * MS))), BatchDecision::Start(1));
+        // Requests that queued while a batch ran (the executor is free only now, at 30 ms) wait as usual.
+        assert_eq!(
+            r.decide_at(2, Nanos(12 * MS), Nanos(30 * MS), Some(Nanos(30 * MS))),
+            BatchDecision::WaitUntil(Nanos(62 * MS))
+        );
+        assert_eq!(r.decide_at(2, Nanos(12 * MS), Nanos(30 * MS), None), BatchDecision::WaitUntil(Nanos(62 * MS)));
+        // Off: the same lone request waits for its batch to fill.
+        let off = BatchRule::new(4, Nanos(50 * MS));
+        assert_eq!(
+            off.decide_at(1, Nanos(10 * MS), Nanos(10 * MS), Some(Nanos(5 * MS))),
+            BatchDecision::WaitUntil(Nanos(60 * MS))
+        );
+        assert_eq!(r.decide_at(0, Nanos(0), Nanos(10 * MS), Some(Nanos(0))), BatchDecision::Idle);
     }
 
     #[test]

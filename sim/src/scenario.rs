@@ -95,6 +95,11 @@ pub struct SimSettings {
     /// memory (within the platform's sizes), and each execution's time is drawn from the function's
     /// duration percentiles. Default false: the profile's service time and the configured memory.
     pub functions_from_trace: bool,
+    /// Idle start for every batch rule a policy sets (`policies::BatchRule::idle_start`): a request that finds
+    /// its VM or function instance idle starts its batch at once instead of waiting `max_wait` for it to fill
+    /// (Triton's dynamic batcher with no queue delay). The live server's `idle_start` per model is the same.
+    /// Default false.
+    pub batch_idle_start: bool,
 }
 
 impl Default for SimSettings {
@@ -107,6 +112,7 @@ impl Default for SimSettings {
             drain_limit_s: 600.0,
             trace_offset_s: 0.0,
             functions_from_trace: false,
+            batch_idle_start: false,
         }
     }
 }

@@ -205,6 +205,8 @@ pub struct Controller {
     metadata: ModelMetadata,
     stats: Mutex<Stats>,
     queue_limit: u32,
+    /// `batch_idle_start`: idle start added to every batch rule the policy sets.
+    batch_idle_start: bool,
     spot_notice: Nanos,
     tick_every: Duration,
     metrics: Arc<Metrics>,
@@ -285,6 +287,7 @@ impl Controller {
                 cold_starts_exported: 0,
             }),
             queue_limit: u32::try_from(setup.queue_capacity).unwrap_or(u32::MAX).max(1),
+            batch_idle_start: c.batch_idle_start,
             spot_notice: scale.to_wall(Nanos::from_secs_f64(c.spot_notice_s)),
             tick_every: Duration::from_secs_f64(tick.max(0.01)),
             metrics,
@@ -428,9 +431,11 @@ impl Controller {
                     let keep_alive = keep_alive.map(|k| self.scale.to_wall(k));
                     self.functions.configure(memory_mb, concurrency, keep_alive, prewarm).await
                 }
-                Action::SetBatching { pool: Pool::Vm(t), rule } => self.vms.set_batching(t, rule),
+                Action::SetBatching { pool: Pool::Vm(t), rule } => {
+                    self.vms.set_batching(t, rule.with_idle_start(rule.idle_start || self.batch_idle_start))
+                }
                 Action::SetBatching { pool: Pool::Functions, rule } => {
-                    self.functions.set_batching(rule);
+                    self.functions.set_batching(rule.with_idle_start(rule.idle_start || self.batch_idle_start));
                     Ok(())
                 }
             };

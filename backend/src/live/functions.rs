@@ -35,6 +35,10 @@ struct State {
     service: FunctionService,
     /// Requests waiting for a batch (only while the function pool batches).
     pending: std::collections::VecDeque<Pending>,
+    /// Batches running, and since when none has (for the batch rule's idle start: a request that finds the
+    /// pool running nothing starts at once).
+    running: u32,
+    free_since: Nanos,
     settings: FunctionSettings,
     /// Services replaced by a configuration change, kept until their sandboxes are gone (for the counts).
     retired: Vec<FunctionService>,
@@ -129,9 +133,11 @@ impl Functions {
             let (decision, batch) = {
                 let mut st = self.lock();
                 let oldest = st.pending.front().map_or(Nanos::ZERO, |p| p.enqueued);
-                match rule.decide(st.pending.len(), oldest, self.clock.now()) {
+                let idle_since = (st.running == 0).then_some(st.free_since);
+                match rule.decide_at(st.pending.len(), oldest, self.clock.now(), idle_since) {
                     BatchDecision::Start(n) => {
                         let n = (n as usize).min(st.pending.len());
+                        st.running += 1;
                         (None, st.pending.drain(..n).collect::<Vec<_>>())
                     }
                     BatchDecision::WaitUntil(t) => (Some(t), Vec::new()),
@@ -141,6 +147,11 @@ impl Functions {
             };
             if !batch.is_empty() {
                 self.run_batch(metadata, batch).await;
+                let mut st = self.lock();
+                st.running -= 1;
+                if st.running == 0 {
+                    st.free_since = self.clock.now();
+                }
                 continue;
             }
             match decision {
@@ -206,6 +217,8 @@ impl Functions {
             billed: CostBreakdown::default(),
             prewarm_meter: billing::ProvisionedMeter::default(),
             pending: std::collections::VecDeque::new(),
+            running: 0,
+            free_since: Nanos::ZERO,
         };
         Ok(Functions { base, platform, clock: WallClock::start(), state: Mutex::new(state) })
     }

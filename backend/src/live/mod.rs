@@ -81,6 +81,10 @@ pub struct ClusterConfig {
     /// Spot interruption notice, seconds before scaling (AWS: 120).
     #[serde(default = "notice")]
     pub spot_notice_s: f64,
+    /// Idle start for every batch rule the policy sets (`policies::BatchRule::idle_start`; the simulator's
+    /// `sim.batch_idle_start`): a request that finds its worker idle starts its batch at once. Default false.
+    #[serde(default)]
+    pub batch_idle_start: bool,
     /// `[cluster.aws]`: run the cluster on AWS (EC2 workers, a deployed Lambda function) instead of the
     /// local defaults. Only with the `aws` feature; without it the table is refused as an unknown field.
     #[cfg(feature = "aws")]

@@ -298,7 +298,7 @@ impl VmProvider for VmPool {
     /// changes running VMs), and those that become ready later.
     fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
         self.check_type(vm_type)?;
-        let rule = BatchRule::new(rule.max_batch, rule.max_wait);
+        let rule = BatchRule::new(rule.max_batch, rule.max_wait).with_idle_start(rule.idle_start);
         let mut st = lock(&self.shared.state);
         st.batching[vm_type.0 as usize] = rule;
         for w in st.workers.values_mut().filter(|w| w.vm_type == vm_type) {

@@ -71,6 +71,10 @@ pub struct ModelConfig {
     /// Most requests waiting; beyond it, 429.
     #[serde(default = "queue")]
     pub queue_capacity: usize,
+    /// A request that finds the model idle starts its batch at once instead of waiting `max_wait_ms` for it to
+    /// fill (`policies::BatchRule::idle_start`; the simulator's `sim.batch_idle_start`). Default false.
+    #[serde(default)]
+    pub idle_start: bool,
 }
 
 fn one() -> String {
@@ -261,7 +265,8 @@ impl AppState {
             tracing::info!(model = %m.name, path = %m.path.display(), max_batch = m.max_batch, max_wait_ms = m.max_wait_ms, device = session.device().name(), "model loaded");
             let batcher = Batcher::spawn(
                 session,
-                BatcherConfig::new(m.max_batch, Nanos::from_millis_f64(m.max_wait_ms), m.queue_capacity),
+                BatcherConfig::new(m.max_batch, Nanos::from_millis_f64(m.max_wait_ms), m.queue_capacity)
+                    .with_idle_start(m.idle_start),
                 Arc::new(MetricsObserver(metrics.clone())),
             );
             models.insert(m.name.clone(), Served { version: m.version.clone(), batcher });

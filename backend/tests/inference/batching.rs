@@ -105,6 +105,26 @@ async fn a_lone_request_is_served_once_it_has_waited_max_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_idle_start_a_lone_request_runs_at_once_and_a_burst_still_batches() {
+    // A 2 s max wait: without idle start a lone request would wait it out.
+    let session = support::tract().load(&model("mlp.onnx")).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let config = BatcherConfig::new(4, Nanos::from_secs(2), 64).with_idle_start(true);
+    let b = Batcher::spawn(session, config, recorder.clone());
+    let started = Instant::now();
+    let out = b.infer(vec![fixed_input(&[1, 64])]).await.unwrap();
+    assert_eq!(out[0].shape, [1, 10]);
+    assert!(started.elapsed() < Duration::from_secs(1), "served after {:?}", started.elapsed());
+    // Eight at once: the first to reach the idle model starts at once, with whatever is queued by then; the
+    // others queue while it runs and still gather into batches under the usual rule.
+    let results = concurrently(&b, (0..8).map(|_| fixed_input(&[1, 64])).collect()).await;
+    assert!(results.iter().all(Result::is_ok));
+    let sizes: Vec<u32> = recorder.batches().iter().map(|r| r.requests).collect();
+    assert_eq!(sizes.iter().sum::<u32>(), 9, "{sizes:?}");
+    assert!(sizes.iter().skip(1).any(|&n| n > 1), "a burst still batches: {sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_batch_rule_applies_to_the_requests_already_waiting() {
     // Batches of 4 waiting up to 30 s: a lone request would wait 30 s. The rule changes to batches of one
     // after 100 ms, and the waiting request runs at once.

@@ -142,6 +142,7 @@ impl World<'_> {
                     armed: None,
                     timer: None,
                     cold_time: Nanos::ZERO,
+                    free_since: Nanos::MAX,
                     slot,
                     free_in: None,
                     free_pos: 0,
@@ -170,6 +171,7 @@ impl World<'_> {
         inst.armed = None;
         inst.timer = None;
         inst.cold_time = cold;
+        inst.free_since = Nanos::MAX;
         let epoch = inst.epoch;
         self.fn_live += 1;
         self.usage.fn_live_peak = self.usage.fn_live_peak.max(self.fn_live as u64);
@@ -193,7 +195,8 @@ impl World<'_> {
                 break;
             }
             let oldest = inst.queue.front().map_or(self.now, |r| r.enqueued);
-            match rule.decide(inst.queue.len(), oldest, self.now) {
+            let idle_since = (inst.busy_slots == 0).then_some(inst.free_since);
+            match rule.decide_at(inst.queue.len(), oldest, self.now, idle_since) {
                 BatchDecision::Idle => {
                     if inst.busy_slots == 0 && inst.idle_since.is_none() {
                         if inst.stale {
@@ -303,6 +306,9 @@ impl World<'_> {
             return;
         };
         inst.busy_slots -= 1;
+        if inst.busy_slots == 0 {
+            inst.free_since = now;
+        }
         inst.in_service -= batch.len() as u32;
         let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
         self.fn_in_service -= batch.len() as u64;
@@ -452,7 +458,8 @@ impl World<'_> {
     }
 
     pub(super) fn set_batching(&mut self, pool: Pool, rule: hyscale_policies::BatchRule) -> Result<(), Refusal> {
-        let rule = hyscale_policies::BatchRule::new(rule.max_batch, rule.max_wait);
+        let rule = hyscale_policies::BatchRule::new(rule.max_batch, rule.max_wait)
+            .with_idle_start(rule.idle_start || self.sc.file.sim.batch_idle_start);
         match pool {
             Pool::Vm(t) => {
                 let p = self.view.pools.get_mut(t.0 as usize).ok_or(Refusal::UnknownVmType)?;

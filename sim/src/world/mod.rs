@@ -102,6 +102,8 @@ struct Vm {
     queue: VecDeque<Req>,
     batch: Vec<Req>,
     timer: Option<Nanos>,
+    /// Since when it has run nothing (for the batch rule's idle start; `Nanos::MAX` until ready).
+    free_since: Nanos,
     view_idx: usize,
     noticed: bool,
     /// Models loaded on it and when each last ran, model id order (memory counts against the instance's).
@@ -154,6 +156,8 @@ struct FnInst {
     armed: Option<Nanos>,
     timer: Option<Nanos>,
     cold_time: Nanos,
+    /// Since when no slot has run anything (for the batch rule's idle start; `Nanos::MAX` until warm).
+    free_since: Nanos,
     /// Its function's slot in `World::functions`.
     slot: u32,
     /// The free list of its function it is in (`warm_free` or `cold_free`), if any, and its position there:
@@ -560,6 +564,7 @@ impl<'a> World<'a> {
                 if self.vms[i as usize].state == Some(VmState::Provisioning) {
                     let before = self.vm_snapshot(i);
                     self.vms[i as usize].state = Some(VmState::Ready);
+                    self.vms[i as usize].free_since = self.now;
                     self.vm_sync(i, before);
                     self.vm_try_start(i);
                 }
@@ -571,6 +576,7 @@ impl<'a> World<'a> {
                 }
                 let before = self.vm_snapshot(i);
                 let batch = mem::take(&mut self.vms[i as usize].batch);
+                self.vms[i as usize].free_since = self.now;
                 self.vm_sync(i, before);
                 let sc = self.sc;
                 let overhead = &sc.vm_models[self.vms[i as usize].vm_type.0 as usize].overhead_ms;
@@ -620,6 +626,7 @@ impl<'a> World<'a> {
                 let before = self.fn_class(idx);
                 let inst = &mut self.fns[idx as usize];
                 inst.phase = FnPhase::Warm;
+                inst.free_since = self.now;
                 let (memory, cold) = (inst.memory_mb, inst.cold_time);
                 if self.sc.catalog.functions.bill_init
                     && !inst.provisioned

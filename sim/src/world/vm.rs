@@ -30,6 +30,7 @@ impl World<'_> {
                 queue: VecDeque::new(),
                 batch: Vec::new(),
                 timer: None,
+                free_since: Nanos::MAX,
                 view_idx: self.view.vms.len(),
                 noticed: false,
                 loaded: vec![(BOOT_MODEL, self.now)],
@@ -105,7 +106,7 @@ impl World<'_> {
         }
         let rule = self.view.pools[vm.vm_type.0 as usize].batching;
         let oldest = vm.queue.front().map_or(self.now, |r| r.enqueued);
-        match rule.decide(vm.queue.len(), oldest, self.now) {
+        match rule.decide_at(vm.queue.len(), oldest, self.now, Some(vm.free_since)) {
             BatchDecision::Idle => {
                 if vm.state == Some(VmState::Draining) {
                     self.vm_gone(i, VmEnd::Released);
