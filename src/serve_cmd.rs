@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// Listen here instead of the configuration's address (port 0: any free port, printed at start).
     #[arg(long)]
     listen: Option<String>,
+    /// Serve gRPC here instead of the configuration's `grpc_listen` (port 0: any free port, printed at start).
+    #[arg(long)]
+    grpc_listen: Option<String>,
     /// Log lines as plain text (coloured only on a terminal) or as JSON objects, one a line, for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -43,6 +46,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(listen) = args.grpc_listen {
+        config.grpc_listen = Some(listen);
+    }
     let base = args.config.parent().map(Path::to_path_buf).unwrap_or_default();
     let cluster = match cluster_config {
         Some(c) => {
@@ -57,13 +63,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ServeError::Io { .. } => anyhow::Error::new(e),
             other => anyhow::Error::new(BadInput(format!("{}: {other}", args.config.display()))),
         })?;
-        let shutdown = async {
+        // One Ctrl-C stops both services.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
-        serve(Arc::new(state), &config.listen, |addr| println!("listening on http://{addr}"), shutdown)
-            .await
-            .map_err(anyhow::Error::new)
+        let state = Arc::new(state);
+        let rest = serve(
+            Arc::clone(&state),
+            &config.listen,
+            |addr| println!("listening on http://{addr}"),
+            stopped(stop_rx.clone()),
+        );
+        let grpc = async {
+            match &config.grpc_listen {
+                Some(listen) => {
+                    hyscale_backend::server::grpc::serve_grpc(
+                        Arc::clone(&state),
+                        listen,
+                        |addr| println!("gRPC on {addr}"),
+                        stopped(stop_rx.clone()),
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(rest, grpc).map(|_| ()).map_err(anyhow::Error::new)
     })
 }
 

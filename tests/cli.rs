@@ -352,14 +352,24 @@ fn serve_logs_plain_text_to_a_pipe_and_json_on_request() {
     use std::io::{BufRead, Read};
     for format in ["text", "json"] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hyscale"))
-            .args(["serve", "--config", "live/mlp.toml", "--listen", "127.0.0.1:0", "--log-format", format])
+            .args([
+                "serve",
+                "--config",
+                "live/mlp.toml",
+                "--listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                format,
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut first = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        assert!(first.starts_with("listening on"), "{first}");
+        assert!(first.starts_with("listening on") || first.starts_with("gRPC on"), "{first}");
         child.kill().unwrap();
         child.wait().unwrap();
         let mut log = String::new();

@@ -59,6 +59,7 @@ fn serving(c: &mut Criterion) {
             queue_capacity: 64,
             idle_start: false,
         }],
+        grpc_listen: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let state = runtime.block_on(async { AppState::load(&config, std::path::Path::new("")) }).expect("server loads");

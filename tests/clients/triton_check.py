@@ -2,11 +2,13 @@
 
 Usage: python tests/clients/triton_check.py PATH/TO/hyscale
 
-Starts the server on a free port with the project's test models (live/mlp.toml), then checks: liveness and
-readiness, model metadata, inference with binary tensors (tritonclient's default) and with JSON tensors
-against the outputs expected.json holds (computed by Python onnxruntime), concurrent requests, and that
-malformed requests (wrong shape, wrong datatype, unknown model, unknown input) get 4xx answers naming the
-problem. Exits non-zero on the first failure.
+Starts the server on free ports with the project's test models (live/mlp.toml), then checks, over REST:
+liveness and readiness, model metadata, inference with binary tensors (tritonclient's default) and with JSON
+tensors against the outputs expected.json holds (computed by Python onnxruntime), concurrent requests, and
+that malformed requests (wrong shape, wrong datatype, unknown model, unknown input) get 4xx answers naming
+the problem; and over gRPC (tritonclient.grpc): liveness, readiness, metadata, the same exact outputs, and
+malformed requests answered with INVALID_ARGUMENT / NOT_FOUND naming the problem. Exits non-zero on the
+first failure.
 """
 
 import json
@@ -15,6 +17,7 @@ import subprocess
 import sys
 
 import numpy as np
+import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
@@ -35,16 +38,52 @@ def expected_cases():
 
 def start(binary):
     proc = subprocess.Popen(
-        [binary, "serve", "--config", os.path.join(ROOT, "live", "mlp.toml"), "--listen", "127.0.0.1:0"],
+        [binary, "serve", "--config", os.path.join(ROOT, "live", "mlp.toml"), "--listen", "127.0.0.1:0",
+         "--grpc-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    line = proc.stdout.readline()
-    if not line.startswith("listening on http://"):
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r} {proc.stderr.read()}")
-    return proc, line.strip().removeprefix("listening on http://")
+    # Two lines, in either order: "listening on http://ADDR" and "gRPC on ADDR".
+    rest = grpc_addr = None
+    for _ in range(2):
+        line = proc.stdout.readline().strip()
+        if line.startswith("listening on http://"):
+            rest = line.removeprefix("listening on http://")
+        elif line.startswith("gRPC on "):
+            grpc_addr = line.removeprefix("gRPC on ")
+        else:
+            proc.kill()
+            raise SystemExit(f"server did not start: {line!r} {proc.stderr.read()}")
+    return proc, rest, grpc_addr
+
+
+def grpc_checks(addr, cases):
+    """The same models over gRPC, with Triton's own gRPC client."""
+    client = grpc.InferenceServerClient(url=addr)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("mlp") and client.is_model_ready("cnn")
+    meta = client.get_model_metadata("mlp")
+    assert meta.inputs[0].name == "input" and list(meta.inputs[0].shape) == [-1, 64], meta
+    checked = 0
+    for model_file, (x, want, tol) in cases.items():
+        model = model_file.removesuffix(".onnx")
+        if model not in ("mlp", "cnn"):
+            continue
+        inp = grpc.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer(model, [inp], outputs=[grpc.InferRequestedOutput("logits")])
+        err = float(np.max(np.abs(result.as_numpy("logits").reshape(-1) - want)))
+        assert err <= tol, f"{model} over gRPC: max error {err} > {tol}"
+        checked += 1
+    bad = grpc.InferInput("input", [1, 63], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 63), np.float32))
+    text = expect_error(lambda: client.infer("mlp", [bad]), None, "dimension 1 must be 64")
+    assert "INVALID_ARGUMENT" in text, text
+    text = expect_error(lambda: client.infer("resnet", [bad]), None, "unknown model 'resnet'")
+    assert "NOT_FOUND" in text, text
+    client.close()
+    return checked
 
 
 def expect_error(fn, status, fragment):
@@ -61,7 +100,7 @@ def expect_error(fn, status, fragment):
 
 def main():
     binary = sys.argv[1]
-    proc, url = start(binary)
+    proc, url, grpc_addr = start(binary)
     try:
         client = http.InferenceServerClient(url=url)
         assert client.is_server_live()
@@ -112,7 +151,11 @@ def main():
         stray = http.InferInput("tokens", [1, 64], "FP32")
         stray.set_data_from_numpy(np.zeros((1, 64), np.float32))
         expect_error(lambda: client.infer("mlp", [stray]), 400, "missing input 'input'")
-        print(f"triton client: {checked} exact-output checks, 48 concurrent requests, 4 malformed requests: ok")
+        grpc_checked = grpc_checks(grpc_addr, cases)
+        print(
+            f"triton client: REST {checked} exact-output checks, 48 concurrent requests, 4 malformed requests; "
+            f"gRPC {grpc_checked} exact-output checks, 2 malformed requests: ok"
+        )
     finally:
         proc.terminate()
         try:

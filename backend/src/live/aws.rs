@@ -623,7 +623,8 @@ impl<F: Fleet> VmProvider for CloudVms<F> {
 
     fn set_batching(&self, vm_type: VmTypeId, rule: BatchRule) -> Result<(), String> {
         self.inner.check_type(vm_type)?;
-        self.inner.lock().batching[vm_type.0 as usize] = BatchRule::new(rule.max_batch, rule.max_wait).with_idle_start(rule.idle_start);
+        self.inner.lock().batching[vm_type.0 as usize] =
+            BatchRule::new(rule.max_batch, rule.max_wait).with_idle_start(rule.idle_start);
         // A cloud worker batches as its own `hyscale serve` configuration says: recorded only.
         Err(Refusal::NotSupportedLive.to_string())
     }

@@ -23,6 +23,7 @@
 //! closed set ([`metrics::RequestOutcome`]).
 
 pub mod binary;
+pub mod grpc;
 pub mod metrics;
 pub mod protocol;
 
@@ -110,6 +111,10 @@ pub struct ServeConfig {
     pub limits: RequestLimits,
     /// The models served.
     pub models: Vec<ModelConfig>,
+    /// Also serve the protocol's gRPC service (KServe's `grpc_predict_v2.proto`, Triton's port 8001) here, on
+    /// the same models, batchers and limits. Default: REST only.
+    #[serde(default)]
+    pub grpc_listen: Option<String>,
 }
 
 fn listen() -> String {
@@ -136,6 +141,9 @@ pub enum ServeError {
     /// The cluster could not start.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The gRPC service failed.
+    #[error("gRPC: {0}")]
+    Grpc(#[from] tonic::transport::Error),
     /// The address could not be bound or the server failed.
     #[error("{what}: {source}")]
     Io {
@@ -282,6 +290,17 @@ impl AppState {
                 config.limits.max_in_flight.min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
         })
+    }
+
+    /// Counts one inference request's outcome and latency (REST and gRPC alike).
+    fn record(&self, name: &str, outcome: RequestOutcome, started: Instant) {
+        // A name clients made up must not become a label: unknown models share one series.
+        let model = if self.models.contains_key(name) { name } else { metrics::UNKNOWN_MODEL };
+        self.metrics.count(model, outcome);
+        self.metrics
+            .latency
+            .get_or_create(&ModelLabel { model: model.to_string() })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The metrics, for callers that add their own series (workers, controller).
@@ -449,14 +468,7 @@ async fn infer_on(state: &AppState, name: &str, version: Option<&str>, headers: 
             (e.into_response(), outcome)
         }
     };
-    // A name clients made up must not become a label: unknown models share one series.
-    let model = if state.models.contains_key(name) { name } else { metrics::UNKNOWN_MODEL };
-    state.metrics.count(model, outcome);
-    state
-        .metrics
-        .latency
-        .get_or_create(&ModelLabel { model: model.to_string() })
-        .observe(started.elapsed().as_secs_f64());
+    state.record(name, outcome, started);
     response
 }
 
@@ -528,17 +540,23 @@ pub fn decode_infer(
     limits: &RequestLimits,
 ) -> Result<DecodedInfer, String> {
     let (mut request, binary_outputs) = binary::parse(headers, body)?;
-    let checked = check_request(&mut request, meta, limits)?;
+    let tensors = tensors_of(&mut request, meta, limits)?;
+    Ok(DecodedInfer { request, tensors, binary_outputs })
+}
+
+/// The model's inputs from a parsed request (REST or gRPC), checked against the model and the limits; the
+/// outputs it names must exist.
+fn tensors_of(request: &mut InferRequest, meta: &ModelMetadata, limits: &RequestLimits) -> Result<Vec<Tensor>, String> {
+    let checked = check_request(request, meta, limits)?;
     if let Some(wanted) = &request.outputs
         && let Some(unknown) = wanted.iter().find(|o| !meta.outputs.iter().any(|m| m.name == o.name))
     {
         return Err(format!("unknown output '{}'", unknown.name));
     }
-    let tensors = checked
+    checked
         .into_iter()
         .map(|c| Tensor::new(c.shape, c.data).ok_or_else(|| "tensor data does not match its shape".to_string()))
-        .collect::<Result<_, _>>()?;
-    Ok(DecodedInfer { request, tensors, binary_outputs })
+        .collect()
 }
 
 async fn infer_inner(
@@ -551,8 +569,26 @@ async fn infer_inner(
     let served = state.model(name, version)?;
     // Shed before the body is read or decoded: under overload, a refused request costs neither memory nor
     // decoding time, and the requests admitted keep the CPU.
-    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
-        drain(&state.limits, body).await;
+    let _permit = match admit(state, name, served) {
+        Ok(p) => p,
+        Err(e) => {
+            drain(&state.limits, body).await;
+            return Err(e);
+        }
+    };
+    let body = read_body(&state.limits, headers, body).await?;
+    let meta = served.batcher.metadata();
+    let decoded = decode_infer(headers, &body, meta, &state.limits).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let DecodedInfer { request, tensors, binary_outputs } = decoded;
+    let outputs = run_inference(state, name, served, tensors).await?;
+    let response = response_of(name, &served.version, meta, &request, outputs);
+    Ok(if binary_outputs { binary::respond(response) } else { axum::Json(response).into_response() })
+}
+
+/// Admission, before a request's tensors are read (REST and gRPC alike): a permit of `limits.max_in_flight`
+/// (503 without), and room in the model's queue (429).
+fn admit(state: &AppState, name: &str, served: &Served) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let Ok(permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: format!(
@@ -564,55 +600,50 @@ async fn infer_inner(
     };
     let capacity = served.batcher.config().queue_capacity;
     if !state.clusters.contains_key(name) && served.batcher.queue_depth() >= capacity {
-        drain(&state.limits, body).await;
         return Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!("model '{name}': queue full ({capacity} requests waiting); retry later"),
             retry_after: Some(state.retry_after),
         });
     }
-    let body = read_body(&state.limits, headers, body).await?;
-    let meta = served.batcher.metadata();
-    let decoded = decode_infer(headers, &body, meta, &state.limits).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
-    let DecodedInfer { request, tensors, binary_outputs } = decoded;
-    if let Some(controller) = state.clusters.get(name) {
-        let outputs = match tokio::time::timeout(state.timeout, controller.infer(tensors)).await {
-            Err(_) => {
-                return Err(error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("model '{name}': no result within {:.1} s", state.timeout.as_secs_f64()),
-                ));
-            }
-            Ok(Err(e)) => return Err(cluster_error(state, name, e)),
-            Ok(Ok(outputs)) => outputs,
-        };
-        return Ok(respond(name, &served.version, meta, &request, outputs, binary_outputs));
-    }
-    let outputs = match tokio::time::timeout(state.timeout, served.batcher.infer(tensors)).await {
-        Err(_) => {
-            return Err(error(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("model '{name}': no result within {:.1} s", state.timeout.as_secs_f64()),
-            ));
-        }
-        Ok(Err(BatchError::QueueFull { model, capacity })) => {
-            return Err(ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: format!("model '{model}': queue full ({capacity} requests waiting); retry later"),
-                retry_after: Some(state.retry_after),
-            });
-        }
-        Ok(Err(BatchError::Stopped { model })) => {
-            return Err(ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: format!("model '{model}' is not serving"),
-                retry_after: Some(state.retry_after),
-            });
-        }
-        Ok(Err(BatchError::Engine(e))) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        Ok(Ok(outputs)) => outputs,
+    Ok(permit)
+}
+
+/// Runs checked inputs through the model's cluster or batcher within the request timeout (REST and gRPC).
+async fn run_inference(
+    state: &AppState,
+    name: &str,
+    served: &Served,
+    tensors: Vec<Tensor>,
+) -> Result<Vec<Tensor>, ApiError> {
+    let timed_out = || {
+        error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("model '{name}': no result within {:.1} s", state.timeout.as_secs_f64()),
+        )
     };
-    Ok(respond(name, &served.version, meta, &request, outputs, binary_outputs))
+    if let Some(controller) = state.clusters.get(name) {
+        return match tokio::time::timeout(state.timeout, controller.infer(tensors)).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(e)) => Err(cluster_error(state, name, e)),
+            Ok(Ok(outputs)) => Ok(outputs),
+        };
+    }
+    match tokio::time::timeout(state.timeout, served.batcher.infer(tensors)).await {
+        Err(_) => Err(timed_out()),
+        Ok(Err(BatchError::QueueFull { model, capacity })) => Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("model '{model}': queue full ({capacity} requests waiting); retry later"),
+            retry_after: Some(state.retry_after),
+        }),
+        Ok(Err(BatchError::Stopped { model })) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("model '{model}' is not serving"),
+            retry_after: Some(state.retry_after),
+        }),
+        Ok(Err(BatchError::Engine(e))) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Ok(Ok(outputs)) => Ok(outputs),
+    }
 }
 
 /// The answer to a request the cluster could not serve: 429 (queue full, throttled) or 503 (any other
@@ -639,14 +670,14 @@ fn cluster_error(state: &AppState, name: &str, e: LiveError) -> ApiError {
     }
 }
 
-fn respond(
+/// The response to `request`: the outputs it asked for (all by default), in the model's order.
+fn response_of(
     name: &str,
     version: &str,
     meta: &ModelMetadata,
     request: &InferRequest,
     outputs: Vec<Tensor>,
-    binary_outputs: bool,
-) -> Response {
+) -> InferResponse {
     let wanted = |n: &str| request.outputs.as_ref().is_none_or(|w| w.iter().any(|o| o.name == n));
     let outputs: Vec<ResponseTensor> = meta
         .outputs
@@ -660,13 +691,7 @@ fn respond(
             data: t.data,
         })
         .collect();
-    let response = InferResponse {
-        model_name: name.to_string(),
-        model_version: version.to_string(),
-        id: request.id.clone(),
-        outputs,
-    };
-    if binary_outputs { binary::respond(response) } else { axum::Json(response).into_response() }
+    InferResponse { model_name: name.to_string(), model_version: version.to_string(), id: request.id.clone(), outputs }
 }
 
 fn cluster_of<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<Controller>, ApiError> {
