@@ -27,7 +27,11 @@ use serde::{Deserialize, Serialize};
 use crate::BadInput;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `serve`: the live server under load instead (see `hyscale bench serve --help`).
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     /// Hours of traffic in each workload (24: 17.28M requests each).
     #[arg(long, default_value_t = 24.0)]
     hours: f64,
@@ -46,6 +50,13 @@ pub struct BenchArgs {
     /// One run of one workload, in this process (what the parent starts).
     #[arg(long, hide = true)]
     one: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// The live server under load (closed or open loop; REST JSON, REST binary, gRPC) against the engine alone,
+    /// measured in the same run: throughput, p50/p90/p99, served/raw and the server's overhead.
+    Serve(crate::bench_serve::ServeBenchArgs),
 }
 
 /// One run's figures.
@@ -235,6 +246,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchWhat::Serve(a)) = args.what {
+        return crate::bench_serve::run(a);
+    }
     if !(args.hours.is_finite() && args.hours > 0.0 && args.hours <= 24.0 * 14.0) || args.runs == 0 {
         return Err(bad(format!(
             "--hours must be in (0, 336] and --runs at least 1, got {} and {}",

@@ -11,6 +11,7 @@ use hyscale_sim::{Scenario, SimError};
 use hyscale_traces::TraceSpec;
 
 mod bench;
+mod bench_serve;
 mod compare;
 mod fidelity;
 mod fsd_cmd;
