@@ -16,7 +16,9 @@ fi
 requirements=(notebooks/requirements.txt backend/models/requirements.txt tests/clients/requirements.txt)
 if ! cat "${requirements[@]}" | cmp -s - .venv/.requirements 2>/dev/null; then
     echo "   installing the pinned packages from PyPI into .venv (first run: a few minutes)"
-    .venv/bin/pip install --quiet --disable-pip-version-check "${requirements[@]/#/-r}"
+    # pip's own progress (each package, download bars) on a terminal; quiet in a log.
+    if [ -t 1 ]; then pip_output=(--progress-bar on); else pip_output=(--quiet); fi
+    .venv/bin/pip install "${pip_output[@]}" --disable-pip-version-check "${requirements[@]/#/-r}"
     cat "${requirements[@]}" > .venv/.requirements
 fi
 # A real message broker for FSD-Inference's queue channel (backend/tests/fsd.rs starts it on loopback): Redis

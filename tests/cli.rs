@@ -223,6 +223,11 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         (vec!["sweep", &unknown_key, "--shard", "3/2", "--out", o], "--shard"),
         (vec!["sweep", "merge", "nope.json", "--out", o], "nope.json"),
         (vec!["bench", "--hours", "0", "--out", o], "--hours"),
+        (vec!["bench", "serve", "--protocols", "smtp", "--out", o], "smtp"),
+        (vec!["bench", "serve", "--concurrency", "0", "--out", o], "--concurrency"),
+        (vec!["bench", "serve", "--rate", "0", "--out", o], "--rate"),
+        (vec!["bench", "serve", "--models", "resnet", "--out", o], "resnet"),
+        (vec!["bench", "serve", "--config", "nope.toml", "--out", o], "nope.toml"),
         (vec!["keepalive", "--scenario", "scenarios/azf_keepalive.toml", "--minutes", "-5", "--table", o], "-5"),
     ];
     for (args, named) in cases {
@@ -232,6 +237,36 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         assert!(err.contains(named), "hyscale {args:?} does not name {named:?}: {err}");
         assert!(!out.exists() && !d.join("t.txt").exists(), "hyscale {args:?} left an output file behind");
     }
+}
+
+/// `hyscale bench serve` drives the server it starts over REST JSON, REST binary and gRPC, closed loop and open
+/// loop, and measures the engine alone: every row answered, with the engine's figures beside it.
+#[test]
+fn bench_serve_measures_every_protocol_against_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("serve.json");
+    let o = out.to_str().unwrap();
+    let common = ["bench", "serve", "--models", "mlp", "--duration-s", "0.3", "--warmup-s", "0.1", "--out", o];
+    let (code, stdout, err) = hyscale(&[&common[..], &["--concurrency", "1,4"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("ratio"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "3 protocols x 2 levels: {json}");
+    for r in rows {
+        assert!(r["completed"].as_u64().unwrap() > 0 && r["failed"].as_u64().unwrap() == 0, "{r}");
+        assert!(r["engine_samples_per_s"].as_f64().unwrap() > 0.0 && r["mean_batch"].as_f64().unwrap() >= 1.0, "{r}");
+        assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap(), "{r}");
+    }
+    // The engine alone at every batch size up to the model's max_batch (8 in live/mlp.toml).
+    assert_eq!(json["engine_alone"]["mlp"].as_array().unwrap().len(), 8, "{json}");
+    // Open loop at a fixed rate: about rate x duration requests answered.
+    let (code, _, err) = hyscale(&[&common[..], &["--rate", "200", "--protocols", "binary"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let row = &json["rows"][0];
+    assert_eq!((row["concurrency"].as_u64(), row["rate_per_s"].as_f64()), (Some(0), Some(200.0)), "{row}");
+    assert_eq!(row["completed"].as_u64(), Some(60), "{row}");
 }
 
 /// `hyscale fsd` (simulated): the table for P = 1, 2, 4 over both channels, one function and a VM; the queue
