@@ -9,3 +9,4 @@ mod support;
 
 mod batching;
 mod engines;
+mod grpc;

@@ -5,7 +5,7 @@
 //!
 //! Inputs travel as `raw_input_contents` (little-endian FP32 bytes, one entry per input, as Triton's client
 //! sends) or as `contents.fp32_contents`; outputs come back as `raw_output_contents`. A message over
-//! `limits.max_body_bytes` is refused by the transport (`RESOURCE_EXHAUSTED`). Errors carry the REST
+//! `limits.max_body_bytes` is refused by the transport before it is read (`OUT_OF_RANGE`, tonic's code). Errors carry the REST
 //! answer's message with the matching code: `INVALID_ARGUMENT` (400), `NOT_FOUND` (404),
 //! `RESOURCE_EXHAUSTED` (429: queue full), `UNAVAILABLE` (503), `DEADLINE_EXCEEDED` (504), `INTERNAL` (500).
 
