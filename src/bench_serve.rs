@@ -13,7 +13,8 @@
 //!
 //! Each row gives throughput, p50/p90/p99 latency, the mean batch the server ran (from its `/metrics`), the
 //! engine's samples/s at that batch size, their ratio (served/raw), and the server's overhead at p50: served
-//! p50 minus the engine's median run time at that batch.
+//! p50 minus the engine's median run time at that batch — also net of the protocol's floor on this machine,
+//! the p50 of a health check that does no work (one client, same run), which no server can go below.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,7 +27,9 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use hyscale_backend::engine::{Dim, Engine, ModelMetadata, Tensor};
 use hyscale_backend::server::grpc::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use hyscale_backend::server::grpc::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+use hyscale_backend::server::grpc::inference::{
+    ModelInferRequest, ServerLiveRequest, model_infer_request::InferInputTensor,
+};
 use hyscale_backend::server::{AppState, ServeConfig, grpc::serve_grpc, serve};
 use serde::Serialize;
 
@@ -99,6 +102,11 @@ struct Row {
     engine_samples_per_s: f64,
     served_over_raw: f64,
     overhead_p50_us: f64,
+    /// The protocol's floor on this machine: the p50 of a health check that does no work (REST
+    /// `GET /v2/health/live`, gRPC `ServerLive`), one client, measured in the same run.
+    floor_p50_us: f64,
+    /// The overhead above that floor: served p50 − floor − the engine's median run.
+    overhead_over_floor_p50_us: f64,
 }
 
 /// What one request carries, ready to send again and again.
@@ -263,6 +271,36 @@ async fn send(
     }
 }
 
+/// The p50 of a health check that does no work, one client for `seconds`: REST `GET /v2/health/live`, or
+/// gRPC `ServerLive` — the round trip every request pays before the server does anything.
+async fn floor_p50_us(
+    grpc_protocol: bool,
+    http: &reqwest::Client,
+    grpc: &Option<GrpcInferenceServiceClient<tonic::transport::Channel>>,
+    base: &str,
+    seconds: f64,
+) -> f64 {
+    let mut h = histogram();
+    let mut grpc = grpc.clone();
+    let started = Instant::now();
+    let url = format!("{base}/v2/health/live");
+    while started.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        let ok = if grpc_protocol {
+            match grpc.as_mut() {
+                Some(c) => c.server_live(ServerLiveRequest {}).await.is_ok(),
+                None => false,
+            }
+        } else {
+            http.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+        };
+        if ok {
+            let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+        }
+    }
+    if h.is_empty() { f64::NAN } else { h.value_at_quantile(0.5) as f64 }
+}
+
 struct Measured {
     completed: u64,
     failed: u64,
@@ -425,6 +463,10 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let rest_floor = floor_p50_us(false, &http, &grpc, &rest_base, 1.0).await;
+        let grpc_floor =
+            if grpc.is_some() { floor_p50_us(true, &http, &grpc, &rest_base, 1.0).await } else { f64::NAN };
+        eprintln!("floor (health check, one client, p50): REST {rest_floor:.0} µs, gRPC {grpc_floor:.0} µs");
         let mut rows = Vec::new();
         for m in &config.models {
             let (figures, meta) = &engine_table[&m.name];
@@ -468,6 +510,9 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
                         engine_samples_per_s: e.samples_per_s,
                         served_over_raw: rps / e.samples_per_s,
                         overhead_p50_us: (q(0.5) - e.run_p50_ms) * 1e3,
+                        floor_p50_us: if protocol == "grpc" { grpc_floor } else { rest_floor },
+                        overhead_over_floor_p50_us: (q(0.5) - e.run_p50_ms) * 1e3
+                            - if protocol == "grpc" { grpc_floor } else { rest_floor },
                     };
                     print_row(&row, rows.is_empty());
                     rows.push(row);
@@ -496,13 +541,25 @@ fn engine_describe() -> String {
 fn print_row(r: &Row, header: bool) {
     if header {
         println!(
-            "{:<6} {:<7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>7} {:>11} {:>7} {:>10}",
-            "model", "proto", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "batch", "engine/s", "ratio", "ovh p50 µs"
+            "{:<6} {:<7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>7} {:>11} {:>7} {:>10} {:>9} {:>10}",
+            "model",
+            "proto",
+            "conc",
+            "req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "batch",
+            "engine/s",
+            "ratio",
+            "ovh p50 µs",
+            "floor µs",
+            "ovh-floor"
         );
     }
     let load = if r.concurrency > 0 { r.concurrency.to_string() } else { format!("{}/s", r.rate_per_s) };
     println!(
-        "{:<6} {:<7} {:>6} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>11.0} {:>7.2} {:>10.0}{}",
+        "{:<6} {:<7} {:>6} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>11.0} {:>7.2} {:>10.0} {:>9.0} {:>10.0}{}",
         r.model,
         r.protocol,
         load,
@@ -514,6 +571,8 @@ fn print_row(r: &Row, header: bool) {
         r.engine_samples_per_s,
         r.served_over_raw,
         r.overhead_p50_us,
+        r.floor_p50_us,
+        r.overhead_over_floor_p50_us,
         if r.failed > 0 { format!("  ({} failed)", r.failed) } else { String::new() }
     );
 }

@@ -257,6 +257,7 @@ fn bench_serve_measures_every_protocol_against_the_engine() {
         assert!(r["completed"].as_u64().unwrap() > 0 && r["failed"].as_u64().unwrap() == 0, "{r}");
         assert!(r["engine_samples_per_s"].as_f64().unwrap() > 0.0 && r["mean_batch"].as_f64().unwrap() >= 1.0, "{r}");
         assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap(), "{r}");
+        assert!(r["floor_p50_us"].as_f64().unwrap() > 0.0, "the protocol's floor measured: {r}");
     }
     // The engine alone at every batch size up to the model's max_batch (8 in live/mlp.toml).
     assert_eq!(json["engine_alone"]["mlp"].as_array().unwrap().len(), 8, "{json}");
