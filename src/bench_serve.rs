@@ -456,6 +456,9 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
                 let channel = tonic::transport::Endpoint::from_shared(g.clone())
                     .with_context(|| format!("gRPC endpoint {g}"))?
                     .tcp_nodelay(true)
+                    // Flow-control windows sized for tensors, as the server's.
+                    .initial_connection_window_size(16 << 20)
+                    .initial_stream_window_size(2 << 20)
                     .connect()
                     .await
                     .with_context(|| format!("gRPC {g}"))?;
