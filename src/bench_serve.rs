@@ -171,7 +171,8 @@ fn payload(model: &str, meta: &ModelMetadata) -> anyhow::Result<Payload> {
     let binary_header_len = binary.len();
     let mut raw = Vec::new();
     for t in &tensors {
-        let bytes: Vec<u8> = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut bytes = Vec::new();
+        hyscale_backend::server::binary::extend_le(&mut bytes, &t.data);
         binary.extend_from_slice(&bytes);
         raw.push(bytes);
     }

@@ -46,6 +46,12 @@ impl BatchRule {
         BatchRule { idle_start, ..self }
     }
 
+    /// The rule as a platform applies it: idle start where the rule asks for it or the platform always
+    /// starts idle executors at once (`sim.batch_idle_start`, a live cluster's `batch_idle_start`).
+    pub fn with_platform_idle_start(self, platform: bool) -> BatchRule {
+        self.with_idle_start(self.idle_start || platform)
+    }
+
     /// The decision for a free executor at `now`, with `queued` requests whose oldest joined at `oldest`, not
     /// knowing since when the executor has been idle (so idle start never applies).
     pub fn decide(&self, queued: usize, oldest: Nanos, now: Nanos) -> BatchDecision {
@@ -116,6 +122,14 @@ mod tests {
             BatchDecision::WaitUntil(Nanos(60 * MS))
         );
         assert_eq!(r.decide_at(0, Nanos(0), Nanos(10 * MS), Some(Nanos(0))), BatchDecision::Idle);
+    }
+
+    #[test]
+    fn a_platforms_idle_start_adds_to_the_rules_own() {
+        let r = BatchRule::new(4, Nanos(50 * MS));
+        assert!(!r.with_platform_idle_start(false).idle_start);
+        assert!(r.with_platform_idle_start(true).idle_start);
+        assert!(r.with_idle_start(true).with_platform_idle_start(false).idle_start);
     }
 
     #[test]

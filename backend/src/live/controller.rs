@@ -432,10 +432,10 @@ impl Controller {
                     self.functions.configure(memory_mb, concurrency, keep_alive, prewarm).await
                 }
                 Action::SetBatching { pool: Pool::Vm(t), rule } => {
-                    self.vms.set_batching(t, rule.with_idle_start(rule.idle_start || self.batch_idle_start))
+                    self.vms.set_batching(t, rule.with_platform_idle_start(self.batch_idle_start))
                 }
                 Action::SetBatching { pool: Pool::Functions, rule } => {
-                    self.functions.set_batching(rule.with_idle_start(rule.idle_start || self.batch_idle_start));
+                    self.functions.set_batching(rule.with_platform_idle_start(self.batch_idle_start));
                     Ok(())
                 }
             };

@@ -9,6 +9,20 @@ use serde_json::{Value, json};
 
 use super::protocol::{InferRequest, InferResponse};
 
+/// FP32 elements from little-endian bytes (a whole number of 4-byte elements; any tail is ignored): the
+/// binary extension's and gRPC's raw tensor contents alike.
+pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// FP32 elements as little-endian bytes, appended to `out`.
+pub fn extend_le(out: &mut Vec<u8>, values: &[f32]) {
+    out.reserve(values.len() * 4);
+    for x in values {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
 /// The header that announces the JSON part's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -50,7 +64,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, bool), S
             }
             let (bytes, tail) = rest.split_at(size);
             rest = tail;
-            tensor.binary = Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+            tensor.binary = Some(f32s_from_le(bytes));
         }
     }
     if !rest.is_empty() {
@@ -69,9 +83,7 @@ pub fn respond(response: InferResponse) -> Response {
         .iter()
         .map(|o| {
             let start = payload.len();
-            for x in &o.data {
-                payload.extend_from_slice(&x.to_le_bytes());
-            }
+            extend_le(&mut payload, &o.data);
             json!({
                 "name": o.name,
                 "shape": o.shape,

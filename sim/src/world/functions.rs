@@ -459,7 +459,8 @@ impl World<'_> {
 
     pub(super) fn set_batching(&mut self, pool: Pool, rule: hyscale_policies::BatchRule) -> Result<(), Refusal> {
         let rule = hyscale_policies::BatchRule::new(rule.max_batch, rule.max_wait)
-            .with_idle_start(rule.idle_start || self.sc.file.sim.batch_idle_start);
+            .with_idle_start(rule.idle_start)
+            .with_platform_idle_start(self.sc.file.sim.batch_idle_start);
         match pool {
             Pool::Vm(t) => {
                 let p = self.view.pools.get_mut(t.0 as usize).ok_or(Refusal::UnknownVmType)?;

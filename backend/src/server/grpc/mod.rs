@@ -64,7 +64,9 @@ impl Service {
             .outputs
             .into_iter()
             .map(|o| {
-                raw.push(o.data.iter().flat_map(|x| x.to_le_bytes()).collect());
+                let mut bytes = Vec::new();
+                super::binary::extend_le(&mut bytes, &o.data);
+                raw.push(bytes);
                 InferOutputTensor {
                     name: o.name,
                     datatype: o.datatype.to_string(),
@@ -111,7 +113,7 @@ fn rest_request(req: &ModelInferRequest) -> Result<InferRequest, String> {
                             bytes.len()
                         ));
                     }
-                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                    super::binary::f32s_from_le(bytes)
                 }
                 (None, Some(c)) => c.fp32_contents.clone(),
                 (None, None) => Vec::new(),
