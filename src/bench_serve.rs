@@ -195,8 +195,13 @@ fn payload(model: &str, meta: &ModelMetadata) -> anyhow::Result<Payload> {
     Ok(Payload { json: json.into(), binary: binary.into(), binary_header_len, grpc })
 }
 
-/// The engine alone: each batch size for about `seconds`.
-fn engine_figures(engine: &Engine, path: &Path, max_batch: usize, seconds: f64) -> anyhow::Result<Vec<EngineFigure>> {
+/// The engine alone: each batch size for about `seconds`; with the model's metadata.
+fn engine_figures(
+    engine: &Engine,
+    path: &Path,
+    max_batch: usize,
+    seconds: f64,
+) -> anyhow::Result<(Vec<EngineFigure>, ModelMetadata)> {
     let mut session = engine.load(path).with_context(|| format!("loading {}", path.display()))?;
     let meta = session.metadata().clone();
     let mut out = Vec::new();
@@ -220,7 +225,7 @@ fn engine_figures(engine: &Engine, path: &Path, max_batch: usize, seconds: f64) 
             run_p50_ms: times[times.len() / 2] * 1e3,
         });
     }
-    Ok(out)
+    Ok((out, meta))
 }
 
 /// The server's batches of `model` so far: (requests in batches, batches), from its `/metrics`.
@@ -241,34 +246,45 @@ async fn batch_totals(client: &reqwest::Client, base: &str, model: &str) -> Opti
     Some((find("sum"), find("count")))
 }
 
-/// Sends one request; whether it was answered with success.
-async fn send(
-    protocol: &str,
-    http: &reqwest::Client,
-    grpc: &mut Option<GrpcInferenceServiceClient<tonic::transport::Channel>>,
-    url: &str,
-    p: &Payload,
-) -> bool {
-    match protocol {
-        "json" => match http.post(url).header("content-type", "application/json").body(p.json.clone()).send().await {
-            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-            Err(_) => false,
-        },
-        "binary" => match http
-            .post(url)
-            .header("inference-header-content-length", p.binary_header_len)
-            .header("content-type", "application/octet-stream")
-            .body(p.binary.clone())
-            .send()
-            .await
-        {
-            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-            Err(_) => false,
-        },
-        _ => match grpc.as_mut() {
-            Some(c) => c.model_infer(p.grpc.clone()).await.is_ok(),
-            None => false,
-        },
+/// Where and how one client sends its requests: cloned into each client task.
+#[derive(Clone)]
+struct Target {
+    protocol: String,
+    http: reqwest::Client,
+    grpc: Option<GrpcInferenceServiceClient<tonic::transport::Channel>>,
+    url: String,
+    payload: Payload,
+}
+
+impl Target {
+    /// Sends one request; whether it was answered with success.
+    async fn send(&mut self) -> bool {
+        let p = &self.payload;
+        match self.protocol.as_str() {
+            "json" => {
+                let r = self.http.post(&self.url).header("content-type", "application/json").body(p.json.clone());
+                match r.send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+            "binary" => match self
+                .http
+                .post(&self.url)
+                .header("inference-header-content-length", p.binary_header_len)
+                .header("content-type", "application/octet-stream")
+                .body(p.binary.clone())
+                .send()
+                .await
+            {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            },
+            _ => match self.grpc.as_mut() {
+                Some(c) => c.model_infer(p.grpc.clone()).await.is_ok(),
+                None => false,
+            },
+        }
     }
 }
 
@@ -314,23 +330,12 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// Closed loop: `clients` clients for warm-up then `seconds`; only the measured window counts.
-#[allow(clippy::too_many_arguments)]
-async fn closed_loop(
-    protocol: &str,
-    http: &reqwest::Client,
-    grpc: &Option<GrpcInferenceServiceClient<tonic::transport::Channel>>,
-    url: &str,
-    p: &Payload,
-    clients: usize,
-    warmup: Duration,
-    seconds: Duration,
-) -> Measured {
+async fn closed_loop(target: &Target, clients: usize, warmup: Duration, seconds: Duration) -> Measured {
     let start = Instant::now();
     let (from, to) = (start + warmup, start + warmup + seconds);
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|_| {
-            let (protocol, http, mut grpc, url, p) =
-                (protocol.to_string(), http.clone(), grpc.clone(), url.to_string(), p.clone());
+            let mut target = target.clone();
             tokio::spawn(async move {
                 let (mut ok, mut failed, mut h) = (0u64, 0u64, histogram());
                 loop {
@@ -338,7 +343,7 @@ async fn closed_loop(
                     if t >= to {
                         break;
                     }
-                    let good = send(&protocol, &http, &mut grpc, &url, &p).await;
+                    let good = target.send().await;
                     if t >= from {
                         if good {
                             ok += 1;
@@ -364,17 +369,7 @@ async fn closed_loop(
 }
 
 /// Open loop: one request every 1/`rate` s for warm-up then `seconds`, each latency from its scheduled time.
-#[allow(clippy::too_many_arguments)]
-async fn open_loop(
-    protocol: &str,
-    http: &reqwest::Client,
-    grpc: &Option<GrpcInferenceServiceClient<tonic::transport::Channel>>,
-    url: &str,
-    p: &Payload,
-    rate: f64,
-    warmup: Duration,
-    seconds: Duration,
-) -> Measured {
+async fn open_loop(target: &Target, rate: f64, warmup: Duration, seconds: Duration) -> Measured {
     let start = tokio::time::Instant::now();
     let total = ((warmup + seconds).as_secs_f64() * rate).ceil() as u64;
     let counted_from = (warmup.as_secs_f64() * rate).ceil() as u64;
@@ -382,10 +377,9 @@ async fn open_loop(
     for i in 0..total {
         let at = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(at).await;
-        let (protocol, http, mut grpc, url, p) =
-            (protocol.to_string(), http.clone(), grpc.clone(), url.to_string(), p.clone());
+        let mut target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let good = send(&protocol, &http, &mut grpc, &url, &p).await;
+            let good = target.send().await;
             (i, good, at.elapsed())
         }));
     }
@@ -439,9 +433,7 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
     for m in &config.models {
         let path = base.join(&m.path);
         eprintln!("engine alone: {} at batch 1..={}", m.name, m.max_batch);
-        let figures = engine_figures(engine, &path, m.max_batch as usize, 0.4)?;
-        let meta = engine.load(&path)?.metadata().clone();
-        engine_table.insert(m.name.clone(), (figures, meta));
+        engine_table.insert(m.name.clone(), engine_figures(engine, &path, m.max_batch as usize, 0.4)?);
     }
     // The server, on its own threads.
     let server_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -474,21 +466,29 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for m in &config.models {
             let (figures, meta) = &engine_table[&m.name];
-            let p = payload(&m.name, meta)?;
+            let payload = payload(&m.name, meta)?;
             let url = format!("{rest_base}/v2/models/{}/infer", m.name);
             for protocol in &args.protocols {
                 if protocol == "grpc" && grpc.is_none() {
                     eprintln!("skipping grpc: no gRPC endpoint (--grpc-url)");
                     continue;
                 }
+                let target = Target {
+                    protocol: protocol.clone(),
+                    http: http.clone(),
+                    grpc: grpc.clone(),
+                    url: url.clone(),
+                    payload: payload.clone(),
+                };
+                let floor = if protocol == "grpc" { grpc_floor } else { rest_floor };
                 let levels: Vec<usize> = if args.rate.is_some() { vec![0] } else { args.concurrency.clone() };
                 for c in levels {
                     let before = batch_totals(&http, &rest_base, &m.name).await;
                     let warm = Duration::from_secs_f64(args.warmup_s);
                     let secs = Duration::from_secs_f64(args.duration_s);
                     let measured = match args.rate {
-                        Some(r) => open_loop(protocol, &http, &grpc, &url, &p, r, warm, secs).await,
-                        None => closed_loop(protocol, &http, &grpc, &url, &p, c, warm, secs).await,
+                        Some(r) => open_loop(&target, r, warm, secs).await,
+                        None => closed_loop(&target, c, warm, secs).await,
                     };
                     let after = batch_totals(&http, &rest_base, &m.name).await;
                     let mean_batch = match (before, after) {
@@ -499,6 +499,7 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
                     let e = &figures[b - 1];
                     let q = |p: f64| measured.latency_us.value_at_quantile(p) as f64 / 1e3;
                     let rps = measured.completed as f64 / measured.seconds;
+                    let overhead_p50_us = (q(0.5) - e.run_p50_ms) * 1e3;
                     let row = Row {
                         model: m.name.clone(),
                         protocol: protocol.clone(),
@@ -513,10 +514,9 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
                         mean_batch,
                         engine_samples_per_s: e.samples_per_s,
                         served_over_raw: rps / e.samples_per_s,
-                        overhead_p50_us: (q(0.5) - e.run_p50_ms) * 1e3,
-                        floor_p50_us: if protocol == "grpc" { grpc_floor } else { rest_floor },
-                        overhead_over_floor_p50_us: (q(0.5) - e.run_p50_ms) * 1e3
-                            - if protocol == "grpc" { grpc_floor } else { rest_floor },
+                        overhead_p50_us,
+                        floor_p50_us: floor,
+                        overhead_over_floor_p50_us: overhead_p50_us - floor,
                     };
                     print_row(&row, rows.is_empty());
                     rows.push(row);

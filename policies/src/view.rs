@@ -108,6 +108,21 @@ pub struct PoolView {
 }
 
 impl PoolView {
+    /// A pool of `vm_type` with no instance, no batching and no queue limit.
+    pub fn empty(vm_type: VmTypeId) -> PoolView {
+        PoolView {
+            vm_type,
+            provisioning: MarketCounts::default(),
+            ready: MarketCounts::default(),
+            draining: MarketCounts::default(),
+            queued: 0,
+            in_service: 0,
+            batching: BatchRule::NONE,
+            queue_limit: u32::MAX,
+            ready_loads: Vec::new(),
+        }
+    }
+
     /// Counts one more ready instance holding `load` requests.
     pub fn add_ready_load(&mut self, load: u32) {
         let k = load as usize;
@@ -340,21 +355,7 @@ impl View {
 
     /// A view of an empty cluster at time zero.
     pub fn new(catalog: Arc<Catalog>, slo: Slo, window: ArrivalWindow, functions: FunctionSettings) -> View {
-        let pools = catalog
-            .vm_types
-            .iter()
-            .map(|t| PoolView {
-                vm_type: t.id,
-                provisioning: MarketCounts::default(),
-                ready: MarketCounts::default(),
-                draining: MarketCounts::default(),
-                queued: 0,
-                in_service: 0,
-                batching: BatchRule::NONE,
-                queue_limit: u32::MAX,
-                ready_loads: Vec::new(),
-            })
-            .collect();
+        let pools = catalog.vm_types.iter().map(|t| PoolView::empty(t.id)).collect();
         View {
             now: Nanos::ZERO,
             slo,
@@ -399,17 +400,7 @@ mod tests {
 
     #[test]
     fn ready_loads_give_the_least_loaded_ready_instance() {
-        let mut pool = PoolView {
-            vm_type: VmTypeId(0),
-            provisioning: MarketCounts::default(),
-            ready: MarketCounts::default(),
-            draining: MarketCounts::default(),
-            queued: 0,
-            in_service: 0,
-            batching: BatchRule::NONE,
-            queue_limit: 8,
-            ready_loads: Vec::new(),
-        };
+        let mut pool = PoolView::empty(VmTypeId(0));
         assert_eq!(pool.least_ready_load(), None);
         pool.add_ready_load(3);
         pool.add_ready_load(5);

@@ -327,6 +327,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Binds `listen` and tells `bound` the address (port 0: the one chosen): REST and gRPC alike.
+async fn bind(
+    listen: &str,
+    bound: impl FnOnce(SocketAddr),
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Io { what: format!("binding {listen}"), source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io { what: "local address".into(), source })?;
+    bound(addr);
+    Ok((listener, addr))
+}
+
 /// Serves `state` on `listen` until `shutdown` resolves; returns the bound address through `bound` first.
 pub async fn serve(
     state: Arc<AppState>,
@@ -334,11 +347,7 @@ pub async fn serve(
     bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Io { what: format!("binding {listen}"), source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Io { what: "local address".into(), source })?;
-    bound(addr);
+    let (listener, addr) = bind(listen, bound).await?;
     tracing::info!(%addr, "serving the Open Inference Protocol v2");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

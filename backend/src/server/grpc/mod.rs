@@ -215,11 +215,7 @@ pub async fn serve_grpc(
     bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Io { what: format!("binding {listen}"), source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Io { what: "local address".into(), source })?;
-    bound(addr);
+    let (listener, addr) = super::bind(listen, bound).await?;
     tracing::info!(%addr, "serving the Open Inference Protocol v2 over gRPC");
     // No Nagle delay: a small answer waiting for the client's delayed ACK costs 40 ms (measured by
     // `hyscale bench serve` before this: CNN over gRPC at p90 43 ms).
