@@ -369,7 +369,7 @@ fn function_traits(
         .map(|f| {
             let memory_mb =
                 f.memory_mb.map(|mb| (mb.ceil() as u32).clamp(platform.memory_min_mb, platform.memory_max_mb));
-            (f.model, FunctionTraits { duration: f.duration.clone(), memory_mb })
+            (f.model, FunctionTraits { duration: f.duration, memory_mb })
         })
         .collect())
 }

@@ -3,8 +3,8 @@
 //! execution-time percentiles (`durations`) and per-app (or per-function) memory percentiles (`memory`).
 //!
 //! The reader keeps the per-minute counts of the *selected* functions (4 bytes per function-minute: the
-//! trace's own size, never per-request arrivals) and makes arrivals one minute at a time, spreading each
-//! minute's count by the chosen [`Spread`]. Each selected function becomes one model id, numbered in the
+//! trace's own size, never per-request arrivals), minute by minute, and makes arrivals one minute at a time,
+//! spreading each minute's count by the chosen [`Spread`]. Each selected function becomes one model id, numbered in the
 //! order of the selection (file order; by volume, largest first, for a top-N selection).
 
 use std::collections::HashMap;
@@ -37,13 +37,18 @@ pub struct Selection {
     pub top: Option<usize>,
 }
 
-/// Execution-time percentiles of one function, ms (the trace's `durations` file).
-#[derive(Clone, Debug, PartialEq)]
+/// The percentiles of execution time the Azure Functions 2019 `durations` file gives, in its column order
+/// (`percentile_Average_0` … `percentile_Average_100`).
+pub const DURATION_PERCENTILES: [f64; 7] = [0.0, 1.0, 25.0, 50.0, 75.0, 99.0, 100.0];
+
+/// Execution-time percentiles of one function, ms (the trace's `durations` file). Plain values (one cache
+/// line), so the simulator keeps a copy beside its function's other per-request state.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DurationPercentiles {
     /// Mean execution time.
     pub average_ms: f64,
-    /// `(percentile, ms)` for the percentiles 0, 1, 25, 50, 75, 99, 100.
-    pub percentiles: Vec<(f64, f64)>,
+    /// The execution time at each of [`DURATION_PERCENTILES`].
+    pub ms: [f64; 7],
 }
 
 impl DurationPercentiles {
@@ -51,17 +56,11 @@ impl DurationPercentiles {
     /// feed it a uniform random number to sample a duration that follows the trace.
     pub fn at_quantile(&self, q: f64) -> f64 {
         let p = q.clamp(0.0, 1.0) * 100.0;
-        let pts = &self.percentiles;
-        let i = pts.partition_point(|&(pc, _)| pc < p);
-        match i {
-            0 => pts.first().map_or(self.average_ms, |x| x.1),
-            i if i >= pts.len() => pts.last().map_or(self.average_ms, |x| x.1),
-            i => {
-                let (p0, v0) = pts[i - 1];
-                let (p1, v1) = pts[i];
-                if p1 > p0 { v0 + (v1 - v0) * (p - p0) / (p1 - p0) } else { v1 }
-            }
-        }
+        let (pc, ms) = (&DURATION_PERCENTILES, &self.ms);
+        // The segment [pc[i - 1], pc[i]] holding p (the first whose upper end reaches it).
+        let i = pc[1..].iter().take_while(|&&upper| upper < p).count() + 1;
+        let (p0, p1, v0, v1) = (pc[i - 1], pc[i], ms[i - 1], ms[i]);
+        v0 + (v1 - v0) * (p - p0) / (p1 - p0)
     }
 }
 
@@ -108,13 +107,19 @@ pub struct AzureFunctionsSpec {
 /// Streams arrivals from an Azure Functions 2019 invocations file.
 pub struct AzureFunctionsReader {
     functions: Vec<FunctionInfo>,
-    counts: Vec<Vec<u32>>,
+    /// Minute `m`'s counts, by model, are `counts[m * functions.len()..][..functions.len()]`: a minute reads
+    /// one run of memory, not a cell of every function's row (the profile showed those cache misses).
+    counts: Vec<u32>,
+    /// Bits of a buffered arrival's key that hold its model id (enough for the selection, at most
+    /// `MODEL_BITS`): fewer bits, fewer radix passes.
+    model_bits: u32,
     minutes: usize,
     spread: Spread,
     rng: Pcg64Mcg,
     minute: usize,
-    /// The current minute's arrivals as sort keys: offset into the minute (ns) above `MODEL_BITS` bits of
-    /// model id, so one `u64` sort orders them by time, then model (the profile showed the tuple sort).
+    /// The current minute's arrivals as sort keys: offset into the minute (ns) above `model_bits` bits of
+    /// model id, so one `u64` radix sort orders them by time, then model (the profile showed the tuple sort,
+    /// then the comparison sort).
     buffer: Vec<u64>,
     buffer_start: Nanos,
     times: Vec<Nanos>,
@@ -129,7 +134,7 @@ impl AzureFunctionsReader {
     /// Reads and selects functions from `spec` (paths relative to `base`); `seed` drives the spreading.
     pub fn open(spec: &AzureFunctionsSpec, base: &Path, seed: u64) -> Result<AzureFunctionsReader, TraceError> {
         let path = base.join(&spec.path);
-        let (mut functions, mut counts, minutes) = read_invocations(&path, &spec.select)?;
+        let (mut functions, rows, minutes) = read_invocations(&path, &spec.select)?;
         if let Some(d) = &spec.durations {
             attach_durations(&base.join(d), &mut functions)?;
         }
@@ -154,10 +159,19 @@ impl AzureFunctionsReader {
         for (i, f) in functions.iter_mut().enumerate() {
             f.model = i as u32;
         }
-        counts.shrink_to_fit();
+        // Minute-major, each function's row dropped once copied.
+        let n = rows.len();
+        let mut counts = vec![0u32; minutes * n];
+        for (f, row) in rows.into_iter().enumerate() {
+            for (m, c) in row.into_iter().enumerate() {
+                counts[m * n + f] = c;
+            }
+        }
+        let model_bits = (u32::BITS - (functions.len() as u32).leading_zeros()).max(1);
         Ok(AzureFunctionsReader {
             functions,
             counts,
+            model_bits,
             minutes,
             spread: spec.spread,
             rng: Pcg64Mcg::seed_from_u64(seed),
@@ -189,12 +203,14 @@ impl AzureFunctionsReader {
         self.next = 0;
         let start = Nanos(MINUTE.0 * self.minute as u64);
         self.buffer_start = start;
-        for (model, row) in self.counts.iter().enumerate() {
+        let bits = self.model_bits;
+        let n = self.functions.len();
+        for (model, &count) in self.counts[self.minute * n..][..n].iter().enumerate() {
             self.times.clear();
-            self.spread.place(start, MINUTE, row[self.minute], &mut self.rng, &mut self.times);
-            self.buffer.extend(self.times.iter().map(|&t| ((t.0 - start.0) << MODEL_BITS) | model as u64));
+            self.spread.place(start, MINUTE, count, &mut self.rng, &mut self.times);
+            self.buffer.extend(self.times.iter().map(|&t| ((t.0 - start.0) << bits) | model as u64));
         }
-        self.buffer.sort_unstable();
+        radsort::sort(&mut self.buffer);
         self.minute += 1;
     }
 }
@@ -210,7 +226,8 @@ impl Iterator for AzureFunctionsReader {
             self.fill();
         }
         let key = self.buffer[self.next];
-        let (time, model) = (Nanos(self.buffer_start.0 + (key >> MODEL_BITS)), (key & ((1 << MODEL_BITS) - 1)) as u32);
+        let bits = self.model_bits;
+        let (time, model) = (Nanos(self.buffer_start.0 + (key >> bits)), (key & ((1 << bits) - 1)) as u32);
         self.next += 1;
         Some(Ok(Arrival { time, model, input_size: 0, output_size: 0 }))
     }
@@ -362,9 +379,9 @@ fn attach_durations(path: &Path, functions: &mut [FunctionInfo]) -> Result<(), T
     let app = header_index(path, &header, "HashApp")?;
     let function = header_index(path, &header, "HashFunction")?;
     let average = header_index(path, &header, "Average")?;
-    let mut pcts = Vec::new();
-    for p in [0, 1, 25, 50, 75, 99, 100] {
-        pcts.push((p as f64, header_index(path, &header, &format!("percentile_Average_{p}"))?));
+    let mut pcts = [0usize; 7];
+    for (col, p) in pcts.iter_mut().zip(DURATION_PERCENTILES) {
+        *col = header_index(path, &header, &format!("percentile_Average_{p}"))?;
     }
     let mut by_key: HashMap<(String, String, String), usize> = HashMap::new();
     for (i, f) in functions.iter().enumerate() {
@@ -374,12 +391,11 @@ fn attach_durations(path: &Path, functions: &mut [FunctionInfo]) -> Result<(), T
         let record = record.map_err(|e| csv_error(path, e))?;
         let key = (record[owner].trim().to_string(), record[app].trim().to_string(), record[function].trim().into());
         let Some(&i) = by_key.get(&key) else { continue };
-        let mut percentiles = Vec::with_capacity(pcts.len());
-        for &(p, col) in &pcts {
-            percentiles.push((p, number(path, &record, &header, col)?));
+        let mut ms = [0.0; 7];
+        for (v, &col) in ms.iter_mut().zip(&pcts) {
+            *v = number(path, &record, &header, col)?;
         }
-        functions[i].duration =
-            Some(DurationPercentiles { average_ms: number(path, &record, &header, average)?, percentiles });
+        functions[i].duration = Some(DurationPercentiles { average_ms: number(path, &record, &header, average)?, ms });
     }
     Ok(())
 }
@@ -492,19 +508,19 @@ mod tests {
     fn duration_quantiles_interpolate() {
         let d = DurationPercentiles {
             average_ms: 10.0,
-            percentiles: vec![
-                (0.0, 1.0),
-                (1.0, 2.0),
-                (25.0, 5.0),
-                (50.0, 8.0),
-                (75.0, 12.0),
-                (99.0, 40.0),
-                (100.0, 90.0),
-            ],
+            // At percentiles 0, 1, 25, 50, 75, 99, 100.
+            ms: [1.0, 2.0, 5.0, 8.0, 12.0, 40.0, 90.0],
         };
         assert_eq!(d.at_quantile(0.0), 1.0);
+        assert_eq!(d.at_quantile(-3.0), 1.0);
+        // Half-way from percentile 0 to 1.
+        assert!((d.at_quantile(0.005) - 1.5).abs() < 1e-12);
+        assert_eq!(d.at_quantile(0.01), 2.0);
         assert_eq!(d.at_quantile(0.5), 8.0);
         assert!((d.at_quantile(0.625) - 10.0).abs() < 1e-9);
+        // 99.5: half-way from 40 to 90.
+        assert!((d.at_quantile(0.995) - 65.0).abs() < 1e-9);
         assert_eq!(d.at_quantile(1.0), 90.0);
+        assert_eq!(d.at_quantile(7.0), 90.0);
     }
 }

@@ -30,13 +30,20 @@ impl World<'_> {
 
     /// Function `id`'s slot in `functions`, added on first sight.
     pub(super) fn function_slot(&mut self, id: u32) -> u32 {
-        if let Some(&slot) = self.fn_slots.get(&id) {
+        let known = if id < DENSE_IDS {
+            self.fn_slot_of.get(id as usize).copied().filter(|&s| s != NO_SLOT)
+        } else {
+            self.fn_slots.get(&id).copied()
+        };
+        if let Some(slot) = known {
             return slot;
         }
         let slot = self.functions.len() as u32;
         let sc = self.sc;
+        let traits = sc.function_traits.get(&id);
         self.functions.push(FnFunction {
-            traits: sc.function_traits.get(&id),
+            duration: traits.and_then(|t| t.duration),
+            memory_mb: traits.and_then(|t| t.memory_mb),
             model: sc.model(id),
             warm_free: Vec::new(),
             cold_free: Vec::new(),
@@ -46,7 +53,14 @@ impl World<'_> {
             invocations: 0,
             cold_invocations: 0,
         });
-        self.fn_slots.insert(id, slot);
+        if id < DENSE_IDS {
+            if self.fn_slot_of.len() <= id as usize {
+                self.fn_slot_of.resize(id as usize + 1, NO_SLOT);
+            }
+            self.fn_slot_of[id as usize] = slot;
+        } else {
+            self.fn_slots.insert(id, slot);
+        }
         slot
     }
 
@@ -108,7 +122,7 @@ impl World<'_> {
         let settings = self.view.functions.settings;
         let slot = self.function_slot(function);
         let f = &self.functions[slot as usize];
-        let memory_mb = f.traits.and_then(|t| t.memory_mb).unwrap_or(settings.memory_mb);
+        let memory_mb = f.memory_mb.unwrap_or(settings.memory_mb);
         let model = f.model;
         let m = &self.sc.function_model;
         let platform = &self.sc.catalog.functions;
@@ -242,12 +256,14 @@ impl World<'_> {
                     let f = &self.functions[inst.slot as usize];
                     let model = f.model;
                     let (table, max_vcpus) = (model.function_service, model.max_vcpus_per_request);
-                    let traced = f.traits.and_then(|t| t.duration.as_ref());
-                    let service = match traced {
+                    let service = match &f.duration {
                         // The trace's execution time of one invocation, the batch's as the profile scales it.
                         Some(d) => {
                             let u: f64 = self.rng_service.random();
-                            let ms = d.at_quantile(u) * table.latency(n).as_secs_f64() / table.latency(1).as_secs_f64();
+                            let mut ms = d.at_quantile(u);
+                            if n > 1 {
+                                ms = ms * table.latency(n).as_secs_f64() / table.latency(1).as_secs_f64();
+                            }
                             Nanos::from_millis_f64(ms).max(Nanos(1))
                         }
                         None => {
@@ -349,7 +365,7 @@ impl World<'_> {
         if inst.armed.is_none_or(|t| t > at) {
             inst.armed = Some(at);
             let epoch = inst.epoch;
-            self.queue.push(at, Event::FnExpire { idx, epoch });
+            self.queue.push_timer(at, Event::FnExpire { idx, epoch });
         }
     }
 

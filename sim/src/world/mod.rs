@@ -176,8 +176,10 @@ impl FnInst {
 /// table (`World::functions`, found by id through `World::fn_slots` once per request); an instance knows its
 /// function's slot.
 struct FnFunction<'a> {
-    /// Its traits from the trace, and its model's figures, looked up once.
-    traits: Option<&'a crate::scenario::FunctionTraits>,
+    /// Its execution times from the trace (a copy, read on every request: no pointer to chase) and its
+    /// memory from the trace, and its model's figures, looked up once.
+    duration: Option<hyscale_traces::DurationPercentiles>,
+    memory_mb: Option<u32>,
     model: crate::scenario::ModelFigures<'a>,
     /// Its instances with room, warm and cold: stacks, the last (most recently freed) taken first.
     warm_free: Vec<u32>,
@@ -192,6 +194,10 @@ struct FnFunction<'a> {
     invocations: u64,
     cold_invocations: u64,
 }
+
+/// Function ids below this are found through a table indexed by id (traces number their functions from 0).
+const DENSE_IDS: u32 = 1 << 20;
+const NO_SLOT: u32 = u32::MAX;
 
 /// Provisioned (pre-warmed) capacity belongs to this function: the one of single-model traces.
 const PROVISIONED_FUNCTION: u32 = 0;
@@ -243,7 +249,9 @@ struct World<'a> {
     fn_free: Vec<u32>,
     /// Per function, in the order first seen; the summary sorts and sums, so the order never reaches the report.
     functions: Vec<FnFunction<'a>>,
-    /// Function id → slot in `functions`: a fast hash, looked up once per request.
+    /// Function id → slot in `functions`, looked up once per request: a table indexed by id for the small
+    /// ids traces give (`NO_SLOT` where unseen), a fast hash for ids from `DENSE_IDS` up.
+    fn_slot_of: Vec<u32>,
     fn_slots: rustc_hash::FxHashMap<u32, u32>,
     keep_alive: Option<Box<dyn KeepAlivePolicy>>,
     /// Memory of idle warm instances, MB.
@@ -449,6 +457,7 @@ impl<'a> World<'a> {
             fns: Vec::new(),
             fn_free: Vec::new(),
             functions: Vec::new(),
+            fn_slot_of: Vec::new(),
             fn_slots: rustc_hash::FxHashMap::default(),
             // Checked when the scenario was loaded.
             keep_alive: sc.file.keep_alive.as_ref().and_then(|k| k.build().ok()),
