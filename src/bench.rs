@@ -67,6 +67,9 @@ struct RunFigures {
     events: u64,
     wall_s: f64,
     peak_rss_mb: f64,
+    /// Most events pending at once (the event queue's size).
+    #[serde(default)]
+    queue_peak: usize,
 }
 
 const APPS: usize = 1000;
@@ -235,6 +238,7 @@ fn run_one(kind: &str, dir: &Path) -> anyhow::Result<()> {
         events: stats.events,
         wall_s,
         peak_rss_mb: peak_rss_mb(),
+        queue_peak: stats.queue_peak,
     };
     println!("{}", serde_json::to_string(&figures)?);
     Ok(())

@@ -69,6 +69,10 @@ pub struct ServeBenchArgs {
     /// cores, 1 leaves the other to the server and the load generator.
     #[arg(long)]
     intra_threads: Option<usize>,
+    /// Worker threads of the server started here (default: tokio's, one per core). With 2 cores and one
+    /// intra-op thread, 1 keeps the server's threads from trading the spare core with each other.
+    #[arg(long)]
+    server_threads: Option<usize>,
     /// Write the table as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -107,7 +111,41 @@ struct Row {
     floor_p50_us: f64,
     /// The overhead above that floor: served p50 − floor − the engine's median run.
     overhead_over_floor_p50_us: f64,
+    /// CPU time per request of the server's threads (HTTP, gRPC, decoding, admission; not the engine),
+    /// and of the load generator (this process's main thread), µs: where the spare core goes. From the
+    /// kernel's per-thread run time (Linux `schedstat`); None elsewhere or with --url.
+    server_cpu_us_per_request: Option<f64>,
+    client_cpu_us_per_request: Option<f64>,
+    /// The fraction of the wall time the model's batcher thread (the engine) ran.
+    engine_busy: Option<f64>,
 }
+
+/// Nanoseconds run so far by this process's threads whose name starts with `prefix` (`None`: the main
+/// thread), from `/proc/self/task/*/schedstat`; `None` where the kernel does not say.
+fn threads_cpu_ns(prefix: Option<&str>) -> Option<u64> {
+    let main = std::process::id().to_string();
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let wanted = match prefix {
+            None => tid == main,
+            Some(p) => std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with(p)),
+        };
+        if wanted {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+/// The server's, the load generator's and the batchers' run time so far, ns.
+fn cpu_now(model: &str) -> [Option<u64>; 3] {
+    [threads_cpu_ns(Some(SERVER_THREAD)), threads_cpu_ns(None), threads_cpu_ns(Some(&format!("batcher-{model}")))]
+}
+
+/// The name of the server's worker threads in this process (a thread name holds 15 bytes).
+const SERVER_THREAD: &str = "bench-server";
 
 /// What one request carries, ready to send again and again.
 #[derive(Clone)]
@@ -174,7 +212,7 @@ fn payload(model: &str, meta: &ModelMetadata) -> anyhow::Result<Payload> {
         let mut bytes = Vec::new();
         hyscale_backend::server::binary::extend_le(&mut bytes, &t.data);
         binary.extend_from_slice(&bytes);
-        raw.push(bytes);
+        raw.push(bytes.into());
     }
     let grpc = ModelInferRequest {
         model_name: model.to_string(),
@@ -409,6 +447,9 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
     if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(bad("--rate must be a positive number of requests per second".into()));
     }
+    if args.server_threads.is_some_and(|n| n == 0 || n > 1024) {
+        return Err(bad("--server-threads must be in 1..=1024".into()));
+    }
     if args.concurrency.iter().any(|&c| c == 0 || c > 10_000) {
         return Err(bad("--concurrency levels must be in 1..=10000".into()));
     }
@@ -436,7 +477,12 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
         engine_table.insert(m.name.clone(), engine_figures(engine, &path, m.max_batch as usize, 0.4)?);
     }
     // The server, on its own threads.
-    let server_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut server_rt = tokio::runtime::Builder::new_multi_thread();
+    server_rt.thread_name(SERVER_THREAD);
+    if let Some(n) = args.server_threads {
+        server_rt.worker_threads(n);
+    }
+    let server_rt = server_rt.enable_all().build()?;
     let (rest_base, grpc_base) = match &args.url {
         Some(u) => (u.trim_end_matches('/').to_string(), args.grpc_url.clone()),
         None => start_server(&server_rt, &config, &base)?,
@@ -484,15 +530,31 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
                 let levels: Vec<usize> = if args.rate.is_some() { vec![0] } else { args.concurrency.clone() };
                 for c in levels {
                     let before = batch_totals(&http, &rest_base, &m.name).await;
+                    let (cpu0, wall0) = (cpu_now(&m.name), Instant::now());
                     let warm = Duration::from_secs_f64(args.warmup_s);
                     let secs = Duration::from_secs_f64(args.duration_s);
                     let measured = match args.rate {
                         Some(r) => open_loop(&target, r, warm, secs).await,
                         None => closed_loop(&target, c, warm, secs).await,
                     };
+                    let (cpu1, wall) = (cpu_now(&m.name), wall0.elapsed().as_secs_f64());
                     let after = batch_totals(&http, &rest_base, &m.name).await;
                     let mean_batch = match (before, after) {
                         (Some((s0, n0)), Some((s1, n1))) if n1 > n0 => Some((s1 - s0) / (n1 - n0)),
+                        _ => None,
+                    };
+                    // Requests served over the whole call (warm-up included, as the CPU times are): one
+                    // sample each.
+                    let served = match (before, after, args.url.is_none()) {
+                        (Some((s0, _)), Some((s1, _)), true) if s1 > s0 => Some(s1 - s0),
+                        _ => None,
+                    };
+                    let per_request = |k: usize| match (cpu0[k], cpu1[k], served) {
+                        (Some(a), Some(b), Some(n)) => Some(b.saturating_sub(a) as f64 / 1e3 / n),
+                        _ => None,
+                    };
+                    let engine_busy = match (cpu0[2], cpu1[2], args.url.is_none()) {
+                        (Some(a), Some(b), true) if wall > 0.0 => Some(b.saturating_sub(a) as f64 / 1e9 / wall),
                         _ => None,
                     };
                     let b = mean_batch.map_or(1, |b| (b.round() as usize).clamp(1, figures.len()));
@@ -517,6 +579,9 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
                         overhead_p50_us,
                         floor_p50_us: floor,
                         overhead_over_floor_p50_us: overhead_p50_us - floor,
+                        server_cpu_us_per_request: per_request(0),
+                        client_cpu_us_per_request: per_request(1),
+                        engine_busy,
                     };
                     print_row(&row, rows.is_empty());
                     rows.push(row);
@@ -545,7 +610,7 @@ fn engine_describe() -> String {
 fn print_row(r: &Row, header: bool) {
     if header {
         println!(
-            "{:<6} {:<7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>7} {:>11} {:>7} {:>10} {:>9} {:>10}",
+            "{:<6} {:<7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>7} {:>11} {:>7} {:>10} {:>9} {:>10} {:>8} {:>8} {:>6}",
             "model",
             "proto",
             "conc",
@@ -558,12 +623,15 @@ fn print_row(r: &Row, header: bool) {
             "ratio",
             "ovh p50 µs",
             "floor µs",
-            "ovh-floor"
+            "ovh-floor",
+            "srv µs",
+            "cli µs",
+            "busy"
         );
     }
     let load = if r.concurrency > 0 { r.concurrency.to_string() } else { format!("{}/s", r.rate_per_s) };
     println!(
-        "{:<6} {:<7} {:>6} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>11.0} {:>7.2} {:>10.0} {:>9.0} {:>10.0}{}",
+        "{:<6} {:<7} {:>6} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>11.0} {:>7.2} {:>10.0} {:>9.0} {:>10.0} {:>8} {:>8} {:>6}{}",
         r.model,
         r.protocol,
         load,
@@ -577,6 +645,9 @@ fn print_row(r: &Row, header: bool) {
         r.overhead_p50_us,
         r.floor_p50_us,
         r.overhead_over_floor_p50_us,
+        r.server_cpu_us_per_request.map_or("-".to_string(), |c| format!("{c:.1}")),
+        r.client_cpu_us_per_request.map_or("-".to_string(), |c| format!("{c:.1}")),
+        r.engine_busy.map_or("-".to_string(), |b| format!("{b:.2}")),
         if r.failed > 0 { format!("  ({} failed)", r.failed) } else { String::new() }
     );
 }

@@ -225,6 +225,7 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         (vec!["bench", "--hours", "0", "--out", o], "--hours"),
         (vec!["bench", "serve", "--protocols", "smtp", "--out", o], "smtp"),
         (vec!["bench", "serve", "--concurrency", "0", "--out", o], "--concurrency"),
+        (vec!["bench", "serve", "--server-threads", "0", "--out", o], "--server-threads"),
         (vec!["bench", "serve", "--rate", "0", "--out", o], "--rate"),
         (vec!["bench", "serve", "--models", "resnet", "--out", o], "resnet"),
         (vec!["bench", "serve", "--config", "nope.toml", "--out", o], "nope.toml"),
@@ -247,7 +248,7 @@ fn bench_serve_measures_every_protocol_against_the_engine() {
     let out = dir.path().join("serve.json");
     let o = out.to_str().unwrap();
     let common = ["bench", "serve", "--models", "mlp", "--duration-s", "0.3", "--warmup-s", "0.1", "--out", o];
-    let (code, stdout, err) = hyscale(&[&common[..], &["--concurrency", "1,4"]].concat());
+    let (code, stdout, err) = hyscale(&[&common[..], &["--concurrency", "1,4", "--server-threads", "1"]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("ratio"), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -258,6 +259,12 @@ fn bench_serve_measures_every_protocol_against_the_engine() {
         assert!(r["engine_samples_per_s"].as_f64().unwrap() > 0.0 && r["mean_batch"].as_f64().unwrap() >= 1.0, "{r}");
         assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap(), "{r}");
         assert!(r["floor_p50_us"].as_f64().unwrap() > 0.0, "the protocol's floor measured: {r}");
+        // Where the CPU went, from the kernel's per-thread run time: the server's threads and the load
+        // generator each spent some per request; the engine ran part of the time.
+        assert!(r["server_cpu_us_per_request"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["client_cpu_us_per_request"].as_f64().unwrap() > 0.0, "{r}");
+        let busy = r["engine_busy"].as_f64().unwrap();
+        assert!(busy > 0.0 && busy <= 1.2, "{r}");
     }
     // The engine alone at every batch size up to the model's max_batch (8 in live/mlp.toml).
     assert_eq!(json["engine_alone"]["mlp"].as_array().unwrap().len(), 8, "{json}");

@@ -76,6 +76,10 @@ impl LatencyTable {
 
     /// Latency of a batch of `batch` requests whose input and output sizes add up to `input` and `output`.
     pub fn latency_sized(&self, batch: u32, input: u64, output: u64) -> Nanos {
+        if input == 0 && output == 0 {
+            // Nothing to add (and no float rounding, a library call, on every batch).
+            return self.latency(batch);
+        }
         let extra = (input as f64 * self.per_input_ns + output as f64 * self.per_output_ns).round();
         self.latency(batch).saturating_add(Nanos(extra.min(u64::MAX as f64) as u64))
     }

@@ -57,7 +57,7 @@ fn request(shape: &[i64], raw: Option<Vec<u8>>, contents: Option<Vec<f32>>) -> M
             contents: contents.map(|fp32_contents| InferTensorContents { fp32_contents, ..Default::default() }),
             ..Default::default()
         }],
-        raw_input_contents: raw.into_iter().collect(),
+        raw_input_contents: raw.into_iter().map(Into::into).collect(),
         ..Default::default()
     }
 }
@@ -90,7 +90,7 @@ async fn grpc_answers_as_the_engine_does_and_names_what_is_wrong() {
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("dimension 1 must be 64"), "{s:?}");
     let mut two_raw = request(&[1, 64], Some(le_bytes(&[0.0; 64])), None);
-    two_raw.raw_input_contents.push(vec![0; 8]);
+    two_raw.raw_input_contents.push(vec![0; 8].into());
     let s = status(client.model_infer(two_raw).await);
     assert!(s.code() == Code::InvalidArgument && s.message().contains("2 entries for 1 inputs"), "{s:?}");
     let s = status(client.model_infer(request(&[1, 64], Some(vec![0; 7]), None)).await);

@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Tensor bytes as `Bytes`: decoded as a view of the received buffer (no copy), cloned by reference.
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
         .out_dir(&out)
         .compile_fds(fds)?;
     println!("wrote {}", out.join("inference.rs").display());

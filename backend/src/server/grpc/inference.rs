@@ -90,8 +90,8 @@ pub struct ModelInferRequest {
         model_infer_request::InferRequestedOutputTensor,
     >,
     /// Little-endian, row-major element bytes, one entry per input.
-    #[prost(bytes = "vec", repeated, tag = "7")]
-    pub raw_input_contents: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(bytes = "bytes", repeated, tag = "7")]
+    pub raw_input_contents: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
 }
 /// Nested message and enum types in `ModelInferRequest`.
 pub mod model_infer_request {
@@ -140,8 +140,8 @@ pub struct ModelInferResponse {
     #[prost(message, repeated, tag = "5")]
     pub outputs: ::prost::alloc::vec::Vec<model_infer_response::InferOutputTensor>,
     /// Little-endian, row-major element bytes, one entry per output.
-    #[prost(bytes = "vec", repeated, tag = "6")]
-    pub raw_output_contents: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(bytes = "bytes", repeated, tag = "6")]
+    pub raw_output_contents: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
 }
 /// Nested message and enum types in `ModelInferResponse`.
 pub mod model_infer_response {

@@ -66,7 +66,7 @@ impl Service {
             .map(|o| {
                 let mut bytes = Vec::new();
                 super::binary::extend_le(&mut bytes, &o.data);
-                raw.push(bytes);
+                raw.push(bytes.into());
                 InferOutputTensor {
                     name: o.name,
                     datatype: o.datatype.to_string(),
