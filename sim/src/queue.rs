@@ -8,9 +8,11 @@
 //! The heap compares one `u128` key (time in the high half, sequence number in the low half): the profile
 //! showed the generic tuple comparison of `(time, seq, event)` costing more than the heap's own moves.
 //!
-//! Long timers (a keep-alive check, one armed per idle instance, minutes ahead and mostly re-armed rather
-//! than fired) wait in a heap of their own ([`EventQueue::push_timer`]): the heap of near events that pops
-//! on every request stays small and in cache. Both share the sequence numbers and a pop takes the smaller
+//! Long timers wait in a heap of their own ([`EventQueue::push_timer`]): a keep-alive check (one armed per
+//! idle instance, minutes ahead and mostly re-armed rather than fired), a spot VM's sampled interruption
+//! (hours ahead, and stale once the VM is released: under a policy that re-plans every second they piled up
+//! in the one heap, a thousand after 2 simulated hours), a listed interruption, the drain deadline. The heap
+//! of near events that pops on every request stays small and in cache. Both share the sequence numbers and a pop takes the smaller
 //! key of the two tops, so the order of events is exactly that of one heap. Tried and measured no better
 //! (`hyscale bench`, 24 h, within the runs' spread): a radix heap for the near events, the `radix-heap`
 //! crate for all (25% slower: its refill scans the 64 buckets of the key's sequence half), a 4-ary heap.

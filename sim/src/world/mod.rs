@@ -14,6 +14,7 @@ use hyscale_policies::report::{
     ActionSummary, CostSummary, FunctionStatsSummary, InstanceSummary, ModelMemorySummary, REPORT_FORMAT, Report,
     TimelineRow,
 };
+use hyscale_policies::rules::DispatchCandidate;
 use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
     Action, ArrivalWindow, BatchDecision, DropReason, FunctionCounts, FunctionSettings, InstanceId, Ledger, Market,
@@ -244,6 +245,11 @@ struct World<'a> {
     view: View,
     ledger: Ledger,
     vms: Vec<Vm>,
+    /// Per VM (by index, as `vms`), what the dispatch rule reads of it (`None` once gone), kept by
+    /// `vm_sync`: the scan of a pool per request reads these, not each VM's whole record (the profile showed
+    /// that scan as a fifth of a VM-heavy run; an ordered index of them, tried, cost more to keep than the
+    /// scan of a few dozen VMs).
+    dispatch_keys: Vec<Option<DispatchCandidate<u32>>>,
     pool_members: Vec<Vec<u32>>,
     fns: Vec<FnInst>,
     fn_free: Vec<u32>,
@@ -453,6 +459,7 @@ impl<'a> World<'a> {
             view,
             ledger: Ledger::new(sc.slo),
             vms: Vec::new(),
+            dispatch_keys: Vec::new(),
             pool_members: vec![Vec::new(); sc.catalog.vm_types.len()],
             fns: Vec::new(),
             fn_free: Vec::new(),
@@ -504,7 +511,7 @@ impl<'a> World<'a> {
         self.queue.push(self.view.arrivals.interval.max(Nanos(1)), Event::WindowRoll);
         self.queue.push(self.report_interval, Event::Sample);
         for (k, e) in self.sc.spot_events.iter().enumerate() {
-            self.queue.push(e.0, Event::SpotListed(k as u32));
+            self.queue.push_timer(e.0, Event::SpotListed(k as u32));
         }
         Ok(())
     }
@@ -541,7 +548,7 @@ impl<'a> World<'a> {
             Some(Err(e)) => return Err(e.into()),
             None => {
                 self.trace_done = true;
-                self.queue.push(self.now.saturating_add(self.drain_limit), Event::DrainDeadline);
+                self.queue.push_timer(self.now.saturating_add(self.drain_limit), Event::DrainDeadline);
             }
         }
         Ok(())

@@ -15,6 +15,7 @@ impl World<'_> {
         let view_idx = vm.view_idx;
         self.view.vms[view_idx].interruption_at = Some(deadline);
         self.view.notices.push(notice);
+        self.sync_dispatch(i);
         self.queue.push(deadline, Event::SpotTerminate(i));
         let mut actions = mem::take(&mut self.actions);
         self.policy.on_spot_notice(&notice, &self.view, &mut actions);

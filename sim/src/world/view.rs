@@ -9,6 +9,7 @@ impl World<'_> {
         let after = self.vm_snapshot(i);
         let vm = &self.vms[i as usize];
         let (vm_type, market, view_idx) = (vm.vm_type, vm.market, vm.view_idx);
+        self.sync_dispatch(i);
         let pool = &mut self.view.pools[vm_type.0 as usize];
         if before.0 != after.0 {
             if let Some(s) = before.0 {
@@ -45,6 +46,17 @@ impl World<'_> {
             }
             None => {}
         }
+    }
+
+    /// Brings what the dispatch rule reads of VM `i` in line (after any change of its state, load or notice).
+    pub(super) fn sync_dispatch(&mut self, i: u32) {
+        let vm = &self.vms[i as usize];
+        self.dispatch_keys[i as usize] = vm.state.map(|state| DispatchCandidate {
+            key: i,
+            state,
+            outstanding: vm.queue.len() + vm.batch.len(),
+            noticed: vm.noticed,
+        });
     }
 
     /// Brings counts and the free sets in line with instance `idx` after a change from `before`.

@@ -1,7 +1,7 @@
 //! VMs: provisioning, admission (least outstanding among instances in service, a provisioning one only
 //! when none has room, none under an interruption notice), batches by the shared rule, release and drain.
 
-use hyscale_policies::rules::{DispatchCandidate, ReleaseStep, dispatch_to, release_order, release_step};
+use hyscale_policies::rules::{ReleaseStep, dispatch_to, release_order, release_step};
 
 use super::*;
 
@@ -20,6 +20,7 @@ impl World<'_> {
         *self.usage.launched.entry(format!("{}/{}", t.name, market.name())).or_insert(0) += count as u64;
         for _ in 0..count {
             let i = self.vms.len() as u32;
+            self.dispatch_keys.push(None);
             let boot = Nanos::from_secs_f64(model.launch_boot_s.sample(&mut self.rng_provision));
             let ready_at = self.now.saturating_add(boot).saturating_add(model.model_load);
             self.vms.push(Vm {
@@ -57,7 +58,7 @@ impl World<'_> {
                     let hours: f64 = exp.sample(&mut self.rng_spot);
                     let at = self.now.saturating_add(Nanos::from_secs_f64(hours * 3600.0));
                     if at < Nanos::MAX {
-                        self.queue.push(at, Event::SpotNotice(i));
+                        self.queue.push_timer(at, Event::SpotNotice(i));
                     }
                 }
             }
@@ -78,16 +79,7 @@ impl World<'_> {
         }
         let limit = self.sc.file.sim.vm_queue_limit as usize;
         // The dispatch rule both halves follow (`policies::rules::dispatch_to`).
-        let candidates = members.iter().filter_map(|&i| {
-            let vm = &self.vms[i as usize];
-            Some(DispatchCandidate {
-                key: i,
-                state: vm.state?,
-                outstanding: vm.queue.len() + vm.batch.len(),
-                noticed: vm.noticed,
-            })
-        });
-        let i = dispatch_to(candidates, limit)?;
+        let i = dispatch_to(members.iter().filter_map(|&m| self.dispatch_keys[m as usize]), limit)?;
         let before = self.vm_snapshot(i);
         let mut req = req;
         if self.vms[i as usize].state == Some(VmState::Provisioning) {
