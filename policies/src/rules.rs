@@ -79,9 +79,30 @@ pub fn dispatch_to<K: Ord + Copy>(
     candidates: impl IntoIterator<Item = DispatchCandidate<K>>,
     queue_limit: usize,
 ) -> Result<K, RejectReason> {
+    dispatch(candidates, queue_limit, false)
+}
+
+/// [`dispatch_to`] for candidates in ascending key order (as a pool lists its VMs, by launch): the same
+/// choice, found sooner — the first ready VM holding nothing (with room) is the best there can be, so the
+/// scan stops there.
+pub fn dispatch_to_in_key_order<K: Ord + Copy>(
+    candidates: impl IntoIterator<Item = DispatchCandidate<K>>,
+    queue_limit: usize,
+) -> Result<K, RejectReason> {
+    dispatch(candidates, queue_limit, true)
+}
+
+fn dispatch<K: Ord + Copy>(
+    candidates: impl IntoIterator<Item = DispatchCandidate<K>>,
+    queue_limit: usize,
+    key_order: bool,
+) -> Result<K, RejectReason> {
     let mut any = false;
     let mut best: Option<(u8, usize, K)> = None;
+    let mut previous: Option<K> = None;
     for c in candidates {
+        debug_assert!(!key_order || previous.is_none_or(|p| p < c.key), "candidates out of key order");
+        previous = Some(c.key);
         let rank = match c.state {
             _ if c.noticed => continue,
             VmState::Ready => 0,
@@ -91,6 +112,10 @@ pub fn dispatch_to<K: Ord + Copy>(
         any = true;
         if c.outstanding < queue_limit && best.is_none_or(|b| (rank, c.outstanding, c.key) < b) {
             best = Some((rank, c.outstanding, c.key));
+            if key_order && rank == 0 && c.outstanding == 0 {
+                // (0, 0, the smallest key left): nothing later can beat it.
+                break;
+            }
         }
     }
     match best {
@@ -188,6 +213,42 @@ mod tests {
         assert_eq!(dispatch_to([c(1, r, 4, false), c(2, p, 4, false)], 4), Err(RejectReason::QueueFull));
         assert_eq!(dispatch_to([c(1, d, 0, false), c(2, r, 0, true)], 4), Err(RejectReason::NoVmCapacity));
         assert_eq!(dispatch_to(Vec::<DispatchCandidate<u32>>::new(), 4), Err(RejectReason::NoVmCapacity));
+    }
+
+    #[test]
+    fn in_key_order_the_scan_stops_at_the_first_idle_ready_vm_and_chooses_as_the_full_scan() {
+        let c = |key: u32, state, outstanding, noticed| DispatchCandidate { key, state, outstanding, noticed };
+        let (r, p, d) = (VmState::Ready, VmState::Provisioning, VmState::Draining);
+        // Every pool of up to 4 VMs of these kinds, in key order: both scans choose alike.
+        let kinds = [(r, 0, false), (r, 1, false), (r, 4, false), (p, 0, false), (d, 0, false), (r, 0, true)];
+        let mut longest = vec![Vec::new()];
+        let mut pools = longest.clone();
+        for _ in 0..4 {
+            longest = longest
+                .iter()
+                .flat_map(|pool: &Vec<DispatchCandidate<u32>>| {
+                    kinds.iter().map(move |&(state, outstanding, noticed)| {
+                        let mut longer = pool.clone();
+                        longer.push(c(pool.len() as u32 + 1, state, outstanding, noticed));
+                        longer
+                    })
+                })
+                .collect();
+            pools.extend(longest.iter().cloned());
+        }
+        assert_eq!(pools.len(), 1 + 6 + 36 + 216 + 1296);
+        for pool in &pools {
+            assert_eq!(
+                dispatch_to_in_key_order(pool.iter().copied(), 4),
+                dispatch_to(pool.iter().copied(), 4),
+                "{pool:?}"
+            );
+        }
+        // It stops at the idle ready VM: what follows is never looked at.
+        let mut looked = 0;
+        let pool = [c(1, r, 2, false), c(2, r, 0, false), c(3, r, 0, false), c(4, p, 0, false)];
+        let key = dispatch_to_in_key_order(pool.iter().inspect(|_| looked += 1).copied(), 4);
+        assert_eq!((key, looked), (Ok(2), 2));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! VMs: provisioning, admission (least outstanding among instances in service, a provisioning one only
 //! when none has room, none under an interruption notice), batches by the shared rule, release and drain.
 
-use hyscale_policies::rules::{ReleaseStep, dispatch_to, release_order, release_step};
+use hyscale_policies::rules::{ReleaseStep, dispatch_to_in_key_order, release_order, release_step};
 
 use super::*;
 
@@ -78,8 +78,9 @@ impl World<'_> {
             return Err(RejectReason::Policy("model larger than the VM type's memory"));
         }
         let limit = self.sc.file.sim.vm_queue_limit as usize;
-        // The dispatch rule both halves follow (`policies::rules::dispatch_to`).
-        let i = dispatch_to(members.iter().filter_map(|&m| self.dispatch_keys[m as usize]), limit)?;
+        // The dispatch rule both halves follow (`policies::rules::dispatch_to`); a pool lists its VMs by
+        // launch, so in key order.
+        let i = dispatch_to_in_key_order(members.iter().filter_map(|&m| self.dispatch_keys[m as usize]), limit)?;
         let before = self.vm_snapshot(i);
         let mut req = req;
         if self.vms[i as usize].state == Some(VmState::Provisioning) {
