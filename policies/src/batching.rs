@@ -61,6 +61,7 @@ impl BatchRule {
     /// The decision for a free executor at `now` that has run nothing since `idle_since` (`None`: it has just
     /// finished a batch, or cannot tell), with `queued` requests whose oldest joined at `oldest`. With idle
     /// start, a queue whose oldest request arrived while the executor was idle starts at once.
+    #[inline]
     pub fn decide_at(&self, queued: usize, oldest: Nanos, now: Nanos, idle_since: Option<Nanos>) -> BatchDecision {
         if queued == 0 {
             return BatchDecision::Idle;

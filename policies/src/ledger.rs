@@ -176,6 +176,7 @@ impl Ledger {
     }
 
     /// A request completed after `latency`; returns whether it fulfilled the SLO.
+    #[inline]
     pub fn complete(&mut self, latency: Nanos) -> bool {
         self.completed += 1;
         let ok = self.slo.fulfilled(latency);

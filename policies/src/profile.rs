@@ -117,6 +117,7 @@ impl LatencyTable {
     }
 
     /// Service time of one batch of `batch` requests (`batch` of 0 is treated as 1).
+    #[inline]
     pub fn latency(&self, batch: u32) -> Nanos {
         let b = batch.max(1);
         let n = self.batch.len();

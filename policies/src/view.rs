@@ -124,6 +124,7 @@ impl PoolView {
     }
 
     /// Counts one more ready instance holding `load` requests.
+    #[inline]
     pub fn add_ready_load(&mut self, load: u32) {
         let k = load as usize;
         if self.ready_loads.len() <= k {
@@ -133,6 +134,7 @@ impl PoolView {
     }
 
     /// Counts one ready instance holding `load` requests less (it changed load or state, or is gone).
+    #[inline]
     pub fn remove_ready_load(&mut self, load: u32) {
         if let Some(c) = self.ready_loads.get_mut(load as usize) {
             *c = c.saturating_sub(1);

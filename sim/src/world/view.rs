@@ -19,12 +19,14 @@ impl World<'_> {
                 *state_counts(pool, s).get_mut(market) += 1;
             }
         }
-        if before != after {
+        // A ready VM's load counts only its requests' total (a batch starting moves them, it changes nothing).
+        let (load_before, load_after) = (before.1 + before.2, after.1 + after.2);
+        if (before.0, load_before) != (after.0, load_after) {
             if before.0 == Some(VmState::Ready) {
-                pool.remove_ready_load(before.1 + before.2);
+                pool.remove_ready_load(load_before);
             }
             if after.0 == Some(VmState::Ready) {
-                pool.add_ready_load(after.1 + after.2);
+                pool.add_ready_load(load_after);
             }
         }
         pool.queued = pool.queued + after.1 as u64 - before.1 as u64;
