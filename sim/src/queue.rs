@@ -1,4 +1,4 @@
-//! The event queue: a binary heap keyed by (time, sequence number).
+//! The event queue: heaps keyed by (time, sequence number).
 //!
 //! Same-time events run in the order they were scheduled (the sequence number breaks ties), so the order
 //! of events is fully specified and a run is reproducible. The queue holds only pending events: the trace
@@ -12,17 +12,19 @@
 //! idle instance, minutes ahead and mostly re-armed rather than fired), a spot VM's sampled interruption
 //! (hours ahead, and stale once the VM is released: under a policy that re-plans every second they piled up
 //! in the one heap, a thousand after 2 simulated hours), a listed interruption, the drain deadline. The heap
-//! of near events that pops on every request stays small and in cache. Both share the sequence numbers and a pop takes the smaller
-//! key of the two tops, so the order of events is exactly that of one heap. Tried and measured no better
-//! (`hyscale bench`, 24 h, within the runs' spread): a radix heap for the near events, the `radix-heap`
-//! crate for all (25% slower: its refill scans the 64 buckets of the key's sequence half), a 4-ary heap.
+//! of near events that pops on every request stays small and in cache: a 4-ary heap (`dary_heap`), half
+//! the levels of a binary one, since a pop is a chain of dependent loads, one per level (measured against
+//! the binary heap in alternating runs of `hyscale bench`, 24 h: VM workload +2–4%, functions +0.5%). Both
+//! share the sequence numbers and a pop takes the smaller key of the two tops, so the order of events is
+//! exactly that of one heap. Tried and measured no better: a radix heap for the near events, the
+//! `radix-heap` crate for all (25% slower: its refill scans the 64 buckets of the key's sequence half).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use hyscale_policies::Nanos;
 
-/// A heap entry: ordered by `key` alone, reversed so the `BinaryHeap` (a max-heap) pops the smallest.
+/// A heap entry: ordered by `key` alone, reversed so the max-heaps pop the smallest.
 #[derive(Debug)]
 struct Entry<E> {
     key: u128,
@@ -54,7 +56,8 @@ pub fn key(time: Nanos, seq: u64) -> u128 {
 /// A min-heap of events by `(time, seq)`.
 #[derive(Debug)]
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Entry<E>>,
+    /// Near events.
+    heap: dary_heap::QuaternaryHeap<Entry<E>>,
     /// Long timers, apart from the near events (same order as if they were in `heap`).
     timers: BinaryHeap<Entry<E>>,
     seq: u64,
@@ -63,7 +66,7 @@ pub struct EventQueue<E> {
 impl<E> EventQueue<E> {
     /// An empty queue.
     pub fn new() -> Self {
-        EventQueue { heap: BinaryHeap::new(), timers: BinaryHeap::new(), seq: 0 }
+        EventQueue { heap: dary_heap::QuaternaryHeap::new(), timers: BinaryHeap::new(), seq: 0 }
     }
 
     /// Schedules `event` at `time`.
@@ -102,8 +105,8 @@ impl<E> EventQueue<E> {
             (None, b) => b.is_some(),
             (Some(_), None) => false,
         };
-        let heap = if from_timers { &mut self.timers } else { &mut self.heap };
-        heap.pop().map(|e| (Nanos((e.key >> 64) as u64), e.event))
+        let e = if from_timers { self.timers.pop() } else { self.heap.pop() };
+        e.map(|e| (Nanos((e.key >> 64) as u64), e.event))
     }
 
     /// Events pending.
