@@ -107,9 +107,9 @@ pub struct AzureFunctionsSpec {
 /// Streams arrivals from an Azure Functions 2019 invocations file.
 pub struct AzureFunctionsReader {
     functions: Vec<FunctionInfo>,
-    /// Minute `m`'s counts, by model, are `counts[m * functions.len()..][..functions.len()]`: a minute reads
-    /// one run of memory, not a cell of every function's row (the profile showed those cache misses).
-    counts: Vec<u32>,
+    /// Minute `m`'s counts, by model, are `counts[m]`: a minute reads one run of memory, not a cell of every
+    /// function's row (the profile showed those cache misses).
+    counts: Vec<Vec<u32>>,
     /// Bits of a buffered arrival's key that hold its model id (enough for the selection, at most
     /// `MODEL_BITS`): fewer bits, fewer radix passes.
     model_bits: u32,
@@ -134,7 +134,7 @@ impl AzureFunctionsReader {
     /// Reads and selects functions from `spec` (paths relative to `base`); `seed` drives the spreading.
     pub fn open(spec: &AzureFunctionsSpec, base: &Path, seed: u64) -> Result<AzureFunctionsReader, TraceError> {
         let path = base.join(&spec.path);
-        let (mut functions, rows, minutes) = read_invocations(&path, &spec.select)?;
+        let (mut functions, counts, minutes) = read_invocations(&path, &spec.select)?;
         if let Some(d) = &spec.durations {
             attach_durations(&base.join(d), &mut functions)?;
         }
@@ -158,14 +158,6 @@ impl AzureFunctionsReader {
         }
         for (i, f) in functions.iter_mut().enumerate() {
             f.model = i as u32;
-        }
-        // Minute-major, each function's row dropped once copied.
-        let n = rows.len();
-        let mut counts = vec![0u32; minutes * n];
-        for (f, row) in rows.into_iter().enumerate() {
-            for (m, c) in row.into_iter().enumerate() {
-                counts[m * n + f] = c;
-            }
         }
         let model_bits = (u32::BITS - (functions.len() as u32).leading_zeros()).max(1);
         Ok(AzureFunctionsReader {
@@ -204,8 +196,7 @@ impl AzureFunctionsReader {
         let start = Nanos(MINUTE.0 * self.minute as u64);
         self.buffer_start = start;
         let bits = self.model_bits;
-        let n = self.functions.len();
-        for (model, &count) in self.counts[self.minute * n..][..n].iter().enumerate() {
+        for (model, &count) in self.counts[self.minute].iter().enumerate() {
             self.times.clear();
             self.spread.place(start, MINUTE, count, &mut self.rng, &mut self.times);
             self.buffer.extend(self.times.iter().map(|&t| ((t.0 - start.0) << bits) | model as u64));
@@ -253,6 +244,7 @@ fn abbreviated(header: &csv::StringRecord) -> String {
     if all.len() <= 12 { all.join(",") } else { format!("{},... ({} columns)", all[..8].join(","), all.len()) }
 }
 
+/// The selected functions, each minute's counts by function (in the functions' order), and the minutes.
 type Invocations = (Vec<FunctionInfo>, Vec<Vec<u32>>, usize);
 
 fn read_invocations(path: &Path, select: &Selection) -> Result<Invocations, TraceError> {
@@ -296,11 +288,14 @@ fn read_invocations(path: &Path, select: &Selection) -> Result<Invocations, Trac
     }
     let mut found_ids = vec![false; select.ids.len()];
     let mut functions = Vec::new();
-    let mut counts = Vec::new();
+    // Minute-major from the start (a kept row's counts go to their minutes' columns), so the counts are
+    // held once: the reader walks a minute at a time.
+    let mut columns: Vec<Vec<u32>> = vec![Vec::new(); minutes];
+    let mut row = Vec::with_capacity(minutes);
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(path, e))?;
         let line = record.position().map_or(0, |p| p.line());
-        let mut row = Vec::with_capacity(minutes);
+        row.clear();
         let mut total = 0u64;
         for (i, text) in record.iter().enumerate().skip(4) {
             let text = text.trim();
@@ -340,7 +335,9 @@ fn read_invocations(path: &Path, select: &Selection) -> Result<Invocations, Trac
             duration: None,
             memory_mb: None,
         });
-        counts.push(row);
+        for (column, &n) in columns.iter_mut().zip(&row) {
+            column.push(n);
+        }
     }
     if let Some(k) = found_ids.iter().position(|f| !f) {
         let id = &select.ids[k];
@@ -355,11 +352,13 @@ fn read_invocations(path: &Path, select: &Selection) -> Result<Invocations, Trac
         order.sort_by(|&a, &b| functions[b].invocations.cmp(&functions[a].invocations).then(a.cmp(&b)));
         order.truncate(n);
         let mut f: Vec<Option<FunctionInfo>> = functions.into_iter().map(Some).collect();
-        let mut c: Vec<Option<Vec<u32>>> = counts.into_iter().map(Some).collect();
         functions = order.iter().filter_map(|&i| f[i].take()).collect();
-        counts = order.iter().filter_map(|&i| c[i].take()).collect();
+        for column in &mut columns {
+            *column = order.iter().map(|&i| column[i]).collect();
+        }
     }
-    Ok((functions, counts, minutes))
+    columns.iter_mut().for_each(Vec::shrink_to_fit);
+    Ok((functions, columns, minutes))
 }
 
 fn number(path: &Path, record: &csv::StringRecord, header: &csv::StringRecord, i: usize) -> Result<f64, TraceError> {
