@@ -69,8 +69,9 @@ pub struct ServeBenchArgs {
     /// cores, 1 leaves the other to the server and the load generator.
     #[arg(long)]
     intra_threads: Option<usize>,
-    /// Worker threads of the server started here (default: tokio's, one per core). With 2 cores and one
-    /// intra-op thread, 1 keeps the server's threads from trading the spare core with each other.
+    /// Worker threads of the server started here (default: the configuration's `server_threads`, else one
+    /// per core). With 2 cores and one intra-op thread, 1 keeps the server's threads from trading the spare
+    /// core with each other.
     #[arg(long)]
     server_threads: Option<usize>,
     /// Write the table as JSON here.
@@ -479,7 +480,8 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
     // The server, on its own threads.
     let mut server_rt = tokio::runtime::Builder::new_multi_thread();
     server_rt.thread_name(SERVER_THREAD);
-    if let Some(n) = args.server_threads {
+    let configured = config.checked_server_threads().map_err(|e| bad(format!("{}: {e}", args.config.display())))?;
+    if let Some(n) = args.server_threads.or(configured) {
         server_rt.worker_threads(n);
     }
     let server_rt = server_rt.enable_all().build()?;

@@ -57,7 +57,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let threads = config.checked_server_threads().map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
         let state = AppState::start(&config, &base, cluster).await.map_err(|e| match e {
             ServeError::Io { .. } => anyhow::Error::new(e),

@@ -167,6 +167,7 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
     let unknown_key = write("unknown.toml", &format!("colour = \"blue\"\n{rebased}"));
     let not_onnx = write("model.onnx", "this is not an ONNX file");
     let bad_serve = write("serve.toml", "listen = \"127.0.0.1:0\"\nmodels = 5\n");
+    let no_threads = write("serve3.toml", "server_threads = 0\nmodels = []\n");
     let bad_rows = write("bad.csv", "time_s,model,input_size,output_size\n0.5,0,1,1\n1.0,0,1,1\nsoon,0,1,1\n");
     let missing_model =
         write("serve2.toml", "[engine]\nengine = \"tract\"\n\n[[models]]\nname = \"m\"\npath = \"nope.onnx\"\n");
@@ -213,6 +214,7 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         ),
         (vec!["serve", "--config", "nope.toml"], "nope.toml"),
         (vec!["serve", "--config", &bad_serve], "models"),
+        (vec!["serve", "--config", &no_threads], "server_threads must be 1 to 1024, got 0"),
         (vec!["keepalive", "--scenario", "nope.toml", "--table", o], "nope.toml"),
         (vec!["fsd", "--mlp", "16,32,10", "--parallelism", "0", "--out", o], "--parallelism"),
         (vec!["fsd", "--mlp", "16", "--out", o], "--mlp"),

@@ -60,6 +60,7 @@ fn serving(c: &mut Criterion) {
             idle_start: false,
         }],
         grpc_listen: None,
+        server_threads: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let state = runtime.block_on(async { AppState::load(&config, std::path::Path::new("")) }).expect("server loads");

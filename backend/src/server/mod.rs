@@ -115,6 +115,21 @@ pub struct ServeConfig {
     /// the same models, batchers and limits. Default: REST only.
     #[serde(default)]
     pub grpc_listen: Option<String>,
+    /// Worker threads of the HTTP and gRPC services (1 to 1024). Default: one per core. The batchers run on
+    /// their own threads, so with the engine's intra-op threads taking some cores, fewer server threads trade
+    /// the rest less (`hyscale bench serve --server-threads` measures it).
+    #[serde(default)]
+    pub server_threads: Option<usize>,
+}
+
+impl ServeConfig {
+    /// `server_threads`, checked: `None` for the default (one per core).
+    pub fn checked_server_threads(&self) -> Result<Option<usize>, String> {
+        match self.server_threads {
+            Some(n) if n == 0 || n > 1024 => Err(format!("server_threads must be 1 to 1024, got {n}")),
+            n => Ok(n),
+        }
+    }
 }
 
 fn listen() -> String {

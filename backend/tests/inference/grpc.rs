@@ -35,6 +35,7 @@ async fn start(max_body_bytes: usize) -> GrpcInferenceServiceClient<Channel> {
             idle_start: false,
         }],
         grpc_listen: None,
+        server_threads: None,
     };
     config.limits.max_body_bytes = max_body_bytes;
     let state = Arc::new(AppState::load(&config, std::path::Path::new("")).expect("server loads"));
