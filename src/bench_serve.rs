@@ -448,9 +448,8 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
     if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(bad("--rate must be a positive number of requests per second".into()));
     }
-    if args.server_threads.is_some_and(|n| n == 0 || n > 1024) {
-        return Err(bad("--server-threads must be in 1..=1024".into()));
-    }
+    hyscale_backend::server::check_server_threads(args.server_threads)
+        .map_err(|e| bad(format!("--server-threads: {e}")))?;
     if args.concurrency.iter().any(|&c| c == 0 || c > 10_000) {
         return Err(bad("--concurrency levels must be in 1..=10000".into()));
     }

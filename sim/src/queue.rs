@@ -92,21 +92,21 @@ impl<E> EventQueue<E> {
 
     /// The key of the earliest event, if any.
     pub fn peek_key(&self) -> Option<u128> {
-        match (self.heap.peek(), self.timers.peek()) {
-            (Some(a), Some(b)) => Some(a.key.min(b.key)),
-            (a, b) => a.or(b).map(|e| e.key),
-        }
+        if self.timer_first() { self.timers.peek() } else { self.heap.peek() }.map(|e| e.key)
     }
 
     /// The earliest event (first scheduled among equals).
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
-        let from_timers = match (self.heap.peek(), self.timers.peek()) {
-            (Some(a), Some(b)) => b.key < a.key,
-            (None, b) => b.is_some(),
-            (Some(_), None) => false,
-        };
-        let e = if from_timers { self.timers.pop() } else { self.heap.pop() };
+        let e = if self.timer_first() { self.timers.pop() } else { self.heap.pop() };
         e.map(|e| (Nanos((e.key >> 64) as u64), e.event))
+    }
+
+    /// Whether the earliest event is a long timer's (the one rule both `peek_key` and `pop` follow).
+    fn timer_first(&self) -> bool {
+        match (self.heap.peek(), self.timers.peek()) {
+            (Some(a), Some(b)) => b.key < a.key,
+            (a, b) => a.is_none() && b.is_some(),
+        }
     }
 
     /// Events pending.

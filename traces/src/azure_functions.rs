@@ -4,8 +4,8 @@
 //!
 //! The reader keeps the per-minute counts of the *selected* functions (4 bytes per function-minute: the
 //! trace's own size, never per-request arrivals), minute by minute, and makes arrivals one minute at a time,
-//! spreading each minute's count by the chosen [`Spread`]. Each selected function becomes one model id, numbered in the
-//! order of the selection (file order; by volume, largest first, for a top-N selection).
+//! spreading each minute's count by the chosen [`Spread`]. Each selected function becomes one model id,
+//! numbered in the order of the selection (file order; by volume, largest first, for a top-N selection).
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -125,10 +125,16 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// `server_threads`, checked: `None` for the default (one per core).
     pub fn checked_server_threads(&self) -> Result<Option<usize>, String> {
-        match self.server_threads {
-            Some(n) if n == 0 || n > 1024 => Err(format!("server_threads must be 1 to 1024, got {n}")),
-            n => Ok(n),
-        }
+        check_server_threads(self.server_threads)
+    }
+}
+
+/// A number of server worker threads, from a configuration or a command line: 1 to 1024 (`None`: the
+/// default, one per core).
+pub fn check_server_threads(n: Option<usize>) -> Result<Option<usize>, String> {
+    match n {
+        Some(n) if n == 0 || n > 1024 => Err(format!("server_threads must be 1 to 1024, got {n}")),
+        n => Ok(n),
     }
 }
 
