@@ -130,6 +130,27 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }
 
+/// Counts by reason, each reason once, in the order first seen (a report sorts them by name). A run meets
+/// a handful of reasons, so a scan of a short `Vec` beats a map: 30% of the function workload's requests
+/// are refused, each counted here.
+#[derive(Clone, Debug)]
+struct Tally<K>(Vec<(K, u64)>);
+
+impl<K> Default for Tally<K> {
+    fn default() -> Self {
+        Tally(Vec::new())
+    }
+}
+
+impl<K: PartialEq> Tally<K> {
+    fn add(&mut self, key: K, n: u64) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, count)) => *count += n,
+            None => self.0.push((key, n)),
+        }
+    }
+}
+
 /// Counts of outcomes and the latency distribution of completed requests.
 #[derive(Clone, Debug)]
 pub struct Ledger {
@@ -137,8 +158,8 @@ pub struct Ledger {
     arrivals: u64,
     completed: u64,
     fulfilled: u64,
-    rejected: BTreeMap<RejectReason, u64>,
-    dropped: BTreeMap<DropReason, u64>,
+    rejected: Tally<RejectReason>,
+    dropped: Tally<DropReason>,
     rejected_total: u64,
     dropped_total: u64,
     latency_us: Histogram<u64>,
@@ -155,8 +176,8 @@ impl Ledger {
             arrivals: 0,
             completed: 0,
             fulfilled: 0,
-            rejected: BTreeMap::new(),
-            dropped: BTreeMap::new(),
+            rejected: Tally::default(),
+            dropped: Tally::default(),
             rejected_total: 0,
             dropped_total: 0,
             latency_us: new_histogram(),
@@ -200,13 +221,13 @@ impl Ledger {
     /// A request was refused at admission.
     pub fn reject(&mut self, reason: RejectReason) {
         self.rejected_total += 1;
-        *self.rejected.entry(reason).or_insert(0) += 1;
+        self.rejected.add(reason, 1);
     }
 
     /// An admitted request was given up.
     pub fn drop_request(&mut self, reason: DropReason) {
         self.dropped_total += 1;
-        *self.dropped.entry(reason).or_insert(0) += 1;
+        self.dropped.add(reason, 1);
     }
 
     /// Requests arrived so far.
@@ -256,11 +277,11 @@ impl Ledger {
         self.fulfilled += other.fulfilled;
         self.rejected_total += other.rejected_total;
         self.dropped_total += other.dropped_total;
-        for (k, v) in &other.rejected {
-            *self.rejected.entry(*k).or_insert(0) += v;
+        for &(k, v) in &other.rejected.0 {
+            self.rejected.add(k, v);
         }
-        for (k, v) in &other.dropped {
-            *self.dropped.entry(*k).or_insert(0) += v;
+        for &(k, v) in &other.dropped.0 {
+            self.dropped.add(k, v);
         }
         for (m, o) in self.misses.iter_mut().zip(other.misses) {
             *m += o;
@@ -277,8 +298,8 @@ impl Ledger {
             completed: self.completed,
             rejected: self.rejected_total,
             dropped: self.dropped_total,
-            rejected_by_reason: self.rejected.iter().map(|(k, v)| (k.key(), *v)).collect(),
-            dropped_by_reason: self.dropped.iter().map(|(k, v)| (k.key(), *v)).collect(),
+            rejected_by_reason: self.rejected.0.iter().map(|(k, v)| (k.key(), *v)).collect(),
+            dropped_by_reason: self.dropped.0.iter().map(|(k, v)| (k.key(), *v)).collect(),
         };
         let attainment = self.attainment();
         let slo = SloSummary {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::batching::BatchRule;
 use crate::catalog::{Catalog, Market, VmTypeId};
+use crate::idmap::IdMap;
 use crate::ledger::Slo;
 use crate::time::{Nanos, TimeScale};
 
@@ -187,9 +188,9 @@ pub struct FunctionView {
     pub throttled_total: u64,
     /// Cold starts so far.
     pub cold_starts_total: u64,
-    /// The same, per function (model id): each function's instances serve only it. A fast hash (the simulator
-    /// updates it on every request); its iteration order is not meaningful.
-    pub per_function: rustc_hash::FxHashMap<u32, FunctionCounts>,
+    /// The same, per function (model id): each function's instances serve only it. A function with no
+    /// instance and nothing in flight is absent (the simulator updates it on every request: see [`IdMap`]).
+    pub per_function: IdMap<FunctionCounts>,
 }
 
 /// One function's instances and requests.

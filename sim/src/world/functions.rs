@@ -30,12 +30,7 @@ impl World<'_> {
 
     /// Function `id`'s slot in `functions`, added on first sight.
     pub(super) fn function_slot(&mut self, id: u32) -> u32 {
-        let known = if id < DENSE_IDS {
-            self.fn_slot_of.get(id as usize).copied().filter(|&s| s != NO_SLOT)
-        } else {
-            self.fn_slots.get(&id).copied()
-        };
-        if let Some(slot) = known {
+        if let Some(slot) = self.fn_slot_of.get(id).checked_sub(1) {
             return slot;
         }
         let slot = self.functions.len() as u32;
@@ -53,14 +48,7 @@ impl World<'_> {
             invocations: 0,
             cold_invocations: 0,
         });
-        if id < DENSE_IDS {
-            if self.fn_slot_of.len() <= id as usize {
-                self.fn_slot_of.resize(id as usize + 1, NO_SLOT);
-            }
-            self.fn_slot_of[id as usize] = slot;
-        } else {
-            self.fn_slots.insert(id, slot);
-        }
+        self.fn_slot_of.insert(id, slot + 1);
         slot
     }
 
@@ -73,7 +61,7 @@ impl World<'_> {
         let function = req.model;
         let platform = &self.sc.catalog.functions;
         // Its requests in flight, as the view counts them.
-        let in_flight = self.view.functions.per_function.get(&function).map_or(0, |c| c.in_flight);
+        let in_flight = self.view.functions.per_function.get(function).in_flight;
         let slot = self.function_slot(function);
         let f = &mut self.functions[slot as usize];
         if self.now >= f.scale_since.saturating_add(platform.function_scale_interval) {
@@ -113,7 +101,7 @@ impl World<'_> {
         inst.queue.push_back(req);
         inst.idle_since = None;
         self.view.functions.in_flight += 1;
-        self.view.functions.per_function.entry(function).or_default().in_flight += 1;
+        self.view.functions.per_function.get_mut(function).in_flight += 1;
         self.fn_try_start_since(idx, before);
         Ok(())
     }
@@ -330,12 +318,7 @@ impl World<'_> {
         self.fn_in_service -= batch.len() as u64;
         self.view.functions.in_flight -= batch.len() as u64;
         let function = inst.function;
-        if let Some(c) = self.view.functions.per_function.get_mut(&function) {
-            c.in_flight -= batch.len() as u32;
-            if *c == FunctionCounts::default() {
-                self.view.functions.per_function.remove(&function);
-            }
-        }
+        self.view.functions.per_function.get_mut(function).in_flight -= batch.len() as u32;
         if let Some((memory, ran, provisioned)) = busy_period
             && self.fn_billing == FunctionBilling::Lambda
         {

@@ -17,9 +17,9 @@ use hyscale_policies::report::{
 use hyscale_policies::rules::DispatchCandidate;
 use hyscale_policies::view::MarketCounts;
 use hyscale_policies::{
-    Action, ArrivalWindow, BatchDecision, DropReason, FunctionCounts, FunctionSettings, InstanceId, Ledger, Market,
-    MissCause, Nanos, Policy, Pool, RecentStats, Refusal, RejectReason, RequestInfo, Route, SpotNotice, View,
-    VmInstanceView, VmState, VmTypeId,
+    Action, ArrivalWindow, BatchDecision, DropReason, FunctionSettings, IdMap, InstanceId, Ledger, Market, MissCause,
+    Nanos, Policy, Pool, RecentStats, Refusal, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView,
+    VmState, VmTypeId,
 };
 use hyscale_traces::{Arrival, ArrivalStream, TraceError};
 use rand::RngExt;
@@ -174,7 +174,7 @@ impl FnInst {
 }
 
 /// One function: its instances serve it alone, and its keep-alive is decided for it. Functions live in a dense
-/// table (`World::functions`, found by id through `World::fn_slots` once per request); an instance knows its
+/// table (`World::functions`, found by id through `World::fn_slot_of` once per request); an instance knows its
 /// function's slot.
 struct FnFunction<'a> {
     /// Its execution times from the trace (a copy, read on every request: no pointer to chase) and its
@@ -195,10 +195,6 @@ struct FnFunction<'a> {
     invocations: u64,
     cold_invocations: u64,
 }
-
-/// Function ids below this are found through a table indexed by id (traces number their functions from 0).
-const DENSE_IDS: u32 = 1 << 20;
-const NO_SLOT: u32 = u32::MAX;
 
 /// Provisioned (pre-warmed) capacity belongs to this function: the one of single-model traces.
 const PROVISIONED_FUNCTION: u32 = 0;
@@ -255,10 +251,8 @@ struct World<'a> {
     fn_free: Vec<u32>,
     /// Per function, in the order first seen; the summary sorts and sums, so the order never reaches the report.
     functions: Vec<FnFunction<'a>>,
-    /// Function id → slot in `functions`, looked up once per request: a table indexed by id for the small
-    /// ids traces give (`NO_SLOT` where unseen), a fast hash for ids from `DENSE_IDS` up.
-    fn_slot_of: Vec<u32>,
-    fn_slots: rustc_hash::FxHashMap<u32, u32>,
+    /// Function id → 1 + its slot in `functions` (0: not seen yet), looked up once per request.
+    fn_slot_of: IdMap<u32>,
     keep_alive: Option<Box<dyn KeepAlivePolicy>>,
     /// Memory of idle warm instances, MB.
     fn_idle_mb: u64,
@@ -464,8 +458,7 @@ impl<'a> World<'a> {
             fns: Vec::new(),
             fn_free: Vec::new(),
             functions: Vec::new(),
-            fn_slot_of: Vec::new(),
-            fn_slots: rustc_hash::FxHashMap::default(),
+            fn_slot_of: IdMap::new(),
             // Checked when the scenario was loaded.
             keep_alive: sc.file.keep_alive.as_ref().and_then(|k| k.build().ok()),
             fn_idle_mb: 0,

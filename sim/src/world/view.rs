@@ -75,13 +75,9 @@ impl World<'_> {
         }
         if (before == FnClass::Gone) != (after == FnClass::Gone) {
             let function = self.fns[idx as usize].function;
-            let per = &mut self.view.functions.per_function;
-            let c = per.entry(function).or_default();
+            let c = self.view.functions.per_function.get_mut(function);
             if after == FnClass::Gone {
                 c.instances -= 1;
-                if *c == FunctionCounts::default() {
-                    per.remove(&function);
-                }
             } else {
                 c.instances += 1;
             }
