@@ -93,15 +93,28 @@ impl World<'_> {
         f.invocations += 1;
         f.cold_invocations += cold as u64;
         let before = self.fn_class(idx);
-        let inst = &mut self.fns[idx as usize];
         let mut req = req;
         if cold {
             req.waited |= WAITED_COLD;
         }
-        inst.queue.push_back(req);
-        inst.idle_since = None;
         self.view.functions.in_flight += 1;
         self.view.functions.per_function.get_mut(function).in_flight += 1;
+        let inst = &mut self.fns[idx as usize];
+        inst.idle_since = None;
+        // A warm instance with nothing queued that the batch rule would start on at once, with a free slot:
+        // the request starts there directly, as `fn_try_start_since` would start it from the queue.
+        if inst.phase == FnPhase::Warm && inst.queue.is_empty() {
+            let idle_since = (inst.busy_slots == 0).then_some(inst.free_since);
+            let rule = self.view.functions.settings.batching;
+            if let BatchDecision::Start(n) = rule.decide_at(1, req.enqueued, self.now, idle_since)
+                && let Some(slot) = inst.slots.iter().position(Batch::is_empty)
+            {
+                self.fn_start_batch(idx, slot, n, Some(req));
+                self.fn_try_start_since(idx, before);
+                return Ok(());
+            }
+        }
+        self.fns[idx as usize].queue.push_back(req);
         self.fn_try_start_since(idx, before);
         Ok(())
     }
@@ -134,7 +147,7 @@ impl World<'_> {
                     provisioned: false,
                     prewarmed_for: None,
                     queue: VecDeque::new(),
-                    slots: Vec::new(),
+                    slots: SmallVec::new(),
                     busy_slots: 0,
                     in_service: 0,
                     busy_since: Nanos::ZERO,
@@ -165,8 +178,8 @@ impl World<'_> {
         inst.provisioned = provisioned;
         inst.prewarmed_for = None;
         self.fn_provisioned_live += provisioned as u32;
-        inst.slots.iter_mut().for_each(Vec::clear);
-        inst.slots.resize_with(inst.concurrency as usize, Vec::new);
+        inst.slots.iter_mut().for_each(Batch::clear);
+        inst.slots.resize_with(inst.concurrency as usize, Batch::new);
         inst.busy_slots = 0;
         inst.in_service = 0;
         inst.idle_since = None;
@@ -237,64 +250,75 @@ impl World<'_> {
                     break;
                 }
                 BatchDecision::Start(n) => {
-                    let Some(slot) = inst.slots.iter().position(Vec::is_empty) else {
+                    let Some(slot) = inst.slots.iter().position(Batch::is_empty) else {
                         break;
                     };
-                    let platform = &self.sc.catalog.functions;
-                    let f = &self.functions[inst.slot as usize];
-                    let model = f.model;
-                    let (table, max_vcpus) = (model.function_service, model.max_vcpus_per_request);
-                    let service = match &f.duration {
-                        // The trace's execution time of one invocation, the batch's as the profile scales it.
-                        Some(d) => {
-                            let u: f64 = self.rng_service.random();
-                            let mut ms = d.at_quantile(u);
-                            if n > 1 {
-                                ms = ms * table.latency(n).as_secs_f64() / table.latency(1).as_secs_f64();
-                            }
-                            Nanos::from_millis_f64(ms).max(Nanos(1))
-                        }
-                        None => {
-                            let taken = (n as usize).min(inst.queue.len());
-                            let (input, output) = sizes(inst.queue.range(..taken));
-                            let mut service = platform.service_time_of(
-                                table,
-                                max_vcpus,
-                                n,
-                                inst.memory_mb,
-                                inst.concurrency,
-                                (input, output),
-                            );
-                            if let Some(noise) = &self.fn_noise {
-                                service = scale(service, noise.sample(&mut self.rng_service));
-                            }
-                            service
-                        }
-                    };
-                    if self.fn_billing == FunctionBilling::Lambda {
-                        self.usage.cost.function_requests += platform.price_per_request;
-                    }
-                    self.integrate();
-                    let now = self.now;
-                    let inst = &mut self.fns[idx as usize];
-                    inst.prewarmed_for = None;
-                    let n = (n as usize).min(inst.queue.len());
-                    if inst.busy_slots == 0 {
-                        inst.busy_since = now;
-                    }
-                    inst.busy_slots += 1;
-                    inst.in_service += n as u32;
-                    inst.slots[slot].extend(inst.queue.drain(..n).map(|r| Req { started: now, ..r }));
-                    inst.timer = None;
-                    inst.idle_since = None;
-                    let epoch = inst.epoch;
-                    self.fn_in_service += n as u64;
-                    self.usage.fn_in_service_peak = self.usage.fn_in_service_peak.max(self.fn_in_service);
-                    self.queue.push(now + service, Event::FnBatchDone { idx, epoch, slot: slot as u32 });
+                    self.fn_start_batch(idx, slot, n, None);
                 }
             }
         }
         self.fn_sync(idx, before);
+    }
+
+    /// Starts a batch of the rule's `n` on free slot `slot` of warm instance `idx`: the first `n` requests
+    /// queued there, or `arriving`, a request that found the instance free with nothing queued (it goes
+    /// straight to the slot: the instance's queue is never touched, nor allocated, on that path).
+    fn fn_start_batch(&mut self, idx: u32, slot: usize, n: u32, arriving: Option<Req>) {
+        let inst = &self.fns[idx as usize];
+        let platform = &self.sc.catalog.functions;
+        let f = &self.functions[inst.slot as usize];
+        let model = f.model;
+        let (table, max_vcpus) = (model.function_service, model.max_vcpus_per_request);
+        let service = match &f.duration {
+            // The trace's execution time of one invocation, the batch's as the profile scales it.
+            Some(d) => {
+                let u: f64 = self.rng_service.random();
+                let mut ms = d.at_quantile(u);
+                if n > 1 {
+                    ms = ms * table.latency(n).as_secs_f64() / table.latency(1).as_secs_f64();
+                }
+                Nanos::from_millis_f64(ms).max(Nanos(1))
+            }
+            None => {
+                let (input, output) = match &arriving {
+                    Some(r) => sizes([r]),
+                    None => sizes(inst.queue.range(..(n as usize).min(inst.queue.len()))),
+                };
+                let mut service =
+                    platform.service_time_of(table, max_vcpus, n, inst.memory_mb, inst.concurrency, (input, output));
+                if let Some(noise) = &self.fn_noise {
+                    service = scale(service, noise.sample(&mut self.rng_service));
+                }
+                service
+            }
+        };
+        if self.fn_billing == FunctionBilling::Lambda {
+            self.usage.cost.function_requests += platform.price_per_request;
+        }
+        self.integrate();
+        let now = self.now;
+        let inst = &mut self.fns[idx as usize];
+        inst.prewarmed_for = None;
+        let batch = &mut inst.slots[slot];
+        match arriving {
+            Some(r) => batch.push(Req { started: now, ..r }),
+            None => {
+                let n = (n as usize).min(inst.queue.len());
+                batch.extend(inst.queue.drain(..n).map(|r| Req { started: now, ..r }));
+            }
+        }
+        let n = batch.len();
+        if inst.busy_slots == 0 {
+            inst.busy_since = now;
+        }
+        inst.busy_slots += 1;
+        inst.in_service += n as u32;
+        inst.timer = None;
+        inst.idle_since = None;
+        let epoch = inst.epoch;
+        self.fn_in_service += n as u64;
+        self.usage.fn_in_service_peak = self.usage.fn_in_service_peak.max(self.fn_in_service);
+        self.queue.push(now + service, Event::FnBatchDone { idx, epoch, slot: slot as u32 });
     }
 
     pub(super) fn fn_batch_done(&mut self, idx: u32, epoch: u32, slot: u32) {

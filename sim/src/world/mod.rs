@@ -24,6 +24,7 @@ use hyscale_policies::{
 use hyscale_traces::{Arrival, ArrivalStream, TraceError};
 use rand::RngExt;
 use rand_distr::{Distribution, Exp, LogNormal};
+use smallvec::SmallVec;
 
 use crate::dist::unit_mean_noise;
 use crate::error::SimError;
@@ -74,6 +75,10 @@ enum Event {
     /// The drain limit after the last arrival: whatever is outstanding is dropped.
     DrainDeadline,
 }
+
+/// The requests of one batch: inline while it holds one (Lambda runs one request per instance at a time), so
+/// an instance's work sits in its own record, with no allocation of its own to reach.
+type Batch = SmallVec<[Req; 1]>;
 
 /// An outstanding request.
 #[derive(Clone, Copy, Debug)]
@@ -144,7 +149,7 @@ struct FnInst {
     prewarmed_for: Option<Nanos>,
     queue: VecDeque<Req>,
     /// One batch per concurrency slot; an empty one is a free slot (the vectors are kept and reused).
-    slots: Vec<Vec<Req>>,
+    slots: SmallVec<[Batch; 1]>,
     busy_slots: u32,
     in_service: u32,
     busy_since: Nanos,
