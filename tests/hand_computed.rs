@@ -454,3 +454,25 @@ fn releases_follow_the_shared_rule_and_refusals_have_the_shared_keys() {
     assert_eq!(r.actions.refused.get("no_such_instance"), Some(&1), "{:?}", r.actions.refused);
     assert_eq!(r.requests.rejected_by_reason.get("no_vm_capacity"), Some(&1));
 }
+
+#[test]
+fn a_trace_error_after_thousands_of_arrivals_ends_the_run_with_it_and_the_trace_is_not_read_past_it() {
+    // The engine reads arrivals ahead in chunks; an error in the middle of a chunk still ends the run with
+    // that error, and the stream is not asked for more once it has failed.
+    let f = fixture(&Cloud { boot_s: 0.0, ..Cloud::default() }, STATIC_ONE);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let stream = (0..5000u64).map(move |i| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i == 3000 {
+            Err(hyscale_traces::TraceError::InvalidParameters("row 3001 is broken".into()))
+        } else {
+            Ok(Arrival { time: Nanos::from_millis(i), model: 0, input_size: 0, output_size: 0 })
+        }
+    });
+    let s = &f.scenario;
+    let mut policy = s.file.policies.build(&s.file.policy, &s.catalog).expect("policy builds");
+    let err = hyscale_sim::simulate(s, policy.as_mut(), Box::new(stream), None).expect_err("the trace's error");
+    assert!(err.to_string().contains("row 3001 is broken"), "{err}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3001);
+}

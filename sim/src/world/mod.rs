@@ -201,6 +201,9 @@ struct FnFunction<'a> {
     cold_invocations: u64,
 }
 
+/// Arrivals read from the trace at a time (24 bytes each).
+const READ_AHEAD: usize = 1024;
+
 /// Provisioned (pre-warmed) capacity belongs to this function: the one of single-model traces.
 const PROVISIONED_FUNCTION: u32 = 0;
 
@@ -283,6 +286,15 @@ struct World<'a> {
     recent: RecentStats,
     timeline: Vec<TimelineRow>,
     trace: ArrivalStream,
+    /// Arrivals read ahead from `trace`, a chunk at a time, and where the next one is: the engine reads each
+    /// from memory rather than straight from the stream's call (the profile showed each arrival waiting on the
+    /// value the call had just written, 7% of the function workload's time).
+    read_ahead: Vec<Arrival>,
+    read_pos: usize,
+    /// The error that ended the read-ahead, reported when the arrivals before it have been simulated.
+    read_error: Option<TraceError>,
+    /// Whether `trace` has returned its last arrival (it is not called again).
+    trace_ended: bool,
     next_arrival: Option<Arrival>,
     /// The next arrival's place in the event order (`queue::key`): it is kept out of the heap, which then
     /// holds only the instances' events, and taken when it comes before the heap's earliest.
@@ -486,6 +498,10 @@ impl<'a> World<'a> {
             recent: RecentStats::default(),
             timeline: Vec::new(),
             trace,
+            read_ahead: Vec::with_capacity(READ_AHEAD),
+            read_pos: 0,
+            read_error: None,
+            trace_ended: false,
             next_arrival: None,
             arrival_key: 0,
             trace_done: false,
@@ -529,8 +545,12 @@ impl<'a> World<'a> {
     }
 
     fn pull_arrival(&mut self) -> Result<(), SimError> {
-        match self.trace.next() {
-            Some(Ok(mut a)) => {
+        if self.read_pos == self.read_ahead.len() {
+            self.read_more();
+        }
+        match self.read_ahead.get(self.read_pos).copied() {
+            Some(mut a) => {
+                self.read_pos += 1;
                 a.time = a.time.saturating_add(self.trace_offset);
                 if a.time < self.now {
                     return Err(SimError::Trace(TraceError::InvalidParameters(format!(
@@ -543,13 +563,31 @@ impl<'a> World<'a> {
                 self.arrival_key = crate::queue::key(a.time, self.queue.take_seq());
                 self.next_arrival = Some(a);
             }
-            Some(Err(e)) => return Err(e.into()),
             None => {
+                if let Some(e) = self.read_error.take() {
+                    return Err(e.into());
+                }
                 self.trace_done = true;
                 self.queue.push_timer(self.now.saturating_add(self.drain_limit), Event::DrainDeadline);
             }
         }
         Ok(())
+    }
+
+    /// Reads up to `READ_AHEAD` more arrivals, up to the stream's end or its first error.
+    fn read_more(&mut self) {
+        self.read_ahead.clear();
+        self.read_pos = 0;
+        while !self.trace_ended && self.read_ahead.len() < READ_AHEAD {
+            match self.trace.next() {
+                Some(Ok(a)) => self.read_ahead.push(a),
+                Some(Err(e)) => {
+                    self.read_error = Some(e);
+                    self.trace_ended = true;
+                }
+                None => self.trace_ended = true,
+            }
+        }
     }
 
     fn handle(&mut self, ev: Event) -> Result<(), SimError> {
