@@ -41,6 +41,18 @@ pub struct Selection {
 /// (`percentile_Average_0` … `percentile_Average_100`).
 pub const DURATION_PERCENTILES: [f64; 7] = [0.0, 1.0, 25.0, 50.0, 75.0, 99.0, 100.0];
 
+/// `1 / (DURATION_PERCENTILES[i + 1] - DURATION_PERCENTILES[i])`.
+const INVERSE_WIDTHS: [f64; 6] = {
+    let pc = DURATION_PERCENTILES;
+    let mut out = [0.0; 6];
+    let mut i = 0;
+    while i < 6 {
+        out[i] = 1.0 / (pc[i + 1] - pc[i]);
+        i += 1;
+    }
+    out
+};
+
 /// Execution-time percentiles of one function, ms (the trace's `durations` file). Plain values (one cache
 /// line), so the simulator keeps a copy beside its function's other per-request state.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,8 +74,9 @@ impl DurationPercentiles {
         // q picks a random segment, which a search would mispredict).
         let below: usize = pc[1..6].iter().map(|&upper| usize::from(upper < p)).sum();
         let i = below + 1;
-        let (p0, p1, v0, v1) = (pc[i - 1], pc[i], ms[i - 1], ms[i]);
-        v0 + (v1 - v0) * (p - p0) / (p1 - p0)
+        let (p0, v0, v1) = (pc[i - 1], ms[i - 1], ms[i]);
+        // Over the segment's width, as a multiplication by its reciprocal (a division per sample showed).
+        v0 + (v1 - v0) * (p - p0) * INVERSE_WIDTHS[i - 1]
     }
 }
 
