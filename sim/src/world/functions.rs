@@ -21,6 +21,10 @@ impl World<'_> {
 
     /// Advances the time integrals of function instances and in-service requests to now.
     pub(super) fn integrate(&mut self) {
+        // Called several times per event: once is enough.
+        if self.now == self.last_integral {
+            return;
+        }
         let dt = (self.now - self.last_integral).0 as u128;
         self.usage.fn_live_ns += self.fn_live as u128 * dt;
         self.usage.fn_in_service_ns += self.fn_in_service as u128 * dt;
@@ -110,7 +114,8 @@ impl World<'_> {
                 && let Some(slot) = inst.slots.iter().position(Batch::is_empty)
             {
                 self.fn_start_batch(idx, slot, n, Some(req));
-                self.fn_try_start_since(idx, before);
+                // Nothing is queued and a slot is busy: `fn_try_start_since` would find nothing to do.
+                self.fn_sync(idx, before);
                 return Ok(());
             }
         }

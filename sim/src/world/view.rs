@@ -64,34 +64,31 @@ impl World<'_> {
     /// Brings counts and the free sets in line with instance `idx` after a change from `before`.
     pub(super) fn fn_sync(&mut self, idx: u32, before: FnClass) {
         let after = self.fn_class(idx);
-        if (before == FnClass::Idle) != (after == FnClass::Idle) {
-            self.integrate();
-            let mb = self.fns[idx as usize].memory_mb as u64;
-            if after == FnClass::Idle {
-                self.fn_idle_mb += mb;
-            } else {
-                self.fn_idle_mb -= mb;
-            }
-        }
-        if (before == FnClass::Gone) != (after == FnClass::Gone) {
-            let function = self.fns[idx as usize].function;
-            let c = self.view.functions.per_function.get_mut(function);
-            if after == FnClass::Gone {
-                c.instances -= 1;
-            } else {
-                c.instances += 1;
-            }
-        }
         if before != after {
+            if (before == FnClass::Idle) != (after == FnClass::Idle) {
+                self.integrate();
+                let mb = self.fns[idx as usize].memory_mb as u64;
+                if after == FnClass::Idle {
+                    self.fn_idle_mb += mb;
+                } else {
+                    self.fn_idle_mb -= mb;
+                }
+            }
+            if (before == FnClass::Gone) != (after == FnClass::Gone) {
+                let function = self.fns[idx as usize].function;
+                let c = self.view.functions.per_function.get_mut(function);
+                if after == FnClass::Gone {
+                    c.instances -= 1;
+                } else {
+                    c.instances += 1;
+                }
+            }
             let f = &mut self.view.functions;
-            for (class, delta) in [(before, -1i64), (after, 1)] {
-                let counter = match class {
-                    FnClass::Cold => &mut f.cold_starting,
-                    FnClass::Idle => &mut f.idle_warm,
-                    FnClass::Busy => &mut f.busy,
-                    FnClass::Gone => continue,
-                };
-                *counter = (*counter as i64 + delta) as u32;
+            if let Some(n) = class_count(f, before) {
+                *n -= 1;
+            }
+            if let Some(n) = class_count(f, after) {
+                *n += 1;
             }
         }
         let inst = &self.fns[idx as usize];
@@ -119,6 +116,16 @@ impl World<'_> {
             _ => {}
         }
         self.fns[idx as usize].free_in = wanted;
+    }
+}
+
+/// The view's count of function instances in `class` (none for the gone).
+fn class_count(f: &mut hyscale_policies::FunctionView, class: FnClass) -> Option<&mut u32> {
+    match class {
+        FnClass::Cold => Some(&mut f.cold_starting),
+        FnClass::Idle => Some(&mut f.idle_warm),
+        FnClass::Busy => Some(&mut f.busy),
+        FnClass::Gone => None,
     }
 }
 
