@@ -46,8 +46,14 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, bool), S
             .filter(|&n| n <= body.len())
             .ok_or_else(|| format!("{HEADER_LENGTH} must be a length within the body ({} bytes)", body.len()))?,
     };
-    let mut request: InferRequest = serde_json::from_slice(&body[..json_len])
-        .map_err(|e| format!("the request is not a valid v2 inference request: {e}"))?;
+    // sonic-rs: a CNN's 3,072 numbers (as clients write FP32, 17 significant digits) parse 1.5x as fast as
+    // through serde_json (benches/decode.rs), into the same serde types.
+    let mut request: InferRequest = sonic_rs::from_slice(&body[..json_len])
+        // Its message's first line says what and where; the lines after it quote the body around the spot.
+        .map_err(|e| {
+            let e = e.to_string();
+            format!("the request is not a valid v2 inference request: {}", e.lines().next().unwrap_or_default())
+        })?;
     let mut rest = &body[json_len..];
     for tensor in &mut request.inputs {
         if let Some(size) = binary_size(&tensor.parameters) {
@@ -109,4 +115,24 @@ pub fn respond(response: InferResponse) -> Response {
         r.headers_mut().insert(HEADER_LENGTH, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_body_is_refused_with_what_and_where() {
+        for (body, wanted) in [
+            (&b"{\"inputs\": 3}"[..], "invalid type"),
+            (b"{\"inputs\": [", "EOF"),
+            (b"{\"id\": \"x\"}", "missing field `inputs`"),
+            (b"not json", "at line 1 column 4"),
+        ] {
+            let err = parse(&HeaderMap::new(), body).map(|_| ()).expect_err("refused");
+            assert!(!err.contains('\n'), "one line: {err}");
+            assert!(err.starts_with("the request is not a valid v2 inference request: "), "{err}");
+            assert!(err.contains(wanted), "{err}");
+        }
+    }
 }
