@@ -335,19 +335,20 @@ impl World<'_> {
         self.integrate();
         let now = self.now;
         let inst = &mut self.fns[idx as usize];
-        let Some(batch) = inst.slots.get_mut(slot as usize).map(mem::take).filter(|b| !b.is_empty()) else {
+        let n = inst.slots.get(slot as usize).map_or(0, |b| b.len());
+        if n == 0 {
             return;
-        };
+        }
         inst.busy_slots -= 1;
         if inst.busy_slots == 0 {
             inst.free_since = now;
         }
-        inst.in_service -= batch.len() as u32;
+        inst.in_service -= n as u32;
         let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
-        self.fn_in_service -= batch.len() as u64;
-        self.view.functions.in_flight -= batch.len() as u64;
+        self.fn_in_service -= n as u64;
+        self.view.functions.in_flight -= n as u64;
         let function = inst.function;
-        self.view.functions.per_function.get_mut(function).in_flight -= batch.len() as u32;
+        self.view.functions.per_function.get_mut(function).in_flight -= n as u32;
         if let Some((memory, ran, provisioned)) = busy_period
             && self.fn_billing == FunctionBilling::Lambda
         {
@@ -355,15 +356,14 @@ impl World<'_> {
                 billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
         }
         let sc = self.sc;
-        for r in &batch {
+        // The batch's requests are read in place (a copy of each), and the slot emptied after.
+        for i in 0..n {
+            let r = self.fns[idx as usize].slots[slot as usize][i];
             let o = Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead));
-            self.complete(r, o);
+            self.complete(&r, o);
         }
-        // Give the batch's allocation back to its slot for the next one.
-        let mut batch = batch;
-        batch.clear();
         let inst = &mut self.fns[idx as usize];
-        inst.slots[slot as usize] = batch;
+        inst.slots[slot as usize].clear();
         self.functions[inst.slot as usize].last_end = Some(now);
         // The view catches up with the finished batch and whatever starts next in one sync.
         self.fn_try_start_since(idx, before);
