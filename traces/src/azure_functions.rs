@@ -138,8 +138,23 @@ pub struct AzureFunctionsReader {
     /// then the comparison sort).
     buffer: Vec<u64>,
     buffer_start: Nanos,
-    times: Vec<Nanos>,
     next: usize,
+}
+
+/// Arrival times of one model in the minute from `start`, appended to `out` as sort keys (see
+/// `AzureFunctionsReader::buffer`).
+struct SortKeys<'a> {
+    out: &'a mut Vec<u64>,
+    start: Nanos,
+    model: u64,
+    bits: u32,
+}
+
+impl Extend<Nanos> for SortKeys<'_> {
+    fn extend<I: IntoIterator<Item = Nanos>>(&mut self, times: I) {
+        let (start, model, bits) = (self.start.0, self.model, self.bits);
+        self.out.extend(times.into_iter().map(|t| ((t.0 - start) << bits) | model));
+    }
 }
 
 /// Bits of a buffered arrival's key that hold its model id; a minute's offset in ns (< 6·10^10 < 2^36) fits
@@ -186,7 +201,6 @@ impl AzureFunctionsReader {
             minute: 0,
             buffer: Vec::new(),
             buffer_start: Nanos::ZERO,
-            times: Vec::new(),
             next: 0,
         })
     }
@@ -213,9 +227,8 @@ impl AzureFunctionsReader {
         self.buffer_start = start;
         let bits = self.model_bits;
         for (model, &count) in self.counts[self.minute].iter().enumerate() {
-            self.times.clear();
-            self.spread.place(start, MINUTE, count, &mut self.rng, &mut self.times);
-            self.buffer.extend(self.times.iter().map(|&t| ((t.0 - start.0) << bits) | model as u64));
+            let mut keys = SortKeys { out: &mut self.buffer, start, model: model as u64, bits };
+            self.spread.place(start, MINUTE, count, &mut self.rng, &mut keys);
         }
         radsort::sort(&mut self.buffer);
         self.minute += 1;

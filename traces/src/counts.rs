@@ -43,8 +43,8 @@ impl Spread {
     }
 
     /// Appends the arrival times of `count` requests in the bin `[start, start + len)` to `out`, unsorted
-    /// for the random spreads.
-    pub(crate) fn place(self, start: Nanos, len: Nanos, count: u32, rng: &mut Pcg64Mcg, out: &mut Vec<Nanos>) {
+    /// for the random spreads (`out` may turn each time into what its reader keeps, with no copy between).
+    pub(crate) fn place(self, start: Nanos, len: Nanos, count: u32, rng: &mut Pcg64Mcg, out: &mut impl Extend<Nanos>) {
         if count == 0 && self != Spread::Poisson {
             return;
         }
