@@ -21,7 +21,7 @@ use hyscale_policies::{
     Nanos, Policy, Pool, RecentStats, Refusal, RejectReason, RequestInfo, Route, SpotNotice, View, VmInstanceView,
     VmState, VmTypeId,
 };
-use hyscale_traces::{Arrival, ArrivalStream, TraceError};
+use hyscale_traces::{Arrival, ArrivalStream, ChunkEnd, TraceError};
 use rand::RngExt;
 use rand_distr::{Distribution, Exp, LogNormal};
 use smallvec::SmallVec;
@@ -286,9 +286,9 @@ struct World<'a> {
     recent: RecentStats,
     timeline: Vec<TimelineRow>,
     trace: ArrivalStream,
-    /// Arrivals read ahead from `trace`, a chunk at a time, and where the next one is: the engine reads each
-    /// from memory rather than straight from the stream's call (the profile showed each arrival waiting on the
-    /// value the call had just written, 7% of the function workload's time).
+    /// Arrivals read ahead from `trace`, a chunk at a time (`hyscale_traces::read_chunk`), and where the next
+    /// one is: the engine reads each from memory rather than straight from the stream's call (the profile
+    /// showed each arrival waiting on the value the call had just written, 7% of the function workload's time).
     read_ahead: Vec<Arrival>,
     read_pos: usize,
     /// The error that ended the read-ahead, reported when the arrivals before it have been simulated.
@@ -578,14 +578,15 @@ impl<'a> World<'a> {
     fn read_more(&mut self) {
         self.read_ahead.clear();
         self.read_pos = 0;
-        while !self.trace_ended && self.read_ahead.len() < READ_AHEAD {
-            match self.trace.next() {
-                Some(Ok(a)) => self.read_ahead.push(a),
-                Some(Err(e)) => {
-                    self.read_error = Some(e);
-                    self.trace_ended = true;
-                }
-                None => self.trace_ended = true,
+        if self.trace_ended {
+            return;
+        }
+        match hyscale_traces::read_chunk(&mut self.trace, &mut self.read_ahead, READ_AHEAD) {
+            ChunkEnd::Full => {}
+            ChunkEnd::Ended => self.trace_ended = true,
+            ChunkEnd::Failed(e) => {
+                self.read_error = Some(e);
+                self.trace_ended = true;
             }
         }
     }
