@@ -442,7 +442,8 @@ mod tests {
     }
 
     fn request(json: &str) -> InferRequest {
-        serde_json::from_str(json).unwrap()
+        // The parser the server uses (`binary::parse`).
+        sonic_rs::from_str(json).unwrap()
     }
 
     fn check(json: &str, meta: &ModelMetadata, limits: &RequestLimits) -> Result<Vec<CheckedInput>, String> {
