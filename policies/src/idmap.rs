@@ -17,7 +17,7 @@ pub struct IdMap<V> {
 }
 
 impl<V: Copy + Default + PartialEq> IdMap<V> {
-    /// Ids below this are held in a `Vec` (4 Mi entries of `V` at most), the rest in a hash.
+    /// Ids below this (1 Mi) are held in a `Vec`, the rest in a hash.
     pub const DENSE: u32 = 1 << 20;
 
     /// An empty map.
@@ -35,8 +35,8 @@ impl<V: Copy + Default + PartialEq> IdMap<V> {
         }
     }
 
-    /// The value of `id`, to change in place (added as the default when absent; setting it back to the
-    /// default removes it).
+    /// The value of `id`, to change in place (added as the default when absent; set back to the default,
+    /// it counts as absent again).
     #[inline]
     pub fn get_mut(&mut self, id: u32) -> &mut V {
         if id < Self::DENSE {

@@ -40,24 +40,23 @@ impl Nanos {
     /// with it, so it is kept cheap.
     #[inline]
     pub fn from_secs_f64(s: f64) -> Nanos {
-        if !s.is_finite() || s <= 0.0 {
-            return Nanos::ZERO;
-        }
-        let ns = s * 1e9;
-        if ns >= u64::MAX as f64 {
-            return Nanos::MAX;
-        }
-        Nanos(nearest(ns))
+        Nanos::scaled(s, 1e9)
     }
 
-    /// Milliseconds as a float, rounded to the nearest nanosecond as [`Nanos::from_secs_f64`] does (one
-    /// multiplication: each sampled execution time of the simulator goes through it).
+    /// Milliseconds as a float, as [`Nanos::from_secs_f64`]: `ms × 10^6` rounded once (converting to
+    /// seconds first would round twice, and can differ by a nanosecond on a half).
     #[inline]
     pub fn from_millis_f64(ms: f64) -> Nanos {
-        if !ms.is_finite() || ms <= 0.0 {
+        Nanos::scaled(ms, 1e6)
+    }
+
+    /// `x × ns_per_unit` rounded to the nearest nanosecond; zero for negative or non-finite `x`, saturating.
+    #[inline]
+    fn scaled(x: f64, ns_per_unit: f64) -> Nanos {
+        if !x.is_finite() || x <= 0.0 {
             return Nanos::ZERO;
         }
-        let ns = ms * 1e6;
+        let ns = x * ns_per_unit;
         if ns >= u64::MAX as f64 { Nanos::MAX } else { Nanos(nearest(ns)) }
     }
 

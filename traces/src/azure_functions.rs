@@ -42,11 +42,11 @@ pub struct Selection {
 pub const DURATION_PERCENTILES: [f64; 7] = [0.0, 1.0, 25.0, 50.0, 75.0, 99.0, 100.0];
 
 /// `1 / (DURATION_PERCENTILES[i + 1] - DURATION_PERCENTILES[i])`.
-const INVERSE_WIDTHS: [f64; 6] = {
+const INVERSE_WIDTHS: [f64; DURATION_PERCENTILES.len() - 1] = {
     let pc = DURATION_PERCENTILES;
-    let mut out = [0.0; 6];
+    let mut out = [0.0; DURATION_PERCENTILES.len() - 1];
     let mut i = 0;
-    while i < 6 {
+    while i < out.len() {
         out[i] = 1.0 / (pc[i + 1] - pc[i]);
         i += 1;
     }
@@ -72,10 +72,11 @@ impl DurationPercentiles {
         // The segment [pc[i - 1], pc[i]] holding p (the first whose upper end reaches it): the percentiles
         // increase, so it is one past the count of upper ends below p, counted without a branch (a uniform
         // q picks a random segment, which a search would mispredict).
-        let below: usize = pc[1..6].iter().map(|&upper| usize::from(upper < p)).sum();
+        let below: usize = pc[1..pc.len() - 1].iter().map(|&upper| usize::from(upper < p)).sum();
         let i = below + 1;
         let (p0, v0, v1) = (pc[i - 1], ms[i - 1], ms[i]);
-        // Over the segment's width, as a multiplication by its reciprocal (a division per sample showed).
+        // Over the segment's width, as a multiplication by its reciprocal (a division per sample showed; the
+        // result can differ from dividing in its last bit).
         v0 + (v1 - v0) * (p - p0) * INVERSE_WIDTHS[i - 1]
     }
 }
@@ -235,6 +236,17 @@ impl AzureFunctionsReader {
     }
 }
 
+/// The arrival a minute's sort key stands for (see `AzureFunctionsReader::buffer`).
+#[inline]
+fn arrival_of(key: u64, minute_start: Nanos, model_bits: u32) -> Arrival {
+    Arrival {
+        time: Nanos(minute_start.0 + (key >> model_bits)),
+        model: (key & ((1 << model_bits) - 1)) as u32,
+        input_size: 0,
+        output_size: 0,
+    }
+}
+
 impl AzureFunctionsReader {
     /// Appends up to `max` arrivals to `out` (those `next` would give); whether the trace has ended.
     pub(crate) fn read_into(&mut self, out: &mut Vec<Arrival>, max: usize) -> bool {
@@ -248,14 +260,8 @@ impl AzureFunctionsReader {
                 continue;
             }
             let n = (wanted - out.len()).min(self.buffer.len() - self.next);
-            let (start, bits) = (self.buffer_start.0, self.model_bits);
-            let keys = &self.buffer[self.next..self.next + n];
-            out.extend(keys.iter().map(|&key| Arrival {
-                time: Nanos(start + (key >> bits)),
-                model: (key & ((1 << bits) - 1)) as u32,
-                input_size: 0,
-                output_size: 0,
-            }));
+            let (start, bits) = (self.buffer_start, self.model_bits);
+            out.extend(self.buffer[self.next..self.next + n].iter().map(|&key| arrival_of(key, start, bits)));
             self.next += n;
         }
         false
@@ -272,11 +278,9 @@ impl Iterator for AzureFunctionsReader {
             }
             self.fill();
         }
-        let key = self.buffer[self.next];
-        let bits = self.model_bits;
-        let (time, model) = (Nanos(self.buffer_start.0 + (key >> bits)), (key & ((1 << bits) - 1)) as u32);
+        let arrival = arrival_of(self.buffer[self.next], self.buffer_start, self.model_bits);
         self.next += 1;
-        Some(Ok(Arrival { time, model, input_size: 0, output_size: 0 }))
+        Some(Ok(arrival))
     }
 }
 

@@ -57,21 +57,21 @@ pub struct Arrival {
     pub output_size: u32,
 }
 
-/// An iterator of arrivals that can also be seen as its own type, for [`read_chunk`]'s fast paths. Every
-/// `Iterator<Item = Result<Arrival, TraceError>> + Send + 'static` is one.
-pub trait ArrivalIter: Iterator<Item = Result<Arrival, TraceError>> + Send + std::any::Any {
-    /// This iterator as `Any`, to downcast.
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
-}
+/// An iterator of arrivals that can also be seen as its own type (`Any`), for [`read_chunk`]'s fast paths.
+/// Every `Iterator<Item = Result<Arrival, TraceError>> + Send + 'static` is one.
+pub trait ArrivalIter: Iterator<Item = Result<Arrival, TraceError>> + Send + std::any::Any {}
 
-impl<T: Iterator<Item = Result<Arrival, TraceError>> + Send + std::any::Any> ArrivalIter for T {
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-}
+impl<T: Iterator<Item = Result<Arrival, TraceError>> + Send + std::any::Any> ArrivalIter for T {}
 
 /// A boxed stream of arrivals, as a scenario opens it.
 pub type ArrivalStream = Box<dyn ArrivalIter>;
+
+/// The stream's own reader when it is an Azure Functions one. The boxed value is looked at, not the box
+/// (which, an iterator too, is also an `ArrivalIter`).
+fn azure_functions_reader(stream: &mut ArrivalStream) -> Option<&mut AzureFunctionsReader> {
+    let inner: &mut dyn std::any::Any = &mut **stream;
+    inner.downcast_mut()
+}
 
 /// How [`read_chunk`] stopped.
 #[derive(Debug)]
@@ -89,8 +89,7 @@ pub enum ChunkEnd {
 /// one call at a time (the engine's profile showed each arrival waiting on the value its call had just
 /// written).
 pub fn read_chunk(stream: &mut ArrivalStream, out: &mut Vec<Arrival>, max: usize) -> ChunkEnd {
-    let inner: &mut dyn ArrivalIter = &mut **stream;
-    if let Some(reader) = inner.as_any_mut().downcast_mut::<AzureFunctionsReader>() {
+    if let Some(reader) = azure_functions_reader(stream) {
         return if reader.read_into(out, max) { ChunkEnd::Ended } else { ChunkEnd::Full };
     }
     let wanted = out.len() + max;
@@ -107,6 +106,25 @@ pub fn read_chunk(stream: &mut ArrivalStream, out: &mut Vec<Arrival>, max: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_fast_path_finds_the_azure_functions_reader_in_its_box() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("invocations.csv");
+        std::fs::write(&path, "HashOwner,HashApp,HashFunction,Trigger,1\no,a,f,http,2\n").unwrap();
+        let spec = AzureFunctionsSpec {
+            path,
+            spread: Spread::Even,
+            select: Selection::default(),
+            durations: None,
+            memory: None,
+        };
+        let mut stream: ArrivalStream = Box::new(AzureFunctionsReader::open(&spec, Path::new(""), 1).unwrap());
+        assert!(azure_functions_reader(&mut stream).is_some());
+        let mut other: ArrivalStream = Box::new(Vec::new().into_iter());
+        assert!(azure_functions_reader(&mut other).is_none());
+    }
 
     #[test]
     fn a_chunk_of_any_stream_stops_at_its_error_or_end() {

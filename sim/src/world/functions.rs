@@ -103,15 +103,13 @@ impl World<'_> {
         }
         self.view.functions.in_flight += 1;
         self.view.functions.per_function.get_mut(function).in_flight += 1;
-        let inst = &mut self.fns[idx as usize];
-        inst.idle_since = None;
+        self.fns[idx as usize].idle_since = None;
+        let inst = &self.fns[idx as usize];
         // A warm instance with nothing queued that the batch rule would start on at once, with a free slot:
         // the request starts there directly, as `fn_try_start_since` would start it from the queue.
         if inst.phase == FnPhase::Warm && inst.queue.is_empty() {
-            let idle_since = (inst.busy_slots == 0).then_some(inst.free_since);
-            let rule = self.view.functions.settings.batching;
-            if let BatchDecision::Start(n) = rule.decide_at(1, req.enqueued, self.now, idle_since)
-                && let Some(slot) = inst.slots.iter().position(Batch::is_empty)
+            if let BatchDecision::Start(n) = self.fn_decide(inst, 1, req.enqueued)
+                && let Some(slot) = free_slot(inst)
             {
                 self.fn_start_batch(idx, slot, n, Some(req));
                 // Nothing is queued and a slot is busy: `fn_try_start_since` would find nothing to do.
@@ -208,15 +206,13 @@ impl World<'_> {
     /// As [`Self::fn_try_start`] for an instance whose class was `before` when the view last saw it: the
     /// changes since are synced with those of starting its work, once.
     pub(super) fn fn_try_start_since(&mut self, idx: u32, before: FnClass) {
-        let rule = self.view.functions.settings.batching;
         loop {
             let inst = &self.fns[idx as usize];
             if inst.phase != FnPhase::Warm {
                 break;
             }
             let oldest = inst.queue.front().map_or(self.now, |r| r.enqueued);
-            let idle_since = (inst.busy_slots == 0).then_some(inst.free_since);
-            match rule.decide_at(inst.queue.len(), oldest, self.now, idle_since) {
+            match self.fn_decide(inst, inst.queue.len(), oldest) {
                 BatchDecision::Idle => {
                     if inst.busy_slots == 0 && inst.idle_since.is_none() {
                         if inst.stale {
@@ -255,7 +251,7 @@ impl World<'_> {
                     break;
                 }
                 BatchDecision::Start(n) => {
-                    let Some(slot) = inst.slots.iter().position(Batch::is_empty) else {
+                    let Some(slot) = free_slot(inst) else {
                         break;
                     };
                     self.fn_start_batch(idx, slot, n, None);
@@ -263,6 +259,13 @@ impl World<'_> {
             }
         }
         self.fn_sync(idx, before);
+    }
+
+    /// The batch rule's decision for instance `inst` with `queued` requests, the oldest queued at `oldest`
+    /// (the one place both the queue and a request arriving to a free instance ask it).
+    fn fn_decide(&self, inst: &FnInst, queued: usize, oldest: Nanos) -> BatchDecision {
+        let idle_since = (inst.busy_slots == 0).then_some(inst.free_since);
+        self.view.functions.settings.batching.decide_at(queued, oldest, self.now, idle_since)
     }
 
     /// Starts a batch of the rule's `n` on free slot `slot` of warm instance `idx`: the first `n` requests
@@ -508,4 +511,9 @@ impl World<'_> {
         }
         Ok(())
     }
+}
+
+/// An instance's first free concurrency slot.
+fn free_slot(inst: &FnInst) -> Option<usize> {
+    inst.slots.iter().position(Batch::is_empty)
 }

@@ -148,7 +148,7 @@ struct FnInst {
     /// Loaded by a keep-alive policy's pre-warm and not used yet: kept this long once warm.
     prewarmed_for: Option<Nanos>,
     queue: VecDeque<Req>,
-    /// One batch per concurrency slot; an empty one is a free slot (the vectors are kept and reused).
+    /// One batch per concurrency slot, held inline while it has one request; an empty one is a free slot.
     slots: SmallVec<[Batch; 1]>,
     busy_slots: u32,
     in_service: u32,
@@ -293,7 +293,7 @@ struct World<'a> {
     read_pos: usize,
     /// The error that ended the read-ahead, reported when the arrivals before it have been simulated.
     read_error: Option<TraceError>,
-    /// Whether `trace` has returned its last arrival (it is not called again).
+    /// Whether `trace` has ended or failed (it is not read again).
     trace_ended: bool,
     next_arrival: Option<Arrival>,
     /// The next arrival's place in the event order (`queue::key`): it is kept out of the heap, which then
