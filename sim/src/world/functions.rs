@@ -107,15 +107,15 @@ impl World<'_> {
         let inst = &self.fns[idx as usize];
         // A warm instance with nothing queued that the batch rule would start on at once, with a free slot:
         // the request starts there directly, as `fn_try_start_since` would start it from the queue.
-        if inst.phase == FnPhase::Warm && inst.queue.is_empty() {
-            if let BatchDecision::Start(n) = self.fn_decide(inst, 1, req.enqueued)
-                && let Some(slot) = free_slot(inst)
-            {
-                self.fn_start_batch(idx, slot, n, Some(req));
-                // Nothing is queued and a slot is busy: `fn_try_start_since` would find nothing to do.
-                self.fn_sync(idx, before);
-                return Ok(());
-            }
+        if inst.phase == FnPhase::Warm
+            && inst.queue.is_empty()
+            && let BatchDecision::Start(n) = self.fn_decide(inst, 1, req.enqueued)
+            && let Some(slot) = free_slot(inst)
+        {
+            self.fn_start_batch(idx, slot, n, Some(req));
+            // Nothing is queued and a slot is busy: `fn_try_start_since` would find nothing to do.
+            self.fn_sync(idx, before);
+            return Ok(());
         }
         self.fns[idx as usize].queue.push_back(req);
         self.fn_try_start_since(idx, before);
