@@ -154,8 +154,8 @@ impl TimeScale {
 
 /// `x.round() as u64` (half away from zero) for `0 <= x < 2^64`, without the library call `round` compiles
 /// to: the integer part, plus one when the fraction reaches one half (exact: below 2^53 both parts are
-/// representable, and from there on `x` is whole).
-/// Below 2^63 through signed conversions, one instruction each way on x86-64 (the unsigned ones are several).
+/// representable, and from there on `x` is whole). Below 2^63 through signed conversions, one instruction
+/// each way on x86-64 (the unsigned ones are several).
 #[inline]
 fn nearest(x: f64) -> u64 {
     if x < 9_223_372_036_854_775_808.0 {

@@ -234,6 +234,33 @@ impl AzureFunctionsReader {
         radsort::sort(&mut self.buffer);
         self.minute += 1;
     }
+
+    /// Whether an arrival is buffered, making the next minute's when the current one is used up: false
+    /// once the trace has ended.
+    fn buffered(&mut self) -> bool {
+        while self.next == self.buffer.len() {
+            if self.minute == self.minutes {
+                return false;
+            }
+            self.fill();
+        }
+        true
+    }
+
+    /// Appends up to `max` arrivals to `out` (those `next` would give); whether the trace has ended.
+    pub(crate) fn read_into(&mut self, out: &mut Vec<Arrival>, max: usize) -> bool {
+        let wanted = out.len() + max;
+        while out.len() < wanted {
+            if !self.buffered() {
+                return true;
+            }
+            let n = (wanted - out.len()).min(self.buffer.len() - self.next);
+            let (start, bits) = (self.buffer_start, self.model_bits);
+            out.extend(self.buffer[self.next..self.next + n].iter().map(|&key| arrival_of(key, start, bits)));
+            self.next += n;
+        }
+        false
+    }
 }
 
 /// The arrival a minute's sort key stands for (see `AzureFunctionsReader::buffer`).
@@ -247,36 +274,12 @@ fn arrival_of(key: u64, minute_start: Nanos, model_bits: u32) -> Arrival {
     }
 }
 
-impl AzureFunctionsReader {
-    /// Appends up to `max` arrivals to `out` (those `next` would give); whether the trace has ended.
-    pub(crate) fn read_into(&mut self, out: &mut Vec<Arrival>, max: usize) -> bool {
-        let wanted = out.len() + max;
-        while out.len() < wanted {
-            if self.next == self.buffer.len() {
-                if self.minute == self.minutes {
-                    return true;
-                }
-                self.fill();
-                continue;
-            }
-            let n = (wanted - out.len()).min(self.buffer.len() - self.next);
-            let (start, bits) = (self.buffer_start, self.model_bits);
-            out.extend(self.buffer[self.next..self.next + n].iter().map(|&key| arrival_of(key, start, bits)));
-            self.next += n;
-        }
-        false
-    }
-}
-
 impl Iterator for AzureFunctionsReader {
     type Item = Result<Arrival, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.next == self.buffer.len() {
-            if self.minute == self.minutes {
-                return None;
-            }
-            self.fill();
+        if !self.buffered() {
+            return None;
         }
         let arrival = arrival_of(self.buffer[self.next], self.buffer_start, self.model_bits);
         self.next += 1;
