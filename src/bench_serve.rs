@@ -477,13 +477,9 @@ pub fn run(args: ServeBenchArgs) -> anyhow::Result<()> {
         engine_table.insert(m.name.clone(), engine_figures(engine, &path, m.max_batch as usize, 0.4)?);
     }
     // The server, on its own threads.
-    let mut server_rt = tokio::runtime::Builder::new_multi_thread();
-    server_rt.thread_name(SERVER_THREAD);
     let configured = config.checked_server_threads().map_err(|e| bad(format!("{}: {e}", args.config.display())))?;
-    if let Some(n) = args.server_threads.or(configured) {
-        server_rt.worker_threads(n);
-    }
-    let server_rt = server_rt.enable_all().build()?;
+    let server_rt =
+        crate::serve_cmd::server_runtime(args.server_threads.or(configured)).thread_name(SERVER_THREAD).build()?;
     let (rest_base, grpc_base) = match &args.url {
         Some(u) => (u.trim_end_matches('/').to_string(), args.grpc_url.clone()),
         None => start_server(&server_rt, &config, &base)?,

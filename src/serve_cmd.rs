@@ -58,11 +58,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let threads = config.checked_server_threads().map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        runtime.worker_threads(n);
-    }
-    let runtime = runtime.enable_all().build().context("starting tokio")?;
+    let runtime = server_runtime(threads).build().context("starting tokio")?;
     runtime.block_on(async {
         let state = AppState::start(&config, &base, cluster).await.map_err(|e| match e {
             ServeError::Io { .. } => anyhow::Error::new(e),
@@ -156,4 +152,15 @@ pub fn cluster_scenario(
         models: Vec::new(),
     };
     hyscale_sim::scenario::Scenario::from_file(config_path, base.to_path_buf(), file).map_err(|e| bad(e.to_string()))
+}
+
+/// The runtime the HTTP and gRPC services run on: `threads` workers (checked by
+/// `hyscale_backend::server::check_server_threads`; `None`: one per core), drivers enabled.
+pub fn server_runtime(threads: Option<usize>) -> tokio::runtime::Builder {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all();
+    runtime
 }
