@@ -405,32 +405,29 @@ impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
             if buf.is_empty() {
                 break;
             }
-            let mut i = 0;
-            while i < buf.len() && w < out.len() {
-                if buf[i] == b'\r' {
-                    match buf.get(i + 1) {
-                        Some(b'\n') => {
-                            i += 1;
-                            continue;
-                        }
-                        Some(_) => {}
-                        // A CR that ends the buffer: look at the next one before deciding.
-                        None => break,
-                    }
-                }
-                out[w] = buf[i];
+            // Whole runs up to the next CR are copied at once (a byte at a time showed in the profile of a
+            // day's Azure Functions file, 7.6 MB).
+            let room = &buf[..buf.len().min(out.len() - w)];
+            let Some(cr) = memchr::memchr(b'\r', room) else {
+                out[w..w + room.len()].copy_from_slice(room);
+                w += room.len();
+                let n = room.len();
+                self.inner.consume(n);
+                continue;
+            };
+            out[w..w + cr].copy_from_slice(&room[..cr]);
+            w += cr;
+            // `cr` is inside `room`, so `out` has room for the CR if it is kept.
+            let next = buf.get(cr + 1).copied();
+            self.inner.consume(cr + 1);
+            let lf_follows = match next {
+                Some(b) => b == b'\n',
+                // The CR ends the buffer: look at the next one before deciding.
+                None => self.inner.fill_buf()?.first() == Some(&b'\n'),
+            };
+            if !lf_follows {
+                out[w] = b'\r';
                 w += 1;
-                i += 1;
-            }
-            let ends_with_cr = i < buf.len() && w < out.len();
-            self.inner.consume(i);
-            if ends_with_cr {
-                // The buffer's last byte is a CR: consume it and see whether LF comes next.
-                self.inner.consume(1);
-                if self.inner.fill_buf()?.first() != Some(&b'\n') {
-                    out[w] = b'\r';
-                    w += 1;
-                }
             }
         }
         Ok(w)
