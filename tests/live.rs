@@ -48,7 +48,10 @@ fn an_overloaded_model_answers_429_and_nothing_is_lost() {
     let service_ms = quiet["latency_ms"]["p50"].as_f64().unwrap();
     let capacity_per_s = 1000.0 / service_ms;
     let (_, base_peak) = server.memory_kib();
-    let rate = 2000.0_f64.max(10.0 * capacity_per_s).round();
+    // Ten times its capacity: the overload is relative to the model. (A fixed 2,000/s of 60 KB JSON bodies
+    // was 30–45× the capacity of this debug build on a 2.1 GHz machine, and the unoptimised server and load
+    // generator spent both cores on the bodies alone: every latency measured the CPU, not the queue.)
+    let rate = (10.0 * capacity_per_s).max(100.0).round();
     let report = replay(&server.url, "cnn", &format!("poisson:{rate}:2"), &dir.path().join("r.json"));
     let (sent, completed, rejected, dropped) = accounted(&report);
     let (rss, peak) = server.memory_kib();

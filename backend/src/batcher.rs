@@ -34,7 +34,8 @@ use crate::engine::{BatchDim, EngineError, ModelMetadata, Session, Tensor};
 pub struct BatcherConfig {
     /// When a batch starts (the shared rule).
     pub rule: BatchRule,
-    /// Most requests waiting in the queue (not counting the batch running); more are refused.
+    /// Most requests waiting in the queue (not counting the batch running), places reserved for admitted
+    /// requests included ([`Batcher::reserve`]); more are refused.
     pub queue_capacity: usize,
 }
 
@@ -116,6 +117,10 @@ struct Pending {
 
 struct Queue {
     pending: VecDeque<Pending>,
+    /// Places held in the queue for admitted requests whose inputs are still being read ([`Batcher::reserve`]):
+    /// they count against `queue_capacity` as if queued, so a burst cannot have more requests decoding at
+    /// once than the queue would hold.
+    reserved: usize,
     closed: bool,
     /// The batch rule in force (it can change while the batcher runs, as a policy's `SetBatching` asks).
     rule: BatchRule,
@@ -165,6 +170,20 @@ impl Drop for Closer {
     }
 }
 
+/// A place held in one batcher's queue ([`Batcher::reserve`]); given back when dropped unused.
+pub struct Place {
+    shared: Arc<Shared>,
+    held: bool,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if self.held {
+            self.shared.lock().reserved -= 1;
+        }
+    }
+}
+
 /// A handle to one model's batcher; cheap to clone. The batcher stops when the last handle is dropped
 /// (requests still queued then get [`BatchError::Stopped`]).
 #[derive(Clone)]
@@ -184,7 +203,7 @@ impl Batcher {
             metadata,
             config,
             clock: WallClock::start(),
-            queue: Mutex::new(Queue { pending: VecDeque::new(), closed: false, rule: config.rule }),
+            queue: Mutex::new(Queue { pending: VecDeque::new(), reserved: 0, closed: false, rule: config.rule }),
             wake: Condvar::new(),
             observer,
         });
@@ -226,10 +245,35 @@ impl Batcher {
         self.shared.lock().pending.len()
     }
 
+    /// Holds a place in the queue for a request about to be read, as a server does on admission (before its
+    /// body is read or decoded): `None`, counted as a refusal, when the queue and the places already held
+    /// fill its capacity. The place is given back when the [`Place`] is dropped unused, or taken by
+    /// [`Self::infer_in`].
+    pub fn reserve(&self) -> Option<Place> {
+        let mut queue = self.shared.lock();
+        if queue.pending.len() + queue.reserved >= self.shared.config.queue_capacity {
+            drop(queue);
+            self.shared.observer.on_queue_full(&self.shared.model);
+            return None;
+        }
+        queue.reserved += 1;
+        Some(Place { shared: Arc::clone(&self.shared), held: true })
+    }
+
     /// Runs one request: one tensor per model input, in the model's order, each with the same number of rows
     /// in its first dimension (for a model with a batch dimension). Returns one tensor per output, holding this
-    /// request's rows. Malformed inputs are refused before queueing.
+    /// request's rows. Malformed inputs are refused before queueing; so is a request that finds the queue
+    /// full ([`BatchError::QueueFull`]).
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
+        self.enqueue(None, inputs).await
+    }
+
+    /// As [`Self::infer`] for a request whose place in the queue is held already (never refused as full).
+    pub async fn infer_in(&self, place: Place, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
+        self.enqueue(Some(place), inputs).await
+    }
+
+    async fn enqueue(&self, place: Option<Place>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
         self.check(&inputs)?;
         let (reply, result) = oneshot::channel();
         {
@@ -237,13 +281,21 @@ impl Batcher {
             if queue.closed {
                 return Err(self.stopped());
             }
-            if queue.pending.len() >= self.shared.config.queue_capacity {
-                drop(queue);
-                self.shared.observer.on_queue_full(&self.shared.model);
-                return Err(BatchError::QueueFull {
-                    model: self.shared.model.clone(),
-                    capacity: self.shared.config.queue_capacity,
-                });
+            match place {
+                // Its place becomes the queued request (under the same lock: never counted twice or not at all).
+                Some(mut place) if Arc::ptr_eq(&place.shared, &self.shared) => {
+                    place.held = false;
+                    queue.reserved -= 1;
+                }
+                _ if queue.pending.len() + queue.reserved >= self.shared.config.queue_capacity => {
+                    drop(queue);
+                    self.shared.observer.on_queue_full(&self.shared.model);
+                    return Err(BatchError::QueueFull {
+                        model: self.shared.model.clone(),
+                        capacity: self.shared.config.queue_capacity,
+                    });
+                }
+                _ => {}
             }
             queue.pending.push_back(Pending { inputs, enqueued: self.shared.clock.now(), reply });
         }

@@ -370,10 +370,93 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (listener, addr) = bind(listen, bound).await?;
     tracing::info!(%addr, "serving the Open Inference Protocol v2");
+    let listener = LimitedListener::new(listener, state.limits.max_connections);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServeError::Io { what: "serving".into(), source })
+}
+
+/// A listener that holds at most `limit` connections open: it accepts the next only once one has closed
+/// (`limits.max_connections`; the others wait in the kernel's accept queue, costing the server nothing).
+struct LimitedListener {
+    inner: tokio::net::TcpListener,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl LimitedListener {
+    fn new(inner: tokio::net::TcpListener, limit: usize) -> LimitedListener {
+        let permits = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        LimitedListener { inner, open: Arc::new(tokio::sync::Semaphore::new(permits)) }
+    }
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (LimitedStream, SocketAddr) {
+        // The semaphore is never closed: acquiring only waits.
+        let permit = Arc::clone(&self.open).acquire_owned().await.expect("the connection semaphore is never closed");
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (LimitedStream { stream, _open: permit }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An accepted connection, holding its place among the open ones until it is dropped.
+struct LimitedStream {
+    stream: tokio::net::TcpStream,
+    _open: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// An error answer: `{"error": message}` with a status and, for 429/503, `Retry-After`.
@@ -599,8 +682,8 @@ async fn infer_inner(
     let served = state.model(name, version)?;
     // Shed before the body is read or decoded: under overload, a refused request costs neither memory nor
     // decoding time, and the requests admitted keep the CPU.
-    let _permit = match admit(state, name, served) {
-        Ok(p) => p,
+    let mut admitted = match admit(state, name, served) {
+        Ok(a) => a,
         Err(e) => {
             drain(&state.limits, body).await;
             return Err(e);
@@ -610,14 +693,22 @@ async fn infer_inner(
     let meta = served.batcher.metadata();
     let decoded = decode_infer(headers, &body, meta, &state.limits).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     let DecodedInfer { request, tensors, binary_outputs } = decoded;
-    let outputs = run_inference(state, name, served, tensors).await?;
+    let outputs = run_inference(state, name, served, admitted.place.take(), tensors).await?;
     let response = response_of(name, &served.version, meta, &request, outputs);
     Ok(if binary_outputs { binary::respond(response) } else { axum::Json(response).into_response() })
 }
 
+/// What admission gives a request: a permit of `limits.max_in_flight`, and its place in the model's queue
+/// (none for a model served by a cluster, which queues on its own).
+pub(super) struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    pub(super) place: Option<crate::batcher::Place>,
+}
+
 /// Admission, before a request's tensors are read (REST and gRPC alike): a permit of `limits.max_in_flight`
-/// (503 without), and room in the model's queue (429).
-fn admit(state: &AppState, name: &str, served: &Served) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+/// (503 without), and a place held in the model's queue (429 without): requests being read and decoded count
+/// against the queue's capacity, so however many arrive at once, no more are held than it allows.
+fn admit(state: &AppState, name: &str, served: &Served) -> Result<Admitted, ApiError> {
     let Ok(permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -628,22 +719,29 @@ fn admit(state: &AppState, name: &str, served: &Served) -> Result<tokio::sync::O
             retry_after: Some(state.retry_after),
         });
     };
-    let capacity = served.batcher.config().queue_capacity;
-    if !state.clusters.contains_key(name) && served.batcher.queue_depth() >= capacity {
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: format!("model '{name}': queue full ({capacity} requests waiting); retry later"),
-            retry_after: Some(state.retry_after),
-        });
+    if state.clusters.contains_key(name) {
+        return Ok(Admitted { _permit: permit, place: None });
     }
-    Ok(permit)
+    match served.batcher.reserve() {
+        Some(place) => Ok(Admitted { _permit: permit, place: Some(place) }),
+        None => {
+            let capacity = served.batcher.config().queue_capacity;
+            Err(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!("model '{name}': queue full ({capacity} requests waiting); retry later"),
+                retry_after: Some(state.retry_after),
+            })
+        }
+    }
 }
 
-/// Runs checked inputs through the model's cluster or batcher within the request timeout (REST and gRPC).
+/// Runs checked inputs through the model's cluster or batcher within the request timeout (REST and gRPC), in
+/// the queue's `place` held at admission.
 async fn run_inference(
     state: &AppState,
     name: &str,
     served: &Served,
+    place: Option<crate::batcher::Place>,
     tensors: Vec<Tensor>,
 ) -> Result<Vec<Tensor>, ApiError> {
     let timed_out = || {
@@ -659,7 +757,11 @@ async fn run_inference(
             Ok(Ok(outputs)) => Ok(outputs),
         };
     }
-    match tokio::time::timeout(state.timeout, served.batcher.infer(tensors)).await {
+    let queued = match place {
+        Some(place) => tokio::time::timeout(state.timeout, served.batcher.infer_in(place, tensors)).await,
+        None => tokio::time::timeout(state.timeout, served.batcher.infer(tensors)).await,
+    };
+    match queued {
         Err(_) => Err(timed_out()),
         Ok(Err(BatchError::QueueFull { model, capacity })) => Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,

@@ -53,11 +53,11 @@ impl Service {
         let name = req.model_name.as_str();
         let version = (!req.model_version.is_empty()).then_some(req.model_version.as_str());
         let served = state.model(name, version)?;
-        let _permit = admit(state, name, served)?;
+        let mut admitted = admit(state, name, served)?;
         let meta = served.batcher.metadata();
         let mut request = rest_request(&req).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
         let tensors = tensors_of(&mut request, meta, &state.limits).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
-        let outputs = run_inference(state, name, served, tensors).await?;
+        let outputs = run_inference(state, name, served, admitted.place.take(), tensors).await?;
         let response = response_of(name, &served.version, meta, &request, outputs);
         let mut raw = Vec::with_capacity(response.outputs.len());
         let outputs = response
