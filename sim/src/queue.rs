@@ -1,4 +1,4 @@
-//! The event queue: heaps keyed by (time, sequence number).
+//! The event queue: events keyed by (time, sequence number).
 //!
 //! Same-time events run in the order they were scheduled (the sequence number breaks ties), so the order
 //! of events is fully specified and a run is reproducible. The queue holds only pending events: the trace
@@ -8,19 +8,17 @@
 //! The heap compares one `u128` key (time in the high half, sequence number in the low half): the profile
 //! showed the generic tuple comparison of `(time, seq, event)` costing more than the heap's own moves.
 //!
-//! Long timers wait in a heap of their own ([`EventQueue::push_timer`]): a keep-alive check (one armed per
-//! idle instance, minutes ahead and mostly re-armed rather than fired), a spot VM's sampled interruption
-//! (hours ahead, and stale once the VM is released: under a policy that re-plans every second they piled up
-//! in the one heap, a thousand after 2 simulated hours), a listed interruption, the drain deadline. The heap
-//! of near events that pops on every request stays small and in cache: a 4-ary heap (`dary_heap`), half
-//! the levels of a binary one, since a pop is a chain of dependent loads, one per level (measured against
-//! the binary heap in alternating runs of `hyscale bench`, 24 h: VM workload +2–4%, functions +0.5%). Both
-//! share the sequence numbers and a pop takes the smaller key of the two tops, so the order of events is
-//! exactly that of one heap. Tried and measured no better: a radix heap for the near events, the
-//! `radix-heap` crate for all (25% slower: its refill scans the 64 buckets of the key's sequence half).
+//! Most events are scheduled less than a few seconds ahead (a batch's end, a batching deadline, a cold start's
+//! end) and pop in a steady stream, one per request: they go on a timing wheel of 8.4 ms slots, unsorted, and
+//! a slot's few events are sorted when time reaches it ([`EventQueue`] says how the parts stay in order). Before
+//! the wheel, one 4-ary heap held them all — about 1,500 entries on the standard function workload, a pop a
+//! chain of dependent loads through 5–6 levels, 18% of `hyscale bench`'s time in `perf`. Long timers (a
+//! keep-alive check, armed per idle instance, minutes ahead and mostly re-armed rather than fired; a spot VM's
+//! sampled interruption, hours ahead; the drain deadline) and events beyond the wheel's 17 s wait in a heap of
+//! their own. Tried before and measured no better: a radix heap for the near events, the `radix-heap` crate
+//! for all (25% slower: its refill scans the 64 buckets of the key's sequence half), an 8-ary heap.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 
 use hyscale_policies::Nanos;
 
@@ -53,33 +51,87 @@ pub fn key(time: Nanos, seq: u64) -> u128 {
     (u128::from(time.0) << 64) | u128::from(seq)
 }
 
-/// A min-heap of events by `(time, seq)`.
+/// Bits of a time (ns) below a wheel slot's: a slot spans 2^23 ns, about 8.4 ms.
+const SLOT_SHIFT: u32 = 23;
+/// Slots on the wheel (a power of two): 2,048 slots of 8.4 ms span 17.2 s ahead of the horizon.
+const SLOTS: usize = 2048;
+const SLOT_WIDTH: u64 = 1 << SLOT_SHIFT;
+const WHEEL_SPAN: u64 = SLOT_WIDTH * SLOTS as u64;
+
+/// A min-queue of events by `(time, seq)`.
+///
+/// Four parts, and the order of pops is exactly that of one heap (the property test below checks it):
+/// - a timing wheel of `SLOTS` unsorted slots for events from `horizon` to `horizon + WHEEL_SPAN`, each slot
+///   one `SLOT_WIDTH` of time: an event scheduled there is pushed on its slot's list, no heap work;
+/// - `current`: the events of the slot the horizon last passed, sorted once when it was taken off the wheel
+///   (latest first: a pop takes the last);
+/// - `soon`: events scheduled before the horizon after that (less than a slot ahead), in a 4-ary heap;
+/// - `far`: events further ahead than the wheel when scheduled, and long timers, in a 4-ary heap of their own.
+///
+/// Events before the horizon are all in `current`, `soon` or `far`, and those on the wheel come after every
+/// one of them; so the earliest event is the smallest of the three tops, once `current` has been refilled
+/// from the wheel when it and `soon` are empty.
 #[derive(Debug)]
 pub struct EventQueue<E> {
-    /// Near events.
-    heap: dary_heap::QuaternaryHeap<Entry<E>>,
-    /// Long timers, apart from the near events (same order as if they were in `heap`).
-    timers: BinaryHeap<Entry<E>>,
+    current: Vec<Entry<E>>,
+    soon: dary_heap::QuaternaryHeap<Entry<E>>,
+    wheel: Vec<Vec<Entry<E>>>,
+    /// Which slots hold events, a bit per slot: the next one is found without visiting the empty ones.
+    occupied: [u64; SLOTS / 64],
+    /// Events on the wheel.
+    in_wheel: usize,
+    /// A multiple of `SLOT_WIDTH`: events before it are in `current`, `soon` or `far`; the wheel holds those
+    /// from it to `horizon + WHEEL_SPAN`.
+    horizon: u64,
+    far: dary_heap::QuaternaryHeap<Entry<E>>,
     seq: u64,
+}
+
+/// Where the earliest event is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum First {
+    Current,
+    Soon,
+    Far,
+    Nothing,
 }
 
 impl<E> EventQueue<E> {
     /// An empty queue.
     pub fn new() -> Self {
-        EventQueue { heap: dary_heap::QuaternaryHeap::new(), timers: BinaryHeap::new(), seq: 0 }
+        EventQueue {
+            current: Vec::new(),
+            soon: dary_heap::QuaternaryHeap::new(),
+            wheel: (0..SLOTS).map(|_| Vec::new()).collect(),
+            occupied: [0; SLOTS / 64],
+            in_wheel: 0,
+            horizon: 0,
+            far: dary_heap::QuaternaryHeap::new(),
+            seq: 0,
+        }
     }
 
     /// Schedules `event` at `time`.
     pub fn push(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
-        self.heap.push(Entry { key: key(time, seq), event });
+        let entry = Entry { key: key(time, seq), event };
+        if time.0 < self.horizon {
+            self.soon.push(entry);
+        } else if time.0 - self.horizon < WHEEL_SPAN {
+            let slot = slot_of(time.0);
+            self.wheel[slot].push(entry);
+            self.occupied[slot / 64] |= 1 << (slot % 64);
+            self.in_wheel += 1;
+        } else {
+            self.far.push(entry);
+        }
     }
 
-    /// Schedules a long timer `event` at `time`: ordered exactly as [`Self::push`] would, kept apart so that
-    /// the near events' heap stays small.
+    /// Schedules a long timer `event` at `time` (minutes or hours ahead, mostly superseded before it fires):
+    /// ordered exactly as [`Self::push`] would, kept in the far heap whatever its time.
     pub fn push_timer(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
-        self.timers.push(Entry { key: key(time, seq), event });
+        self.far.push(Entry { key: key(time, seq), event });
     }
 
     /// A sequence number for an event kept outside the queue, so that it orders against the queued ones
@@ -90,39 +142,124 @@ impl<E> EventQueue<E> {
         s
     }
 
-    /// The key of the earliest event, if any.
-    pub fn peek_key(&self) -> Option<u128> {
-        if self.timer_first() { self.timers.peek() } else { self.heap.peek() }.map(|e| e.key)
+    /// The key of the earliest event, if any (it may take the wheel's next slot off it).
+    #[inline]
+    pub fn peek_key(&mut self) -> Option<u128> {
+        self.refill();
+        match self.first() {
+            First::Current => self.current.last(),
+            First::Soon => self.soon.peek(),
+            First::Far => self.far.peek(),
+            First::Nothing => None,
+        }
+        .map(|e| e.key)
     }
 
     /// The earliest event (first scheduled among equals).
+    #[inline]
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
-        let e = if self.timer_first() { self.timers.pop() } else { self.heap.pop() };
-        e.map(|e| (Nanos((e.key >> 64) as u64), e.event))
+        self.refill();
+        let e = match self.first() {
+            First::Current => self.current.pop(),
+            First::Soon => self.soon.pop(),
+            First::Far => self.far.pop(),
+            First::Nothing => None,
+        }?;
+        let time = (e.key >> 64) as u64;
+        if time >= self.horizon + SLOT_WIDTH {
+            // From the far heap, past slots that must be empty (their events would come before it): the
+            // wheel moves on to it, so that what is scheduled from now on lands on the wheel.
+            self.horizon = time & !(SLOT_WIDTH - 1);
+        }
+        Some((Nanos(time), e.event))
     }
 
-    /// Whether the earliest event is a long timer's (the one rule both `peek_key` and `pop` follow).
-    fn timer_first(&self) -> bool {
-        match (self.heap.peek(), self.timers.peek()) {
-            (Some(a), Some(b)) => b.key < a.key,
-            (a, b) => a.is_none() && b.is_some(),
+    /// Which part holds the earliest event (after `refill`): the smallest of the three tops.
+    #[inline]
+    fn first(&self) -> First {
+        let mut first = First::Nothing;
+        let mut best = u128::MAX;
+        if let Some(e) = self.current.last() {
+            (first, best) = (First::Current, e.key);
         }
+        if let Some(e) = self.soon.peek()
+            && e.key < best
+        {
+            (first, best) = (First::Soon, e.key);
+        }
+        if let Some(e) = self.far.peek()
+            && (e.key < best || first == First::Nothing)
+        {
+            first = First::Far;
+        }
+        first
+    }
+
+    /// When nothing before the horizon is left but the far heap's, takes the wheel's next occupied slot off
+    /// it (unless the far heap's earliest comes before that slot, and so before anything on the wheel).
+    #[inline]
+    fn refill(&mut self) {
+        if self.current.is_empty() && self.soon.is_empty() && self.in_wheel > 0 {
+            self.refill_from_wheel();
+        }
+    }
+
+    fn refill_from_wheel(&mut self) {
+        let far = self.far.peek().map_or(u64::MAX, |e| (e.key >> 64) as u64);
+        // The slots between the horizon and the next occupied one are empty: the horizon moves past them.
+        let from = slot_of(self.horizon);
+        let slot = self.next_occupied(from);
+        let horizon = self.horizon + (slot.wrapping_sub(from) & (SLOTS - 1)) as u64 * SLOT_WIDTH;
+        if far < horizon {
+            self.horizon = horizon;
+            return;
+        }
+        // The slot's list becomes `current` (and `current`'s empty one, with its room, the slot's).
+        std::mem::swap(&mut self.current, &mut self.wheel[slot]);
+        self.current.sort_unstable_by_key(|e| std::cmp::Reverse(e.key));
+        self.in_wheel -= self.current.len();
+        self.occupied[slot / 64] &= !(1 << (slot % 64));
+        self.horizon = horizon + SLOT_WIDTH;
+    }
+
+    /// The first occupied slot at or after `from`, going round the wheel (some slot is occupied).
+    fn next_occupied(&self, from: usize) -> usize {
+        let words = self.occupied.len();
+        let (w0, bit) = (from / 64, from % 64);
+        let first = self.occupied[w0] & (u64::MAX << bit);
+        if first != 0 {
+            return w0 * 64 + first.trailing_zeros() as usize;
+        }
+        for i in 1..=words {
+            let w = (w0 + i) % words;
+            // Back at the first word: only its bits below `from` are left.
+            let bits = if i == words { self.occupied[w] & !(u64::MAX << bit) } else { self.occupied[w] };
+            if bits != 0 {
+                return w * 64 + bits.trailing_zeros() as usize;
+            }
+        }
+        unreachable!("the wheel holds {} events in no slot", self.in_wheel)
     }
 
     /// Events pending.
     pub fn len(&self) -> usize {
-        self.heap.len() + self.timers.len()
+        self.current.len() + self.soon.len() + self.in_wheel + self.far.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty() && self.timers.is_empty()
+        self.len() == 0
     }
 
     /// Events scheduled so far (sequence numbers taken).
     pub fn scheduled(&self) -> u64 {
         self.seq
     }
+}
+
+/// The wheel's slot for time `t` (ns).
+fn slot_of(t: u64) -> usize {
+    (t >> SLOT_SHIFT) as usize & (SLOTS - 1)
 }
 
 impl<E> Default for EventQueue<E> {
@@ -194,6 +331,31 @@ mod tests {
             let rest: Vec<(u64, u64)> = std::iter::from_fn(|| q.pop().map(|(t, s)| (t.0, s))).collect();
             proptest::prop_assert_eq!(rest, model);
         }
+    }
+
+    #[test]
+    fn the_wheel_moves_on_to_a_far_event_and_keeps_ties_in_scheduling_order() {
+        let mut q = EventQueue::new();
+        let s = Nanos::from_secs;
+        q.push(s(30), 'a'); // beyond the wheel's 17 s: the far heap
+        q.push(s(1), 'b'); // on the wheel
+        q.push(Nanos(s(1).0 + 1), 'c'); // same slot
+        q.push(Nanos(5), 'd'); // the first slot
+        assert_eq!(q.pop(), Some((Nanos(5), 'd')));
+        assert_eq!(q.pop(), Some((s(1), 'b')));
+        assert_eq!(q.pop(), Some((Nanos(s(1).0 + 1), 'c')));
+        // Only the far event is left: popping it moves the wheel on to its slot.
+        assert_eq!(q.pop(), Some((s(30), 'a')));
+        // Scheduled from there: a tie at 30 s and events across slots, one past the wheel again.
+        q.push(Nanos(s(30).0 + 9_000_000), 'g');
+        q.push(s(30), 'e');
+        q.push(s(30), 'f');
+        q.push(s(60), 'h');
+        q.push_timer(s(30), 'i');
+        assert_eq!(q.len(), 5);
+        let order: Vec<char> = std::iter::from_fn(|| q.pop().map(|(_, e)| e)).collect();
+        assert_eq!(order, vec!['e', 'f', 'i', 'g', 'h']);
+        assert!(q.is_empty());
     }
 
     #[test]
