@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 use serde::Deserialize;
 
-use crate::counts::Spread;
+use crate::counts::{MAX_PER_BIN, Spread};
 use crate::per_request::csv_error;
 use crate::{Arrival, Nanos, TraceError};
 
@@ -426,6 +426,19 @@ fn read_invocations(path: &Path, select: &Selection) -> Result<Invocations, Trac
         }
     }
     columns.iter_mut().for_each(Vec::shrink_to_fit);
+    // A minute's arrivals are made and sorted together: a count far beyond any real trace's would take more
+    // memory than the machine has (an abort, not an error).
+    for (m, column) in columns.iter().enumerate() {
+        let total: u64 = column.iter().map(|&n| u64::from(n)).sum();
+        if total > MAX_PER_BIN {
+            return Err(TraceError::InvalidParameters(format!(
+                "{}: minute column '{}': the selected functions' counts add up to {total} invocations; at most \
+                 {MAX_PER_BIN} can be replayed in one minute (a minute's arrivals are buffered together, 8 bytes each)",
+                path.display(),
+                header[m + 4].trim()
+            )));
+        }
+    }
     Ok((functions, columns, minutes))
 }
 
@@ -611,6 +624,25 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(msg.contains(":2: column 'HashApp': not valid UTF-8"), "{msg}");
+    }
+
+    #[test]
+    fn a_minute_over_the_bound_is_refused_at_open_naming_it() {
+        // Two functions whose counts in minute 2 add up past the bound, each count a valid u32.
+        let half = MAX_PER_BIN / 2 + 1;
+        let f =
+            file(&format!("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f1,http,1,{half}\no,a,f2,http,0,{half}\n"));
+        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Uniform, Selection::default()), Path::new(""), 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains(&format!("minute column '2': the selected functions' counts add up to {}", 2 * half)),
+            "{msg}"
+        );
+        // Selecting one of them brings the minute under it.
+        let one = Selection { top: Some(1), ..Selection::default() };
+        assert!(AzureFunctionsReader::open(&spec(&f, Spread::Uniform, one), Path::new(""), 1).is_ok());
     }
 
     #[test]

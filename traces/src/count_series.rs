@@ -185,6 +185,11 @@ impl CountSeriesReader {
         };
         match text.parse::<i64>() {
             Ok(n) if n < 0 => Err(malformed(format!("negative count {n}"))),
+            Ok(n) if n as u64 > crate::counts::MAX_PER_BIN => Err(malformed(format!(
+                "count {n} is too large: at most {} requests can be replayed in one bin (a bin's arrivals are \
+                 buffered together, 8 bytes each)",
+                crate::counts::MAX_PER_BIN
+            ))),
             Ok(n) => u32::try_from(n).map_err(|_| malformed(format!("count {n} is too large"))),
             Err(_) => Err(malformed(format!("'{text}' is not a count"))),
         }
@@ -363,6 +368,11 @@ mod tests {
         let r = CountSeriesReader::open(&spec(f.path(), Spread::Even, OutageRule::default()), Path::new(""), 1);
         let e = r.unwrap().find_map(Result::err).unwrap().to_string();
         assert!(e.contains("column 'bin 2': negative count -3"), "{e}");
+        // A count whose arrivals would not fit in memory (it aborted the process): an error, before any is made.
+        let f = text("1 4294967295 2");
+        let r = CountSeriesReader::open(&spec(f.path(), Spread::Uniform, OutageRule::default()), Path::new(""), 1);
+        let e = r.unwrap().find_map(Result::err).unwrap().to_string();
+        assert!(e.contains("column 'bin 1': count 4294967295 is too large: at most 134217728"), "{e}");
         let f = text("  \n");
         let r = CountSeriesReader::open(&spec(f.path(), Spread::Even, OutageRule::default()), Path::new(""), 1);
         assert!(matches!(r.unwrap().next(), Some(Err(TraceError::Empty { .. }))));

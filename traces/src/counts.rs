@@ -7,6 +7,12 @@ use serde::Deserialize;
 
 use crate::Nanos;
 
+/// Most requests one bin may hold (a minute of the Azure Functions trace, all selected functions together; a
+/// bin of a count series): a bin's arrivals are made, buffered and sorted at once, 8 bytes each, so this
+/// bounds the buffer at 1 GiB. A count of billions (a corrupt or made-up file) is an error naming it, not
+/// an allocation the machine cannot make.
+pub(crate) const MAX_PER_BIN: u64 = 1 << 27;
+
 /// How a bin's count of requests is spread over the bin. Binned traces do not say when inside a bin each
 /// request came; the choice is the user's and is never made silently.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
