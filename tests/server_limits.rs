@@ -182,39 +182,3 @@ fn an_overloaded_model_answers_429_with_retry_after_and_serves_again_after() {
     assert!(refused.iter().all(|t| t.to_ascii_lowercase().contains("retry-after: 3")), "{refused:?}");
     assert_eq!(post(&server.addr, "/v2/models/cnn/infer", &body).0, 200);
 }
-
-#[test]
-fn connections_past_max_connections_wait_until_one_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve(&config(dir.path(), "max_connections = 2"));
-    // Two idle connections hold both places.
-    let first = TcpStream::connect(&server.addr).unwrap();
-    let second = TcpStream::connect(&server.addr).unwrap();
-    // A third is connected by the kernel (it waits in the accept queue) but not served: its request gets no
-    // answer while the two stay open.
-    let mut third = TcpStream::connect(&server.addr).unwrap();
-    third.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    third.write_all(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let waited = third.read_to_string(&mut text);
-    assert!(waited.is_err() && text.is_empty(), "served past the limit: {waited:?} {text:?}");
-    // One closes: the third is accepted and answered.
-    drop(first);
-    third.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    third.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
-    drop(second);
-    assert_eq!(good(&server.addr).0, 200);
-}
-
-#[test]
-fn max_connections_of_zero_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hyscale"))
-        .args(["serve", "--config", config(dir.path(), "max_connections = 0").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("max_connections must be at least 1"), "{err}");
-}

@@ -245,10 +245,15 @@ impl Batcher {
         self.shared.lock().pending.len()
     }
 
-    /// Holds a place in the queue for a request about to be read, as a server does on admission (before its
-    /// body is read or decoded): `None`, counted as a refusal, when the queue and the places already held
-    /// fill its capacity. The place is given back when the [`Place`] is dropped unused, or taken by
-    /// [`Self::infer_in`].
+    /// Room left in the queue: its capacity less the requests waiting and the places held.
+    pub fn room(&self) -> usize {
+        let queue = self.shared.lock();
+        self.shared.config.queue_capacity.saturating_sub(queue.pending.len() + queue.reserved)
+    }
+
+    /// Holds a place in the queue for a request about to be decoded, as a server does once its body is read:
+    /// `None`, counted as a refusal, when the queue and the places already held fill its capacity. The place
+    /// is given back when the [`Place`] is dropped unused, or taken by [`Self::infer_in`].
     pub fn reserve(&self) -> Option<Place> {
         let mut queue = self.shared.lock();
         if queue.pending.len() + queue.reserved >= self.shared.config.queue_capacity {
@@ -274,6 +279,9 @@ impl Batcher {
     }
 
     async fn enqueue(&self, place: Option<Place>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
+        // A place held in another batcher's queue is given back now (before this queue's lock is taken): this
+        // request waits for room here like any other.
+        let place = place.filter(|p| Arc::ptr_eq(&p.shared, &self.shared));
         self.check(&inputs)?;
         let (reply, result) = oneshot::channel();
         {
@@ -283,7 +291,7 @@ impl Batcher {
             }
             match place {
                 // Its place becomes the queued request (under the same lock: never counted twice or not at all).
-                Some(mut place) if Arc::ptr_eq(&place.shared, &self.shared) => {
+                Some(mut place) => {
                     place.held = false;
                     queue.reserved -= 1;
                 }

@@ -57,6 +57,9 @@ const SLOT_SHIFT: u32 = 23;
 const SLOTS: usize = 2048;
 const SLOT_WIDTH: u64 = 1 << SLOT_SHIFT;
 const WHEEL_SPAN: u64 = SLOT_WIDTH * SLOTS as u64;
+/// The start of the last slot's worth of time (times saturate at `Nanos::MAX`): events there go to the far
+/// heap, so the horizon never has to move past the end of time.
+const TOP_SLOT: u64 = !(SLOT_WIDTH - 1);
 
 /// A min-queue of events by `(time, seq)`.
 ///
@@ -117,7 +120,7 @@ impl<E> EventQueue<E> {
         let entry = Entry { key: key(time, seq), event };
         if time.0 < self.horizon {
             self.soon.push(entry);
-        } else if time.0 - self.horizon < WHEEL_SPAN {
+        } else if time.0 - self.horizon < WHEEL_SPAN && time.0 < TOP_SLOT {
             let slot = slot_of(time.0);
             self.wheel[slot].push(entry);
             self.occupied[slot / 64] |= 1 << (slot % 64);
@@ -166,7 +169,7 @@ impl<E> EventQueue<E> {
             First::Nothing => None,
         }?;
         let time = (e.key >> 64) as u64;
-        if time >= self.horizon + SLOT_WIDTH {
+        if time >> SLOT_SHIFT > self.horizon >> SLOT_SHIFT {
             // From the far heap, past slots that must be empty (their events would come before it): the
             // wheel moves on to it, so that what is scheduled from now on lands on the wheel.
             self.horizon = time & !(SLOT_WIDTH - 1);
@@ -298,18 +301,28 @@ mod tests {
 
     proptest::proptest! {
         /// Against a sort by (time, sequence): pushes to either lane at or after the last popped time (many
-        /// equal, some far ahead), peeks and pops in any interleaving pop in that order.
+        /// equal, some far ahead, some at the end of time), peeks alone, and pops in any interleaving pop in
+        /// that order.
         #[test]
-        fn pops_in_time_then_scheduling_order(ops in proptest::collection::vec((0u64..48, 0u8..4), 1..300)) {
+        fn pops_in_time_then_scheduling_order(ops in proptest::collection::vec((0u64..49, 0u8..5), 1..300)) {
             let mut q = EventQueue::new();
             let mut model: Vec<(u64, u64)> = Vec::new();
             let mut now = 0u64;
             for (delta, op) in ops {
                 let seq = q.scheduled();
-                let t = now + if delta % 3 == 0 { delta } else { 1 << delta };
+                let t = if delta == 48 {
+                    (u64::MAX - seq % 3).max(now)
+                } else {
+                    now.saturating_add(if delta % 3 == 0 { delta } else { 1 << delta })
+                };
                 match op {
                     0 => q.push(Nanos(t), seq),
                     1 => q.push_timer(Nanos(t), seq),
+                    4 => {
+                        model.sort_unstable();
+                        proptest::prop_assert_eq!(q.peek_key(), model.first().map(|&(t, s)| key(Nanos(t), s)));
+                        continue;
+                    }
                     _ => {
                         model.sort_unstable();
                         if op == 3 {

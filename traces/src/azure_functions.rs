@@ -449,7 +449,9 @@ fn count(cell: &[u8]) -> Result<u32, String> {
     if !digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit) {
         return Ok(digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')));
     }
-    let text = String::from_utf8_lossy(digits);
+    // Otherwise as the text parse it replaces: trimmed of any whitespace (not only ASCII's), then signed.
+    let text = String::from_utf8_lossy(cell);
+    let text = text.trim();
     let n = text.parse::<i64>().map_err(|_| format!("'{text}' is not a count"))?;
     u32::try_from(n).map_err(|_| format!("count {n} is out of range (counts are 0 to 4294967295)"))
 }
@@ -605,6 +607,7 @@ mod tests {
             (b"4294967295", Ok(u32::MAX)),
             (b"+7", Ok(7)),
             (b"007", Ok(7)),
+            ("\u{a0}12\u{b}".as_bytes(), Ok(12)),
         ] {
             assert_eq!(count(cell), want, "{:?}", String::from_utf8_lossy(cell));
         }

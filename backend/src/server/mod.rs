@@ -370,93 +370,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (listener, addr) = bind(listen, bound).await?;
     tracing::info!(%addr, "serving the Open Inference Protocol v2");
-    let listener = LimitedListener::new(listener, state.limits.max_connections);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServeError::Io { what: "serving".into(), source })
-}
-
-/// A listener that holds at most `limit` connections open: it accepts the next only once one has closed
-/// (`limits.max_connections`; the others wait in the kernel's accept queue, costing the server nothing).
-struct LimitedListener {
-    inner: tokio::net::TcpListener,
-    open: Arc<tokio::sync::Semaphore>,
-}
-
-impl LimitedListener {
-    fn new(inner: tokio::net::TcpListener, limit: usize) -> LimitedListener {
-        let permits = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        LimitedListener { inner, open: Arc::new(tokio::sync::Semaphore::new(permits)) }
-    }
-}
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = LimitedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (LimitedStream, SocketAddr) {
-        // The semaphore is never closed: acquiring only waits.
-        let permit = Arc::clone(&self.open).acquire_owned().await.expect("the connection semaphore is never closed");
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (LimitedStream { stream, _open: permit }, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// An accepted connection, holding its place among the open ones until it is dropped.
-struct LimitedStream {
-    stream: tokio::net::TcpStream,
-    _open: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl tokio::io::AsyncRead for LimitedStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for LimitedStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
 }
 
 /// An error answer: `{"error": message}` with a status and, for 429/503, `Retry-After`.
@@ -682,33 +599,28 @@ async fn infer_inner(
     let served = state.model(name, version)?;
     // Shed before the body is read or decoded: under overload, a refused request costs neither memory nor
     // decoding time, and the requests admitted keep the CPU.
-    let mut admitted = match admit(state, name, served) {
-        Ok(a) => a,
+    let _permit = match admit(state, name, served) {
+        Ok(p) => p,
         Err(e) => {
             drain(&state.limits, body).await;
             return Err(e);
         }
     };
     let body = read_body(&state.limits, headers, body).await?;
+    // Its place in the queue, held while it is decoded (not while its body arrives: a slow upload must not
+    // shut the model to others).
+    let place = hold_place(state, name, served)?;
     let meta = served.batcher.metadata();
     let decoded = decode_infer(headers, &body, meta, &state.limits).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     let DecodedInfer { request, tensors, binary_outputs } = decoded;
-    let outputs = run_inference(state, name, served, admitted.place.take(), tensors).await?;
+    let outputs = run_inference(state, name, served, place, tensors).await?;
     let response = response_of(name, &served.version, meta, &request, outputs);
     Ok(if binary_outputs { binary::respond(response) } else { axum::Json(response).into_response() })
 }
 
-/// What admission gives a request: a permit of `limits.max_in_flight`, and its place in the model's queue
-/// (none for a model served by a cluster, which queues on its own).
-pub(super) struct Admitted {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    pub(super) place: Option<crate::batcher::Place>,
-}
-
 /// Admission, before a request's tensors are read (REST and gRPC alike): a permit of `limits.max_in_flight`
-/// (503 without), and a place held in the model's queue (429 without): requests being read and decoded count
-/// against the queue's capacity, so however many arrive at once, no more are held than it allows.
-fn admit(state: &AppState, name: &str, served: &Served) -> Result<Admitted, ApiError> {
+/// (503 without), and room in the model's queue (429).
+fn admit(state: &AppState, name: &str, served: &Served) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     let Ok(permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -719,19 +631,28 @@ fn admit(state: &AppState, name: &str, served: &Served) -> Result<Admitted, ApiE
             retry_after: Some(state.retry_after),
         });
     };
-    if state.clusters.contains_key(name) {
-        return Ok(Admitted { _permit: permit, place: None });
+    if !state.clusters.contains_key(name) && served.batcher.room() == 0 {
+        return Err(queue_full(state, name, served));
     }
-    match served.batcher.reserve() {
-        Some(place) => Ok(Admitted { _permit: permit, place: Some(place) }),
-        None => {
-            let capacity = served.batcher.config().queue_capacity;
-            Err(ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: format!("model '{name}': queue full ({capacity} requests waiting); retry later"),
-                retry_after: Some(state.retry_after),
-            })
-        }
+    Ok(permit)
+}
+
+/// A place held in the model's queue for a request about to be decoded (429 without): places count against
+/// the queue's capacity, so a burst cannot have more requests decoding than the queue holds. None for a
+/// model served by a cluster, which queues on its own.
+fn hold_place(state: &AppState, name: &str, served: &Served) -> Result<Option<crate::batcher::Place>, ApiError> {
+    if state.clusters.contains_key(name) {
+        return Ok(None);
+    }
+    served.batcher.reserve().map(Some).ok_or_else(|| queue_full(state, name, served))
+}
+
+fn queue_full(state: &AppState, name: &str, served: &Served) -> ApiError {
+    let capacity = served.batcher.config().queue_capacity;
+    ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: format!("model '{name}': queue full ({capacity} requests waiting); retry later"),
+        retry_after: Some(state.retry_after),
     }
 }
 

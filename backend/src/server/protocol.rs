@@ -167,12 +167,6 @@ pub struct RequestLimits {
     /// can take under any overload. Default 1,024.
     #[serde(default = "max_in_flight")]
     pub max_in_flight: usize,
-    /// Most client connections the REST server holds open at once; more wait in the kernel's accept queue
-    /// until one closes. Each open connection keeps its read buffer (about 64 KiB after a CNN's JSON
-    /// request): an open-loop client at 2,000 requests/s against a saturated model had 670 open and the
-    /// server's memory 44 MiB above its quiet peak. Default 256.
-    #[serde(default = "max_connections")]
-    pub max_connections: usize,
 }
 
 fn max_body_bytes() -> usize {
@@ -195,10 +189,6 @@ fn max_in_flight() -> usize {
     1024
 }
 
-fn max_connections() -> usize {
-    256
-}
-
 impl Default for RequestLimits {
     fn default() -> RequestLimits {
         RequestLimits {
@@ -207,7 +197,6 @@ impl Default for RequestLimits {
             max_rows: max_rows(),
             body_timeout_s: body_timeout_s(),
             max_in_flight: max_in_flight(),
-            max_connections: max_connections(),
         }
     }
 }
@@ -215,13 +204,8 @@ impl Default for RequestLimits {
 impl RequestLimits {
     /// Checks the bounds themselves; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if [self.max_body_bytes, self.max_elements, self.max_rows, self.max_in_flight, self.max_connections]
-            .contains(&0)
-        {
-            return Err(
-                "[limits]: max_body_bytes, max_elements, max_rows, max_in_flight and max_connections must be at least 1"
-                    .into(),
-            );
+        if self.max_body_bytes == 0 || self.max_elements == 0 || self.max_rows == 0 || self.max_in_flight == 0 {
+            return Err("[limits]: max_body_bytes, max_elements, max_rows and max_in_flight must be at least 1".into());
         }
         if !(self.body_timeout_s.is_finite() && self.body_timeout_s > 0.0) {
             return Err(format!(

@@ -197,28 +197,35 @@ async fn a_full_queue_refuses_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn places_held_for_admitted_requests_count_against_the_queue() {
-    let (b, recorder) = batcher("mlp.onnx", 8, Duration::from_millis(300), 2);
-    // A server holds a place for each request it admits, before reading its body: two fill a queue of two.
+    // Batches of two, the oldest waiting up to 60 s: nothing starts in this test until a batch is full.
+    let (b, recorder) = batcher("mlp.onnx", 2, Duration::from_secs(60), 2);
+    // A server holds a place for each request it has read and is decoding: two fill a queue of two.
     let held = b.reserve().expect("a place in an empty queue");
     let other = b.reserve().expect("a second place");
     assert!(b.reserve().is_none(), "a third place in a queue of two");
+    assert_eq!(b.room(), 0);
     let e = b.infer(vec![fixed_input(&[1, 64])]).await.unwrap_err();
     assert!(matches!(e, BatchError::QueueFull { capacity: 2, .. }), "{e}");
     assert_eq!(*recorder.refused.lock().unwrap(), 2);
-    // A place given back unused (the body never came, or was malformed) frees it.
+    // A place given back unused (the request was malformed, or its client went away) frees it.
     drop(other);
+    assert_eq!(b.room(), 1);
     let again = b.reserve().expect("the place given back");
     // A malformed request gives its place back too.
     let e = b.infer_in(again, vec![fixed_input(&[1, 32])]).await.unwrap_err();
     assert!(matches!(e, BatchError::Engine(_)), "{e}");
-    // A held place is used even though the queue and the places fill it: the request is queued and served.
+    assert_eq!(b.room(), 1);
+    // A held place is used even though the queue and the places fill it: the request is queued.
     let mut first = Box::pin(b.infer_in(held, vec![fixed_input(&[1, 64])]));
     assert!(poll_once(&mut first).await.is_none());
-    assert_eq!(b.queue_depth(), 1);
-    let _third = b.reserve().expect("one place left: one queued, none held");
+    assert_eq!((b.queue_depth(), b.room()), (1, 1));
+    let third = b.reserve().expect("one place left: one queued, none held");
     assert!(b.reserve().is_none());
-    assert!(first.await.is_ok());
-    assert_eq!(recorder.batches().iter().map(|r| r.requests).collect::<Vec<_>>(), [1]);
+    // The second request fills the batch: both are served together.
+    let (first, second) = tokio::join!(first, b.infer_in(third, vec![fixed_input(&[1, 64])]));
+    assert!(first.is_ok() && second.is_ok());
+    assert_eq!(recorder.batches().iter().map(|r| r.requests).collect::<Vec<_>>(), [2]);
+    assert_eq!(b.room(), 2);
 }
 
 /// Polls a future once: its output if it is ready, `None` if it is pending.

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 
 use super::metrics::RequestOutcome;
 use super::protocol::{InferRequest, RequestTensor, RequestedOutput, metadata_response};
-use super::{ApiError, AppState, ServeError, admit, error, response_of, run_inference, tensors_of};
+use super::{ApiError, AppState, ServeError, admit, error, hold_place, response_of, run_inference, tensors_of};
 use inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use inference::model_infer_response::InferOutputTensor;
 use inference::model_metadata_response::TensorMetadata;
@@ -53,11 +53,12 @@ impl Service {
         let name = req.model_name.as_str();
         let version = (!req.model_version.is_empty()).then_some(req.model_version.as_str());
         let served = state.model(name, version)?;
-        let mut admitted = admit(state, name, served)?;
+        let _permit = admit(state, name, served)?;
         let meta = served.batcher.metadata();
         let mut request = rest_request(&req).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+        let place = hold_place(state, name, served)?;
         let tensors = tensors_of(&mut request, meta, &state.limits).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
-        let outputs = run_inference(state, name, served, admitted.place.take(), tensors).await?;
+        let outputs = run_inference(state, name, served, place, tensors).await?;
         let response = response_of(name, &served.version, meta, &request, outputs);
         let mut raw = Vec::with_capacity(response.outputs.len());
         let outputs = response
