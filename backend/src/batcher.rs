@@ -117,13 +117,21 @@ struct Pending {
 
 struct Queue {
     pending: VecDeque<Pending>,
-    /// Places held in the queue for admitted requests whose inputs are still being read ([`Batcher::reserve`]):
-    /// they count against `queue_capacity` as if queued, so a burst cannot have more requests decoding at
-    /// once than the queue would hold.
+    /// Places held in the queue for requests being decoded ([`Batcher::reserve`]): they count against
+    /// `queue_capacity` as if queued, so a burst cannot have more requests decoding at once than the queue
+    /// would hold.
     reserved: usize,
     closed: bool,
     /// The batch rule in force (it can change while the batcher runs, as a policy's `SetBatching` asks).
     rule: BatchRule,
+}
+
+impl Queue {
+    /// Room left of `capacity`: less the requests waiting and the places held (the one rule `room`,
+    /// `reserve` and a request without a place follow).
+    fn room(&self, capacity: usize) -> usize {
+        capacity.saturating_sub(self.pending.len() + self.reserved)
+    }
 }
 
 struct Shared {
@@ -247,8 +255,7 @@ impl Batcher {
 
     /// Room left in the queue: its capacity less the requests waiting and the places held.
     pub fn room(&self) -> usize {
-        let queue = self.shared.lock();
-        self.shared.config.queue_capacity.saturating_sub(queue.pending.len() + queue.reserved)
+        self.shared.lock().room(self.shared.config.queue_capacity)
     }
 
     /// Holds a place in the queue for a request about to be decoded, as a server does once its body is read:
@@ -256,7 +263,7 @@ impl Batcher {
     /// is given back when the [`Place`] is dropped unused, or taken by [`Self::infer_in`].
     pub fn reserve(&self) -> Option<Place> {
         let mut queue = self.shared.lock();
-        if queue.pending.len() + queue.reserved >= self.shared.config.queue_capacity {
+        if queue.room(self.shared.config.queue_capacity) == 0 {
             drop(queue);
             self.shared.observer.on_queue_full(&self.shared.model);
             return None;
@@ -270,15 +277,12 @@ impl Batcher {
     /// request's rows. Malformed inputs are refused before queueing; so is a request that finds the queue
     /// full ([`BatchError::QueueFull`]).
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
-        self.enqueue(None, inputs).await
+        self.infer_in(None, inputs).await
     }
 
-    /// As [`Self::infer`] for a request whose place in the queue is held already (never refused as full).
-    pub async fn infer_in(&self, place: Place, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
-        self.enqueue(Some(place), inputs).await
-    }
-
-    async fn enqueue(&self, place: Option<Place>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
+    /// As [`Self::infer`], in `place` when the request holds one in this queue already (then never refused
+    /// as full).
+    pub async fn infer_in(&self, place: Option<Place>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BatchError> {
         // A place held in another batcher's queue is given back now (before this queue's lock is taken): this
         // request waits for room here like any other.
         let place = place.filter(|p| Arc::ptr_eq(&p.shared, &self.shared));
@@ -295,7 +299,7 @@ impl Batcher {
                     place.held = false;
                     queue.reserved -= 1;
                 }
-                _ if queue.pending.len() + queue.reserved >= self.shared.config.queue_capacity => {
+                None if queue.room(self.shared.config.queue_capacity) == 0 => {
                     drop(queue);
                     self.shared.observer.on_queue_full(&self.shared.model);
                     return Err(BatchError::QueueFull {
@@ -303,7 +307,7 @@ impl Batcher {
                         capacity: self.shared.config.queue_capacity,
                     });
                 }
-                _ => {}
+                None => {}
             }
             queue.pending.push_back(Pending { inputs, enqueued: self.shared.clock.now(), reply });
         }

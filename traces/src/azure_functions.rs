@@ -540,6 +540,11 @@ mod tests {
         AzureFunctionsSpec { path: f.path().to_path_buf(), spread, select, durations: None, memory: None }
     }
 
+    /// The error opening `f` gives, as text.
+    fn open_error(f: &tempfile::NamedTempFile, spread: Spread, select: Selection) -> String {
+        AzureFunctionsReader::open(&spec(f, spread, select), Path::new(""), 1).err().expect("an error").to_string()
+    }
+
     #[test]
     fn chunks_give_the_arrivals_that_next_gives() {
         // Poisson spreading over three minutes, read one at a time and in chunks of 1, 2, 3 and 64 (through
@@ -622,10 +627,7 @@ mod tests {
     fn a_key_column_that_is_not_utf8_is_named() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"HashOwner,HashApp,HashFunction,Trigger,1\no,a\xff,f,http,1\n").unwrap();
-        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = open_error(&f, Spread::Even, Selection::default());
         assert!(msg.contains(":2: column 'HashApp': not valid UTF-8"), "{msg}");
     }
 
@@ -635,10 +637,7 @@ mod tests {
         let half = MAX_PER_BIN / 2 + 1;
         let f =
             file(&format!("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f1,http,1,{half}\no,a,f2,http,0,{half}\n"));
-        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Uniform, Selection::default()), Path::new(""), 1)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = open_error(&f, Spread::Uniform, Selection::default());
         assert!(
             msg.contains(&format!("minute column '2': the selected functions' counts add up to {}", 2 * half)),
             "{msg}"
@@ -655,22 +654,13 @@ mod tests {
         let msg = e.unwrap().to_string();
         assert!(msg.contains(":2: column '2': count -2 is out of range"), "{msg}");
         let f = file("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f,http,1,x\n");
-        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = open_error(&f, Spread::Even, Selection::default());
         assert!(msg.contains(":2: column '2': 'x' is not a count"), "{msg}");
         let f = file("Owner,HashApp,HashFunction,Trigger,1\n");
-        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = open_error(&f, Spread::Even, Selection::default());
         assert!(msg.contains("missing column 'HashOwner (as column 1)'"), "{msg}");
         let f = file("HashOwner,HashApp,HashFunction,Trigger,1,3\n");
-        let msg = AzureFunctionsReader::open(&spec(&f, Spread::Even, Selection::default()), Path::new(""), 1)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = open_error(&f, Spread::Even, Selection::default());
         assert!(msg.contains("minute columns must be consecutive"), "{msg}");
     }
 

@@ -632,7 +632,7 @@ fn admit(state: &AppState, name: &str, served: &Served) -> Result<tokio::sync::O
         });
     };
     if !state.clusters.contains_key(name) && served.batcher.room() == 0 {
-        return Err(queue_full(state, name, served));
+        return Err(queue_full(state, name, served.batcher.config().queue_capacity));
     }
     Ok(permit)
 }
@@ -644,11 +644,11 @@ fn hold_place(state: &AppState, name: &str, served: &Served) -> Result<Option<cr
     if state.clusters.contains_key(name) {
         return Ok(None);
     }
-    served.batcher.reserve().map(Some).ok_or_else(|| queue_full(state, name, served))
+    served.batcher.reserve().map(Some).ok_or_else(|| queue_full(state, name, served.batcher.config().queue_capacity))
 }
 
-fn queue_full(state: &AppState, name: &str, served: &Served) -> ApiError {
-    let capacity = served.batcher.config().queue_capacity;
+/// The 429 for a model whose queue (of `capacity`) has no room.
+fn queue_full(state: &AppState, name: &str, capacity: usize) -> ApiError {
     ApiError {
         status: StatusCode::TOO_MANY_REQUESTS,
         message: format!("model '{name}': queue full ({capacity} requests waiting); retry later"),
@@ -657,7 +657,7 @@ fn queue_full(state: &AppState, name: &str, served: &Served) -> ApiError {
 }
 
 /// Runs checked inputs through the model's cluster or batcher within the request timeout (REST and gRPC), in
-/// the queue's `place` held at admission.
+/// the queue's `place` held for them while they were decoded.
 async fn run_inference(
     state: &AppState,
     name: &str,
@@ -678,17 +678,9 @@ async fn run_inference(
             Ok(Ok(outputs)) => Ok(outputs),
         };
     }
-    let queued = match place {
-        Some(place) => tokio::time::timeout(state.timeout, served.batcher.infer_in(place, tensors)).await,
-        None => tokio::time::timeout(state.timeout, served.batcher.infer(tensors)).await,
-    };
-    match queued {
+    match tokio::time::timeout(state.timeout, served.batcher.infer_in(place, tensors)).await {
         Err(_) => Err(timed_out()),
-        Ok(Err(BatchError::QueueFull { model, capacity })) => Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: format!("model '{model}': queue full ({capacity} requests waiting); retry later"),
-            retry_after: Some(state.retry_after),
-        }),
+        Ok(Err(BatchError::QueueFull { model, capacity })) => Err(queue_full(state, &model, capacity)),
         Ok(Err(BatchError::Stopped { model })) => Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: format!("model '{model}' is not serving"),

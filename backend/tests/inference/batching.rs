@@ -212,17 +212,17 @@ async fn places_held_for_admitted_requests_count_against_the_queue() {
     assert_eq!(b.room(), 1);
     let again = b.reserve().expect("the place given back");
     // A malformed request gives its place back too.
-    let e = b.infer_in(again, vec![fixed_input(&[1, 32])]).await.unwrap_err();
+    let e = b.infer_in(Some(again), vec![fixed_input(&[1, 32])]).await.unwrap_err();
     assert!(matches!(e, BatchError::Engine(_)), "{e}");
     assert_eq!(b.room(), 1);
     // A held place is used even though the queue and the places fill it: the request is queued.
-    let mut first = Box::pin(b.infer_in(held, vec![fixed_input(&[1, 64])]));
+    let mut first = Box::pin(b.infer_in(Some(held), vec![fixed_input(&[1, 64])]));
     assert!(poll_once(&mut first).await.is_none());
     assert_eq!((b.queue_depth(), b.room()), (1, 1));
     let third = b.reserve().expect("one place left: one queued, none held");
     assert!(b.reserve().is_none());
     // The second request fills the batch: both are served together.
-    let (first, second) = tokio::join!(first, b.infer_in(third, vec![fixed_input(&[1, 64])]));
+    let (first, second) = tokio::join!(first, b.infer_in(Some(third), vec![fixed_input(&[1, 64])]));
     assert!(first.is_ok() && second.is_ok());
     assert_eq!(recorder.batches().iter().map(|r| r.requests).collect::<Vec<_>>(), [2]);
     assert_eq!(b.room(), 2);

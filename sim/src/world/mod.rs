@@ -296,8 +296,8 @@ struct World<'a> {
     /// Whether `trace` has ended or failed (it is not read again).
     trace_ended: bool,
     next_arrival: Option<Arrival>,
-    /// The next arrival's place in the event order (`queue::key`): it is kept out of the heap, which then
-    /// holds only the instances' events, and taken when it comes before the heap's earliest.
+    /// The next arrival's place in the event order (`queue::key`): it is kept out of the event queue, which
+    /// then holds only the instances' events, and taken when it comes before the queue's earliest.
     arrival_key: u128,
     trace_done: bool,
     actions: Vec<Action>,
@@ -530,7 +530,7 @@ impl<'a> World<'a> {
         Ok(())
     }
 
-    /// The next event: the pending arrival when it comes before the heap's earliest, else the heap's.
+    /// The next event: the pending arrival when it comes before the queue's earliest, else the queue's.
     fn next_event(&mut self) -> Option<(Nanos, Event)> {
         if let Some(a) = &self.next_arrival
             && self.queue.peek_key().is_none_or(|k| self.arrival_key < k)
