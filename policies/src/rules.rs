@@ -71,6 +71,15 @@ pub struct DispatchCandidate<K> {
     pub noticed: bool,
 }
 
+impl<K> DispatchCandidate<K> {
+    /// Whether the rule takes this candidate before any other of a larger key: ready, not under a notice,
+    /// holding nothing, with room (`queue_limit > 0`). [`dispatch_to_in_key_order`] stops its scan at the first;
+    /// an engine that keeps these in a set may take the smallest key there without a scan.
+    pub fn wins_outright(&self, queue_limit: usize) -> bool {
+        self.state == VmState::Ready && !self.noticed && self.outstanding == 0 && queue_limit > 0
+    }
+}
+
 /// Which VM of a pool takes a request, as a load balancer would: the ready one with the fewest outstanding
 /// requests below `queue_limit`; when every ready one is full (or none is ready), a provisioning one with
 /// room, where the request waits for it to be ready. Refused `QueueFull` when the pool has VMs but none has
@@ -112,7 +121,7 @@ fn dispatch<K: Ord + Copy>(
         any = true;
         if c.outstanding < queue_limit && best.is_none_or(|b| (rank, c.outstanding, c.key) < b) {
             best = Some((rank, c.outstanding, c.key));
-            if key_order && rank == 0 && c.outstanding == 0 {
+            if key_order && c.wins_outright(queue_limit) {
                 // (0, 0, the smallest key left): nothing later can beat it.
                 break;
             }
@@ -238,11 +247,13 @@ mod tests {
         }
         assert_eq!(pools.len(), 1 + 6 + 36 + 216 + 1296);
         for pool in &pools {
-            assert_eq!(
-                dispatch_to_in_key_order(pool.iter().copied(), 4),
-                dispatch_to(pool.iter().copied(), 4),
-                "{pool:?}"
-            );
+            let chosen = dispatch_to(pool.iter().copied(), 4);
+            assert_eq!(dispatch_to_in_key_order(pool.iter().copied(), 4), chosen, "{pool:?}");
+            // The smallest key that wins outright, where there is one, is the choice.
+            if let Some(first) = pool.iter().find(|c| c.wins_outright(4)) {
+                assert_eq!(chosen, Ok(first.key), "{pool:?}");
+            }
+            assert!(pool.iter().all(|c| !c.wins_outright(0)));
         }
         // It stops at the idle ready VM: what follows is never looked at.
         let mut looked = 0;

@@ -15,6 +15,7 @@
 pub mod dist;
 mod error;
 pub mod fsd;
+mod keyset;
 pub mod queue;
 pub mod rng;
 pub mod scenario;

@@ -135,9 +135,10 @@ pub struct AzureFunctionsReader {
     rng: Pcg64Mcg,
     minute: usize,
     /// The current minute's arrivals as sort keys: offset into the minute (ns) above `model_bits` bits of
-    /// model id, so one `u64` radix sort orders them by time, then model (the profile showed the tuple sort,
-    /// then the comparison sort).
+    /// model id, so one sort of `u64`s orders them by time, then model (the profile showed the tuple sort,
+    /// then the comparison sort, then an LSD radix sort).
     buffer: Vec<u64>,
+    sorter: crate::keysort::KeySorter,
     buffer_start: Nanos,
     next: usize,
 }
@@ -201,6 +202,7 @@ impl AzureFunctionsReader {
             rng: Pcg64Mcg::seed_from_u64(seed),
             minute: 0,
             buffer: Vec::new(),
+            sorter: Default::default(),
             buffer_start: Nanos::ZERO,
             next: 0,
         })
@@ -231,7 +233,7 @@ impl AzureFunctionsReader {
             let mut keys = SortKeys { out: &mut self.buffer, start, model: model as u64, bits };
             self.spread.place(start, MINUTE, count, &mut self.rng, &mut keys);
         }
-        radsort::sort(&mut self.buffer);
+        self.sorter.sort(&mut self.buffer, MINUTE.0 << bits);
         self.minute += 1;
     }
 

@@ -28,6 +28,7 @@ mod count_series;
 mod counts;
 mod error;
 mod generate;
+mod keysort;
 mod per_request;
 mod spec;
 mod stats;

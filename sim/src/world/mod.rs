@@ -254,6 +254,9 @@ struct World<'a> {
     /// that scan as a fifth of a VM-heavy run; an ordered index of them, tried, cost more to keep than the
     /// scan of a few dozen VMs).
     dispatch_keys: Vec<Option<DispatchCandidate<u32>>>,
+    /// Per pool, the VMs the dispatch rule takes outright (`DispatchCandidate::wins_outright`), kept by
+    /// `sync_dispatch`: the smallest is the rule's choice, no scan needed.
+    outright: Vec<crate::keyset::KeySet>,
     pool_members: Vec<Vec<u32>>,
     fns: Vec<FnInst>,
     fn_free: Vec<u32>,
@@ -471,6 +474,7 @@ impl<'a> World<'a> {
             ledger: Ledger::new(sc.slo),
             vms: Vec::new(),
             dispatch_keys: Vec::new(),
+            outright: vec![Default::default(); sc.catalog.vm_types.len()],
             pool_members: vec![Vec::new(); sc.catalog.vm_types.len()],
             fns: Vec::new(),
             fn_free: Vec::new(),

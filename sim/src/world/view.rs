@@ -51,14 +51,22 @@ impl World<'_> {
     }
 
     /// Brings what the dispatch rule reads of VM `i` in line (after any change of its state, load or notice).
+    #[inline]
     pub(super) fn sync_dispatch(&mut self, i: u32) {
         let vm = &self.vms[i as usize];
-        self.dispatch_keys[i as usize] = vm.state.map(|state| DispatchCandidate {
+        let candidate = vm.state.map(|state| DispatchCandidate {
             key: i,
             state,
             outstanding: vm.queue.len() + vm.batch.len(),
             noticed: vm.noticed,
         });
+        let outright = &mut self.outright[vm.vm_type.0 as usize];
+        if candidate.is_some_and(|c| c.wins_outright(self.sc.file.sim.vm_queue_limit as usize)) {
+            outright.insert(i);
+        } else {
+            outright.remove(i);
+        }
+        self.dispatch_keys[i as usize] = candidate;
     }
 
     /// Brings counts and the free sets in line with instance `idx` after a change from `before`.

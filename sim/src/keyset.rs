@@ -1,0 +1,83 @@
+//! A set of small integer keys (VM indices) whose smallest member is asked for often: a bitmap, and the word
+//! where the search for the smallest starts (no set bit before it).
+//!
+//! The engine keeps one per VM pool, holding the VMs the dispatch rule takes outright
+//! ([`hyscale_policies::rules::DispatchCandidate::wins_outright`]): the smallest is the rule's choice, found
+//! without scanning the pool (the profile showed that scan as 11% of the VM workload's instructions, a few
+//! dozen VMs per request). VM indices only grow, so the start word moves forward over the words of VMs long
+//! gone, once.
+
+/// See the module docs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeySet {
+    words: Vec<u64>,
+    /// No word before this one has a bit set.
+    low: usize,
+}
+
+impl KeySet {
+    pub(crate) fn insert(&mut self, key: u32) {
+        let w = key as usize / 64;
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << (key % 64);
+        self.low = self.low.min(w);
+    }
+
+    pub(crate) fn remove(&mut self, key: u32) {
+        if let Some(word) = self.words.get_mut(key as usize / 64) {
+            *word &= !(1 << (key % 64));
+        }
+    }
+
+    /// The smallest key in the set.
+    pub(crate) fn first(&mut self) -> Option<u32> {
+        while let Some(&word) = self.words.get(self.low) {
+            if word != 0 {
+                return Some((self.low * 64) as u32 + word.trailing_zeros());
+            }
+            self.low += 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    proptest! {
+        /// Any sequence of inserts, removes and lookups: the smallest key is a `BTreeSet`'s.
+        #[test]
+        fn the_smallest_key_is_a_sorted_sets(ops in proptest::collection::vec((0u8..3, 0u32..400), 0..300)) {
+            let (mut set, mut model) = (KeySet::default(), BTreeSet::new());
+            for (op, key) in ops {
+                match op {
+                    0 => { set.insert(key); model.insert(key); }
+                    1 => { set.remove(key); model.remove(&key); }
+                    _ => prop_assert_eq!(set.first(), model.first().copied()),
+                }
+            }
+            prop_assert_eq!(set.first(), model.first().copied());
+        }
+    }
+
+    #[test]
+    fn a_key_below_the_start_word_is_found_again() {
+        let mut set = KeySet::default();
+        set.insert(700);
+        set.insert(3);
+        set.remove(3);
+        assert_eq!(set.first(), Some(700));
+        set.insert(64);
+        assert_eq!(set.first(), Some(64));
+        set.remove(64);
+        set.remove(700);
+        assert_eq!(set.first(), None);
+        set.remove(100_000);
+        assert_eq!(set.first(), None);
+    }
+}
