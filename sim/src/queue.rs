@@ -115,6 +115,7 @@ impl<E> EventQueue<E> {
     }
 
     /// Schedules `event` at `time`.
+    #[inline]
     pub fn push(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
         let entry = Entry { key: key(time, seq), event };

@@ -33,10 +33,17 @@ impl World<'_> {
     }
 
     /// Function `id`'s slot in `functions`, added on first sight.
+    #[inline(always)]
     pub(super) fn function_slot(&mut self, id: u32) -> u32 {
-        if let Some(slot) = self.fn_slot_of.get(id).checked_sub(1) {
-            return slot;
+        match self.fn_slot_of.get(id).checked_sub(1) {
+            Some(slot) => slot,
+            None => self.add_function(id),
         }
+    }
+
+    /// Adds function `id` to `functions` (seen for the first time); its slot.
+    #[cold]
+    fn add_function(&mut self, id: u32) -> u32 {
         let slot = self.functions.len() as u32;
         let sc = self.sc;
         let traits = sc.function_traits.get(&id);
@@ -271,6 +278,7 @@ impl World<'_> {
     /// Starts a batch of the rule's `n` on free slot `slot` of warm instance `idx`: the first `n` requests
     /// queued there, or `arriving`, a request that found the instance free with nothing queued (it goes
     /// straight to the slot: the instance's queue is never touched, nor allocated, on that path).
+    #[inline(always)]
     fn fn_start_batch(&mut self, idx: u32, slot: usize, n: u32, arriving: Option<Req>) {
         let inst = &self.fns[idx as usize];
         let platform = &self.sc.catalog.functions;
@@ -374,6 +382,7 @@ impl World<'_> {
 
     /// Instance `idx`, idle, expires at `at`: at most one keep-alive event is armed per instance; a later
     /// deadline is picked up when the armed one fires.
+    #[inline]
     pub(super) fn arm_expiry(&mut self, idx: u32, at: Nanos) {
         let inst = &mut self.fns[idx as usize];
         inst.expire_at = at;

@@ -5,6 +5,7 @@ use super::*;
 
 impl World<'_> {
     /// Brings the view in line with VM `i` after a change from `before`.
+    #[inline(always)]
     pub(super) fn vm_sync(&mut self, i: u32, before: (Option<VmState>, u32, u32)) {
         let after = self.vm_snapshot(i);
         let vm = &self.vms[i as usize];
@@ -51,7 +52,7 @@ impl World<'_> {
     }
 
     /// Brings what the dispatch rule reads of VM `i` in line (after any change of its state, load or notice).
-    #[inline]
+    #[inline(always)]
     pub(super) fn sync_dispatch(&mut self, i: u32) {
         let vm = &self.vms[i as usize];
         let candidate = vm.state.map(|state| DispatchCandidate {
@@ -70,6 +71,7 @@ impl World<'_> {
     }
 
     /// Brings counts and the free sets in line with instance `idx` after a change from `before`.
+    #[inline(always)]
     pub(super) fn fn_sync(&mut self, idx: u32, before: FnClass) {
         let after = self.fn_class(idx);
         if before != after {
