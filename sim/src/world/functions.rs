@@ -157,7 +157,7 @@ impl World<'_> {
                     provisioned: false,
                     prewarmed_for: None,
                     queue: VecDeque::new(),
-                    slots: SmallVec::new(),
+                    slots: Default::default(),
                     busy_slots: 0,
                     in_service: 0,
                     busy_since: Nanos::ZERO,
@@ -188,8 +188,7 @@ impl World<'_> {
         inst.provisioned = provisioned;
         inst.prewarmed_for = None;
         self.fn_provisioned_live += provisioned as u32;
-        inst.slots.iter_mut().for_each(Batch::clear);
-        inst.slots.resize_with(inst.concurrency as usize, Batch::new);
+        inst.slots.reset(inst.concurrency as usize);
         inst.busy_slots = 0;
         inst.in_service = 0;
         inst.idle_since = None;
@@ -315,12 +314,14 @@ impl World<'_> {
         let now = self.now;
         let inst = &mut self.fns[idx as usize];
         inst.prewarmed_for = None;
-        let batch = &mut inst.slots[slot];
+        let batch = inst.slots.at(slot);
         match arriving {
             Some(r) => batch.push(Req { started: now, ..r }),
             None => {
                 let n = (n as usize).min(inst.queue.len());
-                batch.extend(inst.queue.drain(..n).map(|r| Req { started: now, ..r }));
+                for r in inst.queue.drain(..n) {
+                    batch.push(Req { started: now, ..r });
+                }
             }
         }
         let n = batch.len();
@@ -369,12 +370,14 @@ impl World<'_> {
         let sc = self.sc;
         // The batch's requests are read in place (a copy of each), and the slot emptied after.
         for i in 0..n {
-            let r = self.fns[idx as usize].slots[slot as usize][i];
+            let Some(r) = self.fns[idx as usize].slots.get(slot as usize).and_then(|b| b.get(i)) else {
+                break;
+            };
             let o = Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead));
             self.complete(&r, o);
         }
         let inst = &mut self.fns[idx as usize];
-        inst.slots[slot as usize].clear();
+        inst.slots.at(slot as usize).clear();
         self.functions[inst.slot as usize].last_end = Some(now);
         // The view catches up with the finished batch and whatever starts next in one sync.
         self.fn_try_start_since(idx, before);
@@ -524,5 +527,5 @@ impl World<'_> {
 
 /// An instance's first free concurrency slot.
 fn free_slot(inst: &FnInst) -> Option<usize> {
-    inst.slots.iter().position(Batch::is_empty)
+    inst.slots.free()
 }

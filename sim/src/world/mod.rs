@@ -24,7 +24,6 @@ use hyscale_policies::{
 use hyscale_traces::{Arrival, ArrivalStream, ChunkEnd, TraceError};
 use rand::RngExt;
 use rand_distr::{Distribution, Exp, LogNormal};
-use smallvec::SmallVec;
 
 use crate::dist::unit_mean_noise;
 use crate::error::SimError;
@@ -35,6 +34,7 @@ use crate::scenario::Scenario;
 mod cost;
 mod functions;
 mod report;
+mod slots;
 mod spot;
 mod view;
 mod vm;
@@ -75,10 +75,6 @@ enum Event {
     /// The drain limit after the last arrival: whatever is outstanding is dropped.
     DrainDeadline,
 }
-
-/// The requests of one batch: inline while it holds one (Lambda runs one request per instance at a time), so
-/// an instance's work sits in its own record, with no allocation of its own to reach.
-type Batch = SmallVec<[Req; 1]>;
 
 /// An outstanding request.
 #[derive(Clone, Copy, Debug)]
@@ -149,7 +145,7 @@ struct FnInst {
     prewarmed_for: Option<Nanos>,
     queue: VecDeque<Req>,
     /// One batch per concurrency slot, held inline while it has one request; an empty one is a free slot.
-    slots: SmallVec<[Batch; 1]>,
+    slots: slots::Slots<Req>,
     busy_slots: u32,
     in_service: u32,
     busy_since: Nanos,
