@@ -53,7 +53,9 @@ impl Nanos {
     /// `x × ns_per_unit` rounded to the nearest nanosecond; zero for negative or non-finite `x`, saturating.
     #[inline]
     fn scaled(x: f64, ns_per_unit: f64) -> Nanos {
-        if !x.is_finite() || x <= 0.0 {
+        // Positive and finite, as two float comparisons (NaN fails both): `is_finite() && x > 0.0` compiled to
+        // some twenty integer instructions classifying the bits, on every sampled duration.
+        if !(x > 0.0 && x <= f64::MAX) {
             return Nanos::ZERO;
         }
         let ns = x * ns_per_unit;
@@ -177,6 +179,13 @@ mod tests {
         assert_eq!(Nanos::from_millis_f64(0.5), Nanos(500_000));
         assert_eq!(Nanos::from_secs_f64(-1.0), Nanos::ZERO);
         assert_eq!(Nanos::from_secs_f64(f64::NAN), Nanos::ZERO);
+        // Non-finite is zero, either way; the smallest positive double rounds to zero; the largest saturates.
+        assert_eq!(Nanos::from_secs_f64(f64::INFINITY), Nanos::ZERO);
+        assert_eq!(Nanos::from_millis_f64(f64::NEG_INFINITY), Nanos::ZERO);
+        assert_eq!(Nanos::from_secs_f64(-0.0), Nanos::ZERO);
+        assert_eq!(Nanos::from_secs_f64(f64::MIN_POSITIVE / 4.0), Nanos::ZERO);
+        assert_eq!(Nanos::from_secs_f64(f64::MAX), Nanos::MAX);
+        assert_eq!(Nanos::from_secs_f64(1e-9), Nanos(1));
         assert_eq!(Nanos::from_millis(1500).as_secs_f64(), 1.5);
     }
 

@@ -385,7 +385,7 @@ impl World<'_> {
 
     /// Instance `idx`, idle, expires at `at`: at most one keep-alive event is armed per instance; a later
     /// deadline is picked up when the armed one fires.
-    #[inline]
+    #[inline(always)]
     pub(super) fn arm_expiry(&mut self, idx: u32, at: Nanos) {
         let inst = &mut self.fns[idx as usize];
         inst.expire_at = at;
