@@ -82,6 +82,19 @@ impl Nanos {
         Nanos(self.0.saturating_add(other.0))
     }
 
+    /// `self × factor` rounded to the nearest nanosecond (halves away from zero), at least 1 ns: a duration
+    /// scaled by a noise factor. A NaN or non-positive factor gives 1 ns, an overflow `Nanos::MAX`. The same
+    /// figure as `(self as f64 × factor).round().max(1.0) as u64`, without the library call `round` is (2% of
+    /// the VM workload's time).
+    #[inline]
+    pub fn scaled_by(self, factor: f64) -> Nanos {
+        let x = self.0 as f64 * factor;
+        if !(x > 0.0) {
+            return Nanos(1);
+        }
+        Nanos(if x >= u64::MAX as f64 { u64::MAX } else { nearest(x) }.max(1))
+    }
+
     /// Rounds up to a whole multiple of `unit` (billing granularity). A zero unit returns `self`.
     #[inline]
     pub fn round_up_to(self, unit: Nanos) -> Nanos {
@@ -187,6 +200,20 @@ mod tests {
         assert_eq!(Nanos::from_secs_f64(f64::MAX), Nanos::MAX);
         assert_eq!(Nanos::from_secs_f64(1e-9), Nanos(1));
         assert_eq!(Nanos::from_millis(1500).as_secs_f64(), 1.5);
+    }
+
+    #[test]
+    fn scaling_by_a_factor_rounds_as_the_float_formula_did() {
+        let old = |t: Nanos, f: f64| Nanos((t.0 as f64 * f).round().max(1.0) as u64);
+        let times = [0, 1, 2, 3, 999, 1_000_000, 12_345_678_901, 1 << 53, (1 << 53) + 1, u64::MAX / 3, u64::MAX];
+        let factors = [0.0, 1e-12, 0.25, 0.5, 0.9999999999, 1.0, 1.5, 2.5, 3.7e8, 1e300, f64::INFINITY, -1.0];
+        for &t in &times {
+            for &f in &factors {
+                assert_eq!(Nanos(t).scaled_by(f), old(Nanos(t), f), "{t} x {f}");
+            }
+        }
+        assert_eq!(Nanos(10).scaled_by(f64::NAN), Nanos(1));
+        assert_eq!(Nanos(3).scaled_by(0.5), Nanos(2));
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl World<'_> {
                 let mut service =
                     platform.service_time_of(table, max_vcpus, n, inst.memory_mb, inst.concurrency, (input, output));
                 if let Some(noise) = &self.fn_noise {
-                    service = scale(service, noise.sample(&mut self.rng_service));
+                    service = service.scaled_by(noise.sample(&mut self.rng_service));
                 }
                 service
             }

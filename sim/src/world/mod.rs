@@ -841,7 +841,3 @@ impl<'a> World<'a> {
 fn sizes<'r>(reqs: impl IntoIterator<Item = &'r Req>) -> (u64, u64) {
     reqs.into_iter().fold((0, 0), |(i, o), r| (i + u64::from(r.input_size), o + u64::from(r.output_size)))
 }
-
-fn scale(t: Nanos, factor: f64) -> Nanos {
-    Nanos((t.0 as f64 * factor).round().max(1.0) as u64)
-}

@@ -135,7 +135,7 @@ impl World<'_> {
                     self.sc.vm_service(model, VmTypeId(t as u16)).unwrap_or(&self.sc.catalog.vm_types[t].service);
                 let mut service = table.latency_sized(n as u32, input, output);
                 if let Some(noise) = &self.vm_noise[t] {
-                    service = scale(service, noise.sample(&mut self.rng_service));
+                    service = service.scaled_by(noise.sample(&mut self.rng_service));
                 }
                 service = service.saturating_add(self.vm_load_model(i, model));
                 self.vm_sync(i, before);
