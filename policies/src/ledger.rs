@@ -210,6 +210,7 @@ impl Ledger {
 
     /// A request completed after `latency`, and if it missed the SLO, `cause` says why; returns whether it
     /// fulfilled the SLO.
+    #[inline]
     pub fn complete_explained(&mut self, latency: Nanos, cause: impl FnOnce() -> MissCause) -> bool {
         let ok = self.complete(latency);
         if !ok {

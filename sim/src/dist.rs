@@ -107,6 +107,7 @@ impl DistSpec {
 
 impl Dist {
     /// One draw.
+    #[inline]
     pub fn sample(&self, rng: &mut SimRng) -> f64 {
         match self {
             Dist::Fixed(v) => *v,

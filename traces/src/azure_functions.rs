@@ -66,6 +66,7 @@ pub struct DurationPercentiles {
 impl DurationPercentiles {
     /// The execution time at quantile `q` in [0, 1], interpolated linearly between the trace's percentiles:
     /// feed it a uniform random number to sample a duration that follows the trace.
+    #[inline]
     pub fn at_quantile(&self, q: f64) -> f64 {
         let p = q.clamp(0.0, 1.0) * 100.0;
         let (pc, ms) = (&DURATION_PERCENTILES, &self.ms);

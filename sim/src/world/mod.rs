@@ -544,6 +544,7 @@ impl<'a> World<'a> {
         self.trace_done && self.ledger.outstanding() == 0
     }
 
+    #[inline(always)]
     fn pull_arrival(&mut self) -> Result<(), SimError> {
         if self.read_pos == self.read_ahead.len() {
             self.read_more();
@@ -766,6 +767,7 @@ impl<'a> World<'a> {
 
     // ----- requests -----
 
+    #[inline(always)]
     fn dispatch(&mut self, req: Req) {
         let info = RequestInfo { arrival: req.arrival, model: req.model, attempt: req.attempt };
         let route = self.policy.route(&info, &self.view);
@@ -788,6 +790,7 @@ impl<'a> World<'a> {
 
     /// Books a request answered now; `overhead` is the serving path's time outside the model (the profile's
     /// `overhead_ms` for the hardware that served it), which the response spends after the batch ends.
+    #[inline(always)]
     fn complete(&mut self, r: &Req, overhead: Nanos) {
         let latency = self.now - r.arrival + overhead;
         let now = self.now;
