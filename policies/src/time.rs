@@ -89,10 +89,12 @@ impl Nanos {
     #[inline]
     pub fn scaled_by(self, factor: f64) -> Nanos {
         let x = self.0 as f64 * factor;
-        if !(x > 0.0) {
-            return Nanos(1);
+        if x > 0.0 {
+            Nanos(if x >= u64::MAX as f64 { u64::MAX } else { nearest(x) }.max(1))
+        } else {
+            // Not positive, or NaN.
+            Nanos(1)
         }
-        Nanos(if x >= u64::MAX as f64 { u64::MAX } else { nearest(x) }.max(1))
     }
 
     /// Rounds up to a whole multiple of `unit` (billing granularity). A zero unit returns `self`.
