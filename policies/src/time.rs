@@ -83,7 +83,8 @@ impl Nanos {
     }
 
     /// `self × factor` rounded to the nearest nanosecond (halves away from zero), at least 1 ns: a duration
-    /// scaled by a noise factor. A NaN or non-positive factor gives 1 ns, an overflow `Nanos::MAX`. The same
+    /// scaled by a noise factor. Whatever rounds below 1 ns (a zero duration, a tiny, non-positive or NaN
+    /// factor) gives 1 ns, an overflow `Nanos::MAX`. The same
     /// figure as `(self as f64 × factor).round().max(1.0) as u64`, without the library call `round` is (2% of
     /// the VM workload's time).
     #[inline]

@@ -129,7 +129,7 @@ pub struct AzureFunctionsReader {
     /// function's row (the profile showed those cache misses).
     counts: Vec<Vec<u32>>,
     /// Bits of a buffered arrival's key that hold its model id (enough for the selection, at most
-    /// `MODEL_BITS`): fewer bits, fewer radix passes.
+    /// `MODEL_BITS`).
     model_bits: u32,
     minutes: usize,
     spread: Spread,
@@ -436,7 +436,7 @@ fn read_invocations(path: &Path, select: &Selection) -> Result<Invocations, Trac
         if total > MAX_PER_BIN {
             return Err(TraceError::InvalidParameters(format!(
                 "{}: minute column '{}': the selected functions' counts add up to {total} invocations; at most \
-                 {MAX_PER_BIN} can be replayed in one minute (a minute's arrivals are buffered together, 8 bytes each)",
+                 {MAX_PER_BIN} can be replayed in one minute (a minute's arrivals are buffered and sorted together, about 24 bytes each)",
                 path.display(),
                 header[m + 4].trim()
             )));

@@ -13,7 +13,8 @@
 /// each bucket is sorted on its own.
 const INSERTION_MAX: u32 = 16;
 
-/// Fewer keys than this are sorted directly.
+/// Fewer keys than this are sorted directly. At least 2, so that there are at least 2 buckets and the
+/// shift that picks a bucket stays below 64.
 const DIRECT_BELOW: usize = 64;
 
 /// Working memory kept between bins (no allocation once the largest bin has been seen).

@@ -144,7 +144,8 @@ struct FnInst {
     /// Loaded by a keep-alive policy's pre-warm and not used yet: kept this long once warm.
     prewarmed_for: Option<Nanos>,
     queue: VecDeque<Req>,
-    /// One batch per concurrency slot, held inline while it has one request; an empty one is a free slot.
+    /// One batch per concurrency slot (the first slot and the first request of its batch inline, see
+    /// `slots`); an empty one is a free slot.
     slots: slots::Slots<Req>,
     busy_slots: u32,
     in_service: u32,
@@ -246,9 +247,9 @@ struct World<'a> {
     ledger: Ledger,
     vms: Vec<Vm>,
     /// Per VM (by index, as `vms`), what the dispatch rule reads of it (`None` once gone), kept by
-    /// `vm_sync`: the scan of a pool per request reads these, not each VM's whole record (the profile showed
-    /// that scan as a fifth of a VM-heavy run; an ordered index of them, tried, cost more to keep than the
-    /// scan of a few dozen VMs).
+    /// `sync_dispatch`: a scan of a pool, when no VM there is taken outright (below), reads these, not each
+    /// VM's whole record (the profile showed the scan as a fifth of a VM-heavy run; an ordered index of all
+    /// of them, tried, cost more to keep than the scan of a few dozen VMs).
     dispatch_keys: Vec<Option<DispatchCandidate<u32>>>,
     /// Per pool, the VMs the dispatch rule takes outright (`DispatchCandidate::wins_outright`), kept by
     /// `sync_dispatch`: the smallest is the rule's choice, no scan needed.
