@@ -95,10 +95,11 @@ mod tests {
     use rand::{RngExt, SeedableRng};
     use rand_pcg::Pcg64Mcg;
 
-    fn sorted_alike(mut keys: Vec<u64>, bound: u64) {
+    /// Sorts `keys` with `sorter` and checks the result against the standard sort.
+    fn sorted_alike(sorter: &mut KeySorter, mut keys: Vec<u64>, bound: u64) {
         let mut expected = keys.clone();
         expected.sort_unstable();
-        KeySorter::default().sort(&mut keys, bound);
+        sorter.sort(&mut keys, bound);
         assert_eq!(keys, expected);
     }
 
@@ -108,21 +109,26 @@ mod tests {
         let bound = 60_000_000_000u64 << 10;
         for n in [0, 1, 2, 63, 64, 65, 1000, 12_345] {
             // Uniform over the bound, as the random spreads make them.
-            sorted_alike((0..n).map(|_| rng.random_range(0..bound)).collect(), bound);
+            sorted_alike(&mut KeySorter::default(), (0..n).map(|_| rng.random_range(0..bound)).collect(), bound);
             // Crowded: many equal keys and a few distinct ones (an even spread's middle of the minute).
             sorted_alike(
+                &mut KeySorter::default(),
                 (0..n).map(|i| if i % 3 == 0 { bound / 2 } else { rng.random_range(0..bound) }).collect(),
                 bound,
             );
             // All in one bucket, and clustered into a few.
-            sorted_alike((0..n).map(|_| rng.random_range(0..50)).collect(), bound);
-            sorted_alike((0..n).map(|i| (i % 7) as u64 * (bound / 7) + rng.random_range(0..3)).collect(), bound);
+            sorted_alike(&mut KeySorter::default(), (0..n).map(|_| rng.random_range(0..50)).collect(), bound);
+            sorted_alike(
+                &mut KeySorter::default(),
+                (0..n).map(|i| (i % 7) as u64 * (bound / 7) + rng.random_range(0..3)).collect(),
+                bound,
+            );
             // Beyond the bound, and the extremes of u64.
-            sorted_alike((0..n).map(|_| rng.random::<u64>()).collect(), bound);
-            sorted_alike((0..n).map(|i| if i % 2 == 0 { u64::MAX } else { 0 }).collect(), 1);
+            sorted_alike(&mut KeySorter::default(), (0..n).map(|_| rng.random::<u64>()).collect(), bound);
+            sorted_alike(&mut KeySorter::default(), (0..n).map(|i| if i % 2 == 0 { u64::MAX } else { 0 }).collect(), 1);
             // Already sorted and reversed.
-            sorted_alike((0..n as u64).map(|i| i * 1_000_003).collect(), bound);
-            sorted_alike((0..n as u64).rev().map(|i| i * 1_000_003).collect(), bound);
+            sorted_alike(&mut KeySorter::default(), (0..n as u64).map(|i| i * 1_000_003).collect(), bound);
+            sorted_alike(&mut KeySorter::default(), (0..n as u64).rev().map(|i| i * 1_000_003).collect(), bound);
         }
     }
 
@@ -131,11 +137,7 @@ mod tests {
         let mut rng = Pcg64Mcg::seed_from_u64(3);
         let mut sorter = KeySorter::default();
         for n in [5000, 100, 20_000, 70, 3] {
-            let mut keys: Vec<u64> = (0..n).map(|_| rng.random_range(0..1u64 << 46)).collect();
-            let mut expected = keys.clone();
-            expected.sort_unstable();
-            sorter.sort(&mut keys, 1 << 46);
-            assert_eq!(keys, expected);
+            sorted_alike(&mut sorter, (0..n).map(|_| rng.random_range(0..1u64 << 46)).collect(), 1 << 46);
         }
     }
 }
