@@ -182,6 +182,9 @@ pub fn greedy_plan(
 pub struct Mark {
     config: MarkConfig,
     types: Vec<TypePlan>,
+    /// What `route` reads of each type, in `types` order, as floats converted once (`route` runs per
+    /// request; kept by `set_types`).
+    route_figures: Vec<RouteFigures>,
     function_memory_mb: u32,
     function_service: Nanos,
     predictor: Box<dyn Predictor>,
@@ -189,6 +192,27 @@ pub struct Mark {
     plans: VecDeque<BTreeMap<(VmTypeId, Market), u32>>,
     steps: usize,
     last_minute_end: Nanos,
+}
+
+/// A planned type's figures as `Mark::route` estimates with them.
+#[derive(Clone, Copy, Debug)]
+struct RouteFigures {
+    vm_type: VmTypeId,
+    max_batch: u32,
+    /// The full batch's latency and the batching timeout, ns.
+    batch_latency_ns: f64,
+    max_wait_ns: f64,
+}
+
+impl RouteFigures {
+    fn of(t: &TypePlan) -> RouteFigures {
+        RouteFigures {
+            vm_type: t.vm_type,
+            max_batch: t.batching.max_batch,
+            batch_latency_ns: t.batch_latency.0 as f64,
+            max_wait_ns: t.batching.max_wait.0 as f64,
+        }
+    }
 }
 
 fn invalid(reason: String) -> PolicyError {
@@ -222,8 +246,9 @@ impl Mark {
             config.function_memory_mb.unwrap_or(fastest.max(needed).clamp(f.memory_min_mb, f.memory_max_mb));
         f.check_settings(function_memory_mb, 1).map_err(|e| invalid(e.to_string()))?;
         let predictor = config.predictor.build(config.seed).map_err(|e| invalid(e.to_string()))?;
-        Ok(Mark {
+        let mut mark = Mark {
             config: config.clone(),
+            route_figures: Vec::new(),
             types: ids
                 .iter()
                 .map(|&id| {
@@ -247,7 +272,9 @@ impl Mark {
             plans: VecDeque::new(),
             steps: 0,
             last_minute_end: Nanos::ZERO,
-        })
+        };
+        mark.route_figures = mark.types.iter().map(RouteFigures::of).collect();
+        Ok(mark)
     }
 
     fn interval(&self) -> Nanos {
@@ -385,6 +412,7 @@ impl Scaler for Mark {
         }
         // A type whose batch alone cannot meet the budget would only ever pass its requests on to functions.
         self.types.retain(|t| t.batch_latency.saturating_add(t.batching.max_wait) <= budget);
+        self.route_figures = self.types.iter().map(RouteFigures::of).collect();
         out.push(Action::ConfigureFunctions {
             memory_mb: Some(self.function_memory_mb),
             concurrency: Some(1),
@@ -411,19 +439,17 @@ impl Router for Mark {
         let rt_max = view.slo.rt_max.0 as f64;
         let mut best: Option<(f64, VmTypeId)> = None;
         let mut fallback: Option<(f64, VmTypeId)> = None;
-        for t in &self.types {
+        for t in &self.route_figures {
             let pool = view.pool(t.vm_type);
             if pool.accepting() == 0 {
                 continue;
             }
-            let b = t.batching.max_batch;
-            let latency = t.batch_latency.0 as f64;
             match pool.least_ready_load() {
                 Some(load) => {
                     // Worst case at the least-loaded ready instance: every batch ahead (the one running and the
                     // full ones queued) runs to the end, then this request's batch, after at most the timeout.
-                    let ahead = (load / b) as f64;
-                    let estimate = latency * (1.0 + ahead) + t.batching.max_wait.0 as f64;
+                    let ahead = (load / t.max_batch) as f64;
+                    let estimate = t.batch_latency_ns * (1.0 + ahead) + t.max_wait_ns;
                     if estimate <= rt_max && best.is_none_or(|(e, _)| estimate < e) {
                         best = Some((estimate, t.vm_type));
                     }

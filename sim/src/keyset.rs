@@ -20,17 +20,25 @@ pub(crate) struct KeySet {
 }
 
 impl KeySet {
+    #[inline]
     pub(crate) fn insert(&mut self, key: u32) {
         let w = key as usize / 64;
         if self.words.len() <= w {
-            self.words.resize(w + 1, 0);
-            self.summary.resize(w / 64 + 1, 0);
+            self.grow(w);
         }
         self.words[w] |= 1 << (key % 64);
         self.summary[w / 64] |= 1 << (w % 64);
         self.low = self.low.min(w / 64);
     }
 
+    /// Room for word `w` (a key past any before: once per 64 VMs launched).
+    #[cold]
+    fn grow(&mut self, w: usize) {
+        self.words.resize(w + 1, 0);
+        self.summary.resize(w / 64 + 1, 0);
+    }
+
+    #[inline]
     pub(crate) fn remove(&mut self, key: u32) {
         let w = key as usize / 64;
         if let Some(word) = self.words.get_mut(w) {
@@ -42,6 +50,7 @@ impl KeySet {
     }
 
     /// The smallest key in the set.
+    #[inline]
     pub(crate) fn first(&mut self) -> Option<u32> {
         while let Some(&bits) = self.summary.get(self.low) {
             if bits != 0 {

@@ -150,20 +150,35 @@ impl<E> EventQueue<E> {
     #[inline]
     pub fn peek_key(&mut self) -> Option<u128> {
         self.refill();
-        match self.first() {
-            First::Current => self.current.last(),
-            First::Soon => self.soon.peek(),
-            First::Far => self.far.peek(),
-            First::Nothing => None,
-        }
-        .map(|e| e.key)
+        let (first, key) = self.first();
+        (first != First::Nothing).then_some(key)
     }
 
     /// The earliest event (first scheduled among equals).
     #[inline]
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
         self.refill();
-        let e = match self.first() {
+        let (first, _) = self.first();
+        self.take(first)
+    }
+
+    /// The earliest event if its key comes before `bound`'s (an event kept outside the queue, see
+    /// [`Self::take_seq`]); otherwise nothing is taken. One look at the queue, where [`Self::peek_key`]
+    /// then [`Self::pop`] take two.
+    #[inline]
+    pub fn pop_before(&mut self, bound: u128) -> Option<(Nanos, E)> {
+        self.refill();
+        let (first, key) = self.first();
+        if first == First::Nothing || key >= bound {
+            return None;
+        }
+        self.take(first)
+    }
+
+    /// Takes the earliest event, held by `first`.
+    #[inline]
+    fn take(&mut self, first: First) -> Option<(Nanos, E)> {
+        let e = match first {
             First::Current => self.current.pop(),
             First::Soon => self.soon.pop(),
             First::Far => self.far.pop(),
@@ -178,23 +193,22 @@ impl<E> EventQueue<E> {
         Some((Nanos(time), e.event))
     }
 
-    /// Which part holds the earliest event (after `refill`): the smallest of the three tops.
+    /// Which part holds the earliest event (after `refill`), and its key: the smallest of the three tops.
     #[inline]
-    fn first(&self) -> First {
-        let mut first = First::Nothing;
-        let mut best = u128::MAX;
+    fn first(&self) -> (First, u128) {
+        let mut first = (First::Nothing, u128::MAX);
         if let Some(e) = self.current.last() {
-            (first, best) = (First::Current, e.key);
+            first = (First::Current, e.key);
         }
         if let Some(e) = self.soon.peek()
-            && e.key < best
+            && e.key < first.1
         {
-            (first, best) = (First::Soon, e.key);
+            first = (First::Soon, e.key);
         }
         if let Some(e) = self.far.peek()
-            && (e.key < best || first == First::Nothing)
+            && (e.key < first.1 || first.0 == First::Nothing)
         {
-            first = First::Far;
+            first = (First::Far, e.key);
         }
         first
     }
@@ -322,6 +336,21 @@ mod tests {
                     4 => {
                         model.sort_unstable();
                         proptest::prop_assert_eq!(q.peek_key(), model.first().map(|&(t, s)| key(Nanos(t), s)));
+                        continue;
+                    }
+                    2 if delta % 2 == 0 => {
+                        // Only before a bound: an event kept outside, scheduled now at `now + delta`.
+                        model.sort_unstable();
+                        let bound = key(Nanos(now.saturating_add(delta)), q.take_seq());
+                        let want = model.first().copied().filter(|&(t, s)| key(Nanos(t), s) < bound);
+                        if want.is_some() {
+                            model.remove(0);
+                        }
+                        let got = q.pop_before(bound).map(|(t, s)| (t.0, s));
+                        proptest::prop_assert_eq!(got, want);
+                        if let Some((t, _)) = got {
+                            now = t;
+                        }
                         continue;
                     }
                     _ => {

@@ -281,15 +281,35 @@ impl Generator {
     }
 }
 
-impl Iterator for Generator {
-    type Item = Result<Arrival, TraceError>;
+impl Generator {
+    /// Appends up to `max` arrivals to `out` (those `next` would give, in one loop without the stream's
+    /// per-arrival call and `Result`); whether the stream has ended.
+    pub(crate) fn read_into(&mut self, out: &mut Vec<Arrival>, max: usize) -> bool {
+        out.reserve(max.min(1 << 12));
+        for _ in 0..max {
+            match self.next_arrival() {
+                Some(a) => out.push(a),
+                None => return true,
+            }
+        }
+        false
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    #[inline(always)]
+    fn next_arrival(&mut self) -> Option<Arrival> {
         if self.now_s > self.end_s {
             return None;
         }
         self.now_s = self.next_time();
-        (self.now_s <= self.end_s).then(|| Ok(arrival(self.now_s)))
+        (self.now_s <= self.end_s).then(|| arrival(self.now_s))
+    }
+}
+
+impl Iterator for Generator {
+    type Item = Result<Arrival, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_arrival().map(Ok)
     }
 }
 

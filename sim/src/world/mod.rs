@@ -112,6 +112,14 @@ struct Vm {
     loaded: Vec<(u32, Nanos)>,
 }
 
+impl Vm {
+    /// Its state and how many requests it holds queued and in its batch: what the view counts of it.
+    #[inline(always)]
+    fn snapshot(&self) -> (Option<VmState>, u32, u32) {
+        (self.state, self.queue.len() as u32, self.batch.len() as u32)
+    }
+}
+
 /// A VM boots with this model loaded (its provisioning time covers the scenario's default profile's load).
 const BOOT_MODEL: u32 = 0;
 
@@ -533,12 +541,10 @@ impl<'a> World<'a> {
 
     /// The next event: the pending arrival when it comes before the queue's earliest, else the queue's.
     fn next_event(&mut self) -> Option<(Nanos, Event)> {
-        if let Some(a) = &self.next_arrival
-            && self.queue.peek_key().is_none_or(|k| self.arrival_key < k)
-        {
-            return Some((a.time, Event::Arrival));
+        match &self.next_arrival {
+            Some(a) => self.queue.pop_before(self.arrival_key).or(Some((a.time, Event::Arrival))),
+            None => self.queue.pop(),
         }
-        self.queue.pop()
     }
 
     fn finished(&self) -> bool {
@@ -625,16 +631,18 @@ impl<'a> World<'a> {
                 }
             }
             Event::VmBatchDone(i) => {
+                let now = self.now;
                 let vm = &mut self.vms[i as usize];
                 if vm.state.is_none() || vm.batch.is_empty() {
                     return Ok(());
                 }
-                let before = self.vm_snapshot(i);
-                let batch = mem::take(&mut self.vms[i as usize].batch);
-                self.vms[i as usize].free_since = self.now;
+                let before = vm.snapshot();
+                let batch = mem::take(&mut vm.batch);
+                vm.free_since = now;
+                let vm_type = vm.vm_type;
                 self.vm_sync(i, before);
                 let sc = self.sc;
-                let overhead = &sc.vm_models[self.vms[i as usize].vm_type.0 as usize].overhead_ms;
+                let overhead = &sc.vm_models[vm_type.0 as usize].overhead_ms;
                 for r in &batch {
                     let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
                     self.complete(r, o);

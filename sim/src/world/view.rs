@@ -7,10 +7,11 @@ impl World<'_> {
     /// Brings the view in line with VM `i` after a change from `before`.
     #[inline(always)]
     pub(super) fn vm_sync(&mut self, i: u32, before: (Option<VmState>, u32, u32)) {
-        let after = self.vm_snapshot(i);
+        // VM `i` read once (each `self.vms[i]` after a write elsewhere is a reload and a bounds check again).
         let vm = &self.vms[i as usize];
+        let after = vm.snapshot();
         let (vm_type, market, view_idx) = (vm.vm_type, vm.market, vm.view_idx);
-        self.sync_dispatch(i);
+        self.set_dispatch(i, vm_type, dispatch_candidate(vm, i));
         let pool = &mut self.view.pools[vm_type.0 as usize];
         if before.0 != after.0 {
             if let Some(s) = before.0 {
@@ -52,16 +53,15 @@ impl World<'_> {
     }
 
     /// Brings what the dispatch rule reads of VM `i` in line (after any change of its state, load or notice).
-    #[inline(always)]
     pub(super) fn sync_dispatch(&mut self, i: u32) {
         let vm = &self.vms[i as usize];
-        let candidate = vm.state.map(|state| DispatchCandidate {
-            key: i,
-            state,
-            outstanding: vm.queue.len() + vm.batch.len(),
-            noticed: vm.noticed,
-        });
-        let outright = &mut self.outright[vm.vm_type.0 as usize];
+        self.set_dispatch(i, vm.vm_type, dispatch_candidate(vm, i));
+    }
+
+    /// Records `candidate`, what the dispatch rule reads of VM `i` of type `vm_type` now.
+    #[inline(always)]
+    fn set_dispatch(&mut self, i: u32, vm_type: VmTypeId, candidate: Option<DispatchCandidate<u32>>) {
+        let outright = &mut self.outright[vm_type.0 as usize];
         if candidate.is_some_and(|c| c.wins_outright(self.sc.file.sim.vm_queue_limit as usize)) {
             outright.insert(i);
         } else {
@@ -159,4 +159,15 @@ pub(super) fn state_counts(pool: &mut hyscale_policies::PoolView, state: VmState
         VmState::Ready => &mut pool.ready,
         VmState::Draining => &mut pool.draining,
     }
+}
+
+/// What the dispatch rule reads of `vm`, VM `i` (`None` once gone).
+#[inline(always)]
+fn dispatch_candidate(vm: &Vm, i: u32) -> Option<DispatchCandidate<u32>> {
+    vm.state.map(|state| DispatchCandidate {
+        key: i,
+        state,
+        outstanding: vm.queue.len() + vm.batch.len(),
+        noticed: vm.noticed,
+    })
 }

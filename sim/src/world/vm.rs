@@ -7,8 +7,7 @@ use super::*;
 
 impl World<'_> {
     pub(super) fn vm_snapshot(&self, i: u32) -> (Option<VmState>, u32, u32) {
-        let vm = &self.vms[i as usize];
-        (vm.state, vm.queue.len() as u32, vm.batch.len() as u32)
+        self.vms[i as usize].snapshot()
     }
 
     pub(super) fn provision(&mut self, vm_type: VmTypeId, market: Market, count: u32) -> Result<(), Refusal> {
@@ -90,22 +89,35 @@ impl World<'_> {
             }
             None => scan(&self.dispatch_keys)?,
         };
-        let before = self.vm_snapshot(i);
+        let vm = &mut self.vms[i as usize];
+        let before = vm.snapshot();
         let mut req = req;
-        if self.vms[i as usize].state == Some(VmState::Provisioning) {
+        if vm.state == Some(VmState::Provisioning) {
             req.waited |= WAITED_VM;
         }
-        self.vms[i as usize].queue.push_back(req);
+        vm.queue.push_back(req);
         self.vm_sync(i, before);
         self.vm_try_start(i);
         Ok(())
     }
 
+    /// Starts VM `i`'s next batch if the batch rule says so now, arms its batching deadline if it says to wait,
+    /// and lets a draining VM with nothing left go.
+    #[inline(always)]
     pub(super) fn vm_try_start(&mut self, i: u32) {
         let vm = &self.vms[i as usize];
-        if !matches!(vm.state, Some(VmState::Ready | VmState::Draining)) || !vm.batch.is_empty() {
+        // Inline, the cases with nothing to do (busy, not ready, or ready with nothing queued), most calls: only
+        // the others pay for the call.
+        let busy_or_unready = !matches!(vm.state, Some(VmState::Ready | VmState::Draining)) || !vm.batch.is_empty();
+        if busy_or_unready || (vm.state == Some(VmState::Ready) && vm.queue.is_empty()) {
             return;
         }
+        self.vm_decide(i);
+    }
+
+    /// As [`Self::vm_try_start`] for a VM ready or draining, with no batch running.
+    fn vm_decide(&mut self, i: u32) {
+        let vm = &self.vms[i as usize];
         let rule = self.view.pools[vm.vm_type.0 as usize].batching;
         let oldest = vm.queue.front().map_or(self.now, |r| r.enqueued);
         match rule.decide_at(vm.queue.len(), oldest, self.now, Some(vm.free_since)) {
@@ -115,13 +127,13 @@ impl World<'_> {
                 }
             }
             BatchDecision::Start(n) => {
-                let before = self.vm_snapshot(i);
                 let t = vm.vm_type.0 as usize;
+                let now = self.now;
                 let vm = &mut self.vms[i as usize];
+                let before = vm.snapshot();
                 // A batch holds one model: the oldest request's, and the requests of that model right behind it.
                 let model = vm.queue.front().map_or(BOOT_MODEL, |r| r.model);
                 let n = vm.queue.iter().take(n as usize).take_while(|r| r.model == model).count();
-                let now = self.now;
                 // One at a time from the front: `extend` from a drain checks capacity per request (the profile
                 // showed it at 80 instructions for the usual batch of one).
                 vm.batch.reserve(n);
@@ -130,6 +142,8 @@ impl World<'_> {
                 }
                 vm.timer = None;
                 let (input, output) = sizes(&vm.batch);
+                // Loaded already, the usual case: its last use is now (`vm_load_model` does the rest).
+                let loaded = vm.loaded.iter_mut().find(|(m, _)| *m == model).map(|entry| entry.1 = now).is_some();
                 // Admission refuses a model without a table for the type; the type's own is the fallback.
                 let table =
                     self.sc.vm_service(model, VmTypeId(t as u16)).unwrap_or(&self.sc.catalog.vm_types[t].service);
@@ -137,7 +151,9 @@ impl World<'_> {
                 if let Some(noise) = &self.vm_noise[t] {
                     service = service.scaled_by(noise.sample(&mut self.rng_service));
                 }
-                service = service.saturating_add(self.vm_load_model(i, model));
+                if !loaded {
+                    service = service.saturating_add(self.vm_load_model(i, model));
+                }
                 self.vm_sync(i, before);
                 self.queue.push(self.now + service, Event::VmBatchDone(i));
             }
