@@ -83,6 +83,8 @@ pub struct EventQueue<E> {
     occupied: [u64; SLOTS / 64],
     /// Events on the wheel.
     in_wheel: usize,
+    /// Events pending in all four parts (the engine reads it after every event).
+    len: usize,
     /// A multiple of `SLOT_WIDTH`: events before it are in `current`, `soon` or `far`; the wheel holds those
     /// from it to `horizon + WHEEL_SPAN`.
     horizon: u64,
@@ -108,6 +110,7 @@ impl<E> EventQueue<E> {
             wheel: (0..SLOTS).map(|_| Vec::new()).collect(),
             occupied: [0; SLOTS / 64],
             in_wheel: 0,
+            len: 0,
             horizon: 0,
             far: dary_heap::QuaternaryHeap::new(),
             seq: 0,
@@ -118,6 +121,7 @@ impl<E> EventQueue<E> {
     #[inline]
     pub fn push(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
+        self.len += 1;
         let entry = Entry { key: key(time, seq), event };
         if time.0 < self.horizon {
             self.soon.push(entry);
@@ -135,6 +139,7 @@ impl<E> EventQueue<E> {
     /// ordered exactly as [`Self::push`] would, kept in the far heap whatever its time.
     pub fn push_timer(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
+        self.len += 1;
         self.far.push(Entry { key: key(time, seq), event });
     }
 
@@ -184,6 +189,7 @@ impl<E> EventQueue<E> {
             First::Far => self.far.pop(),
             First::Nothing => None,
         }?;
+        self.len -= 1;
         let time = (e.key >> 64) as u64;
         if time >> SLOT_SHIFT > self.horizon >> SLOT_SHIFT {
             // From the far heap, past slots that must be empty (their events would come before it): the
@@ -234,7 +240,9 @@ impl<E> EventQueue<E> {
         }
         // The slot's list becomes `current` (and `current`'s empty one, with its room, the slot's).
         std::mem::swap(&mut self.current, &mut self.wheel[slot]);
-        self.current.sort_unstable_by_key(|e| std::cmp::Reverse(e.key));
+        if self.current.len() > 1 {
+            self.current.sort_unstable_by_key(|e| std::cmp::Reverse(e.key));
+        }
         self.in_wheel -= self.current.len();
         self.occupied[slot / 64] &= !(1 << (slot % 64));
         self.horizon = horizon + SLOT_WIDTH;
@@ -261,7 +269,8 @@ impl<E> EventQueue<E> {
 
     /// Events pending.
     pub fn len(&self) -> usize {
-        self.current.len() + self.soon.len() + self.in_wheel + self.far.len()
+        debug_assert_eq!(self.len, self.current.len() + self.soon.len() + self.in_wheel + self.far.len());
+        self.len
     }
 
     /// Whether nothing is pending.
@@ -351,6 +360,7 @@ mod tests {
                         if let Some((t, _)) = got {
                             now = t;
                         }
+                        proptest::prop_assert_eq!(q.len(), model.len());
                         continue;
                     }
                     _ => {
@@ -364,6 +374,7 @@ mod tests {
                         if let Some((t, _)) = got {
                             now = t;
                         }
+                        proptest::prop_assert_eq!(q.len(), model.len());
                         continue;
                     }
                 }
