@@ -117,8 +117,9 @@ impl<E> EventQueue<E> {
         }
     }
 
-    /// Schedules `event` at `time`.
-    #[inline]
+    /// Schedules `event` at `time` (inline everywhere: called a few times per request, and as a call its
+    /// register saves and restores were a third of its cost in the profile).
+    #[inline(always)]
     pub fn push(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
         self.len += 1;
