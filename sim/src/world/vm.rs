@@ -102,22 +102,15 @@ impl World<'_> {
     }
 
     /// Starts VM `i`'s next batch if the batch rule says so now, arms its batching deadline if it says to wait,
-    /// and lets a draining VM with nothing left go.
+    /// and lets a draining VM with nothing left go. Inline: most calls find nothing to do (busy, not ready, or
+    /// ready with nothing queued) or a deadline to arm; only a batch starting pays for a call.
     #[inline(always)]
     pub(super) fn vm_try_start(&mut self, i: u32) {
         let vm = &self.vms[i as usize];
-        // Inline, the cases with nothing to do (busy, not ready, or ready with nothing queued), most calls: only
-        // the others pay for the call.
         let busy_or_unready = !matches!(vm.state, Some(VmState::Ready | VmState::Draining)) || !vm.batch.is_empty();
         if busy_or_unready || (vm.state == Some(VmState::Ready) && vm.queue.is_empty()) {
             return;
         }
-        self.vm_decide(i);
-    }
-
-    /// As [`Self::vm_try_start`] for a VM ready or draining, with no batch running.
-    fn vm_decide(&mut self, i: u32) {
-        let vm = &self.vms[i as usize];
         let rule = self.view.pools[vm.vm_type.0 as usize].batching;
         let oldest = vm.queue.front().map_or(self.now, |r| r.enqueued);
         match rule.decide_at(vm.queue.len(), oldest, self.now, Some(vm.free_since)) {
@@ -126,38 +119,7 @@ impl World<'_> {
                     self.vm_gone(i, VmEnd::Released);
                 }
             }
-            BatchDecision::Start(n) => {
-                let t = vm.vm_type.0 as usize;
-                let now = self.now;
-                let vm = &mut self.vms[i as usize];
-                let before = vm.snapshot();
-                // A batch holds one model: the oldest request's, and the requests of that model right behind it.
-                let model = vm.queue.front().map_or(BOOT_MODEL, |r| r.model);
-                let n = vm.queue.iter().take(n as usize).take_while(|r| r.model == model).count();
-                // One at a time from the front: `extend` from a drain checks capacity per request, and a drain
-                // itself (set up, then the queue mended when it is dropped) cost 100 instructions for the usual
-                // batch of one in the profile.
-                for _ in 0..n {
-                    let Some(r) = vm.queue.pop_front() else { break };
-                    vm.batch.push(Req { started: now, ..r });
-                }
-                vm.timer = None;
-                let (input, output) = sizes(&vm.batch);
-                // Loaded already, the usual case: its last use is now (`vm_load_model` does the rest).
-                let loaded = vm.loaded.iter_mut().find(|(m, _)| *m == model).map(|entry| entry.1 = now).is_some();
-                // Admission refuses a model without a table for the type; the type's own is the fallback.
-                let table =
-                    self.sc.vm_service(model, VmTypeId(t as u16)).unwrap_or(&self.sc.catalog.vm_types[t].service);
-                let mut service = table.latency_sized(n as u32, input, output);
-                if let Some(noise) = &self.vm_noise[t] {
-                    service = service.scaled_by(noise.sample(&mut self.rng_service));
-                }
-                if !loaded {
-                    service = service.saturating_add(self.vm_load_model(i, model));
-                }
-                self.vm_sync(i, before);
-                self.queue.push(self.now + service, Event::VmBatchDone(i));
-            }
+            BatchDecision::Start(n) => self.vm_start_batch(i, n),
             BatchDecision::WaitUntil(t) => {
                 if vm.timer != Some(t) {
                     self.vms[i as usize].timer = Some(t);
@@ -165,6 +127,39 @@ impl World<'_> {
                 }
             }
         }
+    }
+
+    /// Starts a batch of the rule's `n` on VM `i` (ready or draining, no batch running, requests queued).
+    fn vm_start_batch(&mut self, i: u32, n: u32) {
+        let now = self.now;
+        let vm = &mut self.vms[i as usize];
+        let t = vm.vm_type.0 as usize;
+        let before = vm.snapshot();
+        // A batch holds one model: the oldest request's, and the requests of that model right behind it.
+        let model = vm.queue.front().map_or(BOOT_MODEL, |r| r.model);
+        let n = vm.queue.iter().take(n as usize).take_while(|r| r.model == model).count();
+        // One at a time from the front: `extend` from a drain checks capacity per request, and a drain
+        // itself (set up, then the queue mended when it is dropped) cost 100 instructions for the usual
+        // batch of one in the profile.
+        for _ in 0..n {
+            let Some(r) = vm.queue.pop_front() else { break };
+            vm.batch.push(Req { started: now, ..r });
+        }
+        vm.timer = None;
+        let (input, output) = sizes(&vm.batch);
+        // Loaded already, the usual case: its last use is now (`vm_load_model` does the rest).
+        let loaded = vm.loaded.iter_mut().find(|(m, _)| *m == model).map(|entry| entry.1 = now).is_some();
+        // Admission refuses a model without a table for the type; the type's own is the fallback.
+        let table = self.sc.vm_service(model, VmTypeId(t as u16)).unwrap_or(&self.sc.catalog.vm_types[t].service);
+        let mut service = table.latency_sized(n as u32, input, output);
+        if let Some(noise) = &self.vm_noise[t] {
+            service = service.scaled_by(noise.sample(&mut self.rng_service));
+        }
+        if !loaded {
+            service = service.saturating_add(self.vm_load_model(i, model));
+        }
+        self.vm_sync(i, before);
+        self.queue.push(self.now + service, Event::VmBatchDone(i));
     }
 
     /// Makes sure VM `i` holds `model` before a batch of it runs: nothing to do when loaded (its last use is
