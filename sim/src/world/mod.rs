@@ -292,6 +292,9 @@ struct World<'a> {
     usage: Usage,
     interval: IntervalCounts,
     recent: RecentStats,
+    /// The longest latency completed since the last tick (`recent.latency_ms_max` in ms when the policy
+    /// looks; the same figure, the conversion being monotonic, without a float division per request).
+    recent_latency_max: Nanos,
     timeline: Vec<TimelineRow>,
     trace: ArrivalStream,
     /// Arrivals read ahead from `trace`, a chunk at a time (`hyscale_traces::read_chunk`), and where the next
@@ -505,6 +508,7 @@ impl<'a> World<'a> {
             usage: Usage::default(),
             interval: IntervalCounts::default(),
             recent: RecentStats::default(),
+            recent_latency_max: Nanos::ZERO,
             timeline: Vec::new(),
             trace,
             read_ahead: Vec::with_capacity(READ_AHEAD),
@@ -744,12 +748,14 @@ impl<'a> World<'a> {
                 }
             }
             Event::Tick => {
+                self.recent.latency_ms_max = self.recent_latency_max.as_millis_f64();
                 self.view.recent = self.recent;
                 let mut actions = mem::take(&mut self.actions);
                 self.policy.tick(&self.view, &mut actions);
                 self.apply_all(&mut actions);
                 self.actions = actions;
                 self.recent = RecentStats::default();
+                self.recent_latency_max = Nanos::ZERO;
                 self.queue.push(self.now + self.policy.control_interval().max(Nanos(1)), Event::Tick);
             }
             Event::WindowRoll => {
@@ -818,7 +824,7 @@ impl<'a> World<'a> {
         self.interval.fulfilled += ok as u64;
         self.recent.completed += 1;
         self.recent.fulfilled += ok as u64;
-        self.recent.latency_ms_max = self.recent.latency_ms_max.max(latency.as_millis_f64());
+        self.recent_latency_max = self.recent_latency_max.max(latency);
     }
 
     fn reroute(&mut self, reqs: Vec<Req>) {
