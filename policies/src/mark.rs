@@ -183,7 +183,7 @@ pub struct Mark {
     config: MarkConfig,
     types: Vec<TypePlan>,
     /// What `route` reads of each type, in `types` order, as floats converted once (`route` runs per
-    /// request; kept by `set_types`).
+    /// request): rebuilt from `types` in `new` and after `start` sets the batching and drops types.
     route_figures: Vec<RouteFigures>,
     function_memory_mb: u32,
     function_service: Nanos,

@@ -83,7 +83,7 @@ pub struct EventQueue<E> {
     occupied: [u64; SLOTS / 64],
     /// Events on the wheel.
     in_wheel: usize,
-    /// Events pending in all four parts (the engine reads it after every event).
+    /// Events pending in all four parts (the engine reads it once per event).
     len: usize,
     /// A multiple of `SLOT_WIDTH`: events before it are in `current`, `soon` or `far`; the wheel holds those
     /// from it to `horizon + WHEEL_SPAN`.

@@ -93,8 +93,8 @@ pub enum ChunkEnd {
 
 /// Appends up to `max` arrivals of `stream` to `out`. The same arrivals, in the same order, as calling
 /// `next` until then; the Azure Functions reader writes them straight from its sorted minute, and a
-/// synthetic generator in one loop, instead of one call at a time (the engine's profile showed each arrival waiting on the value its call had just
-/// written).
+/// synthetic generator in one loop, instead of one call at a time (the engine's profile showed each
+/// arrival waiting on the value its call had just written).
 pub fn read_chunk(stream: &mut ArrivalStream, out: &mut Vec<Arrival>, max: usize) -> ChunkEnd {
     if let Some(reader) = azure_functions_reader(stream) {
         return if reader.read_into(out, max) { ChunkEnd::Ended } else { ChunkEnd::Full };

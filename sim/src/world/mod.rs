@@ -255,12 +255,12 @@ struct World<'a> {
     ledger: Ledger,
     vms: Vec<Vm>,
     /// Per VM (by index, as `vms`), what the dispatch rule reads of it (`None` once gone), kept by
-    /// `sync_dispatch`: a scan of a pool, when no VM there is taken outright (below), reads these, not each
+    /// `set_dispatch`: a scan of a pool, when no VM there is taken outright (below), reads these, not each
     /// VM's whole record (the profile showed the scan as a fifth of a VM-heavy run; an ordered index of all
     /// of them, tried, cost more to keep than the scan of a few dozen VMs).
     dispatch_keys: Vec<Option<DispatchCandidate<u32>>>,
     /// Per pool, the VMs the dispatch rule takes outright (`DispatchCandidate::wins_outright`), kept by
-    /// `sync_dispatch`: the smallest is the rule's choice, no scan needed.
+    /// `set_dispatch`: the smallest is the rule's choice, no scan needed.
     outright: Vec<crate::keyset::KeySet>,
     pool_members: Vec<Vec<u32>>,
     fns: Vec<FnInst>,

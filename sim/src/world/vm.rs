@@ -171,6 +171,7 @@ impl World<'_> {
         let now = self.now;
         let size_of = |m: u32| self.sc.model(m).size_mb;
         let vm = &mut self.vms[i as usize];
+        // `vm_start_batch` looks for a loaded copy first; this holds for any caller.
         if let Some(entry) = vm.loaded.iter_mut().find(|(m, _)| *m == model) {
             entry.1 = now;
             return Nanos::ZERO;
