@@ -12,6 +12,12 @@
 //! Each run is a child process (`hyscale bench --one KIND`) so that its peak memory (VmHWM) is its own; the
 //! table gives the median of `--runs` runs: simulated requests per second, events per second, peak memory.
 //! Everything is accounted as in any run (every request in the latency histogram, cost, timeline).
+//!
+//! `--against OTHER` compares this build with another `hyscale` executable (an older build, say) on the same
+//! workload files: their runs alternate, pair by pair (which goes first alternates too), and the table adds the
+//! other's median and the median of the per-pair ratios of requests per second. On a shared machine, whose
+//! speed drifts from minute to minute, a ratio between runs seconds apart says more than two medians taken
+//! at different times.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +53,10 @@ pub struct BenchArgs {
     /// Write the figures as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Another hyscale executable to compare with (an older build, say): its runs alternate with this build's
+    /// on the same workloads, and the table adds its median and the median of the per-pair speed ratios.
+    #[arg(long, value_name = "EXECUTABLE")]
+    against: Option<PathBuf>,
     /// One run of one workload, in this process (what the parent starts).
     #[arg(long, hide = true)]
     one: Option<String>,
@@ -70,6 +80,12 @@ struct RunFigures {
     /// Most events pending at once (the event queue's size).
     #[serde(default)]
     queue_peak: usize,
+}
+
+impl RunFigures {
+    fn requests_per_s(&self) -> f64 {
+        self.requests as f64 / self.wall_s
+    }
 }
 
 const APPS: usize = 1000;
@@ -244,6 +260,21 @@ fn run_one(kind: &str, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One run of workload `kind` by executable `exe` (this build or the one compared with), in a child process.
+fn run_child(exe: &Path, kind: &str, args: &BenchArgs) -> anyhow::Result<RunFigures> {
+    let out = Command::new(exe)
+        .args(["bench", "--one", kind, "--hours", &args.hours.to_string(), "--dir"])
+        .arg(&args.dir)
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        anyhow::bail!("{kind} run of {} failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str::<RunFigures>(line.trim())
+        .with_context(|| format!("{} gave no benchmark figures for {kind}: {}", exe.display(), line.trim()))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -259,6 +290,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.hours, args.runs
         )));
     }
+    if let Some(other) = &args.against
+        && !other.is_file()
+    {
+        return Err(bad(format!("--against {}: no such executable", other.display())));
+    }
     let dir = args.dir.join(format!("{}h", args.hours));
     if let Some(kind) = &args.one {
         return run_one(kind, &dir);
@@ -273,39 +309,70 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe()?;
     let mut table = Vec::new();
-    println!(
+    let header = format!(
         "{:<10} {:>12} {:>14} {:>14} {:>12} {:>10}",
         "workload", "requests", "requests/s", "events/s", "peak MB", "wall s"
     );
+    match &args.against {
+        Some(_) => println!("{header} {:>14} {:>8} {:>8}", "other req/s", "ratio", "faster"),
+        None => println!("{header}"),
+    }
     for kind in &args.workloads {
-        let mut runs = Vec::new();
+        let (mut runs, mut others) = (Vec::new(), Vec::new());
         for r in 0..args.runs {
             if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 eprint!("\r{kind}: run {}/{}", r + 1, args.runs);
             }
-            let out = Command::new(&exe)
-                .args(["bench", "--one", kind, "--hours", &args.hours.to_string(), "--dir"])
-                .arg(&args.dir)
-                .output()
-                .context("running a benchmark child")?;
-            if !out.status.success() {
-                anyhow::bail!("{kind} run failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            match &args.against {
+                // Alternating which goes first, so that neither always meets the machine warmer.
+                Some(other) if r % 2 == 0 => {
+                    others.push(run_child(other, kind, &args)?);
+                    runs.push(run_child(&exe, kind, &args)?);
+                }
+                Some(other) => {
+                    runs.push(run_child(&exe, kind, &args)?);
+                    others.push(run_child(other, kind, &args)?);
+                }
+                None => runs.push(run_child(&exe, kind, &args)?),
             }
-            let line = String::from_utf8_lossy(&out.stdout);
-            runs.push(serde_json::from_str::<RunFigures>(line.trim()).context("a benchmark child's figures")?);
         }
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             eprint!("\r");
         }
-        let rps = median(runs.iter().map(|r| r.requests as f64 / r.wall_s).collect());
+        let rps = median(runs.iter().map(RunFigures::requests_per_s).collect());
         let eps = median(runs.iter().map(|r| r.events as f64 / r.wall_s).collect());
         let peak = median(runs.iter().map(|r| r.peak_rss_mb).collect());
         let wall = median(runs.iter().map(|r| r.wall_s).collect());
-        println!("{kind:<10} {:>12} {:>14.0} {:>14.0} {:>12.1} {:>10.2}", runs[0].requests, rps, eps, peak, wall);
-        table.push(serde_json::json!({
+        let row =
+            format!("{kind:<10} {:>12} {:>14.0} {:>14.0} {:>12.1} {:>10.2}", runs[0].requests, rps, eps, peak, wall);
+        let mut entry = serde_json::json!({
             "workload": kind, "runs": runs, "median_requests_per_s": rps, "median_events_per_s": eps,
             "median_peak_rss_mb": peak, "median_wall_s": wall,
-        }));
+        });
+        match &args.against {
+            Some(other) => {
+                if others[0].requests != runs[0].requests {
+                    eprintln!(
+                        "note: {} simulated {} requests of the {kind} workload, this build {}: its trace reading differs",
+                        other.display(),
+                        others[0].requests,
+                        runs[0].requests
+                    );
+                }
+                let other_rps = median(others.iter().map(RunFigures::requests_per_s).collect());
+                let ratios: Vec<f64> =
+                    runs.iter().zip(&others).map(|(r, o)| r.requests_per_s() / o.requests_per_s()).collect();
+                let faster = ratios.iter().filter(|&&x| x > 1.0).count();
+                let ratio = median(ratios.clone());
+                println!("{row} {other_rps:>14.0} {ratio:>8.3} {:>8}", format!("{faster}/{}", ratios.len()));
+                entry["against"] = serde_json::json!({
+                    "executable": other, "runs": others, "median_requests_per_s": other_rps,
+                    "speed_ratios": ratios, "median_speed_ratio": ratio, "pairs_faster": faster,
+                });
+            }
+            None => println!("{row}"),
+        }
+        table.push(entry);
     }
     if let Some(out) = &args.out {
         let json = serde_json::to_string_pretty(&serde_json::json!({ "hours": args.hours, "workloads": table }))?;

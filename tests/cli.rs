@@ -225,6 +225,7 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         (vec!["sweep", &unknown_key, "--shard", "3/2", "--out", o], "--shard"),
         (vec!["sweep", "merge", "nope.json", "--out", o], "nope.json"),
         (vec!["bench", "--hours", "0", "--out", o], "--hours"),
+        (vec!["bench", "--against", "no/such/hyscale", "--out", o], "no/such/hyscale"),
         (vec!["bench", "serve", "--protocols", "smtp", "--out", o], "smtp"),
         (vec!["bench", "serve", "--concurrency", "0", "--out", o], "--concurrency"),
         (vec!["bench", "serve", "--server-threads", "0", "--out", o], "--server-threads"),
@@ -239,6 +240,46 @@ fn every_command_refuses_bad_input_with_code_2_and_no_output_file() {
         assert!(!err.contains("panicked"), "hyscale {args:?} panicked: {err}");
         assert!(err.contains(named), "hyscale {args:?} does not name {named:?}: {err}");
         assert!(!out.exists() && !d.join("t.txt").exists(), "hyscale {args:?} left an output file behind");
+    }
+}
+
+/// `hyscale bench --against OTHER` alternates runs of another build with this one's on the same workloads and
+/// gives the per-pair speed ratios (here the other build is this one: the same requests, any speed).
+#[test]
+fn bench_against_another_build_pairs_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, out) = (dir.path().join("bench"), dir.path().join("bench.json"));
+    let exe = env!("CARGO_BIN_EXE_hyscale");
+    let (code, stdout, stderr) = hyscale(&[
+        "bench",
+        "--hours",
+        "0.01",
+        "--runs",
+        "2",
+        "--against",
+        exe,
+        "--dir",
+        files.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ratio") && stdout.contains("faster"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let workloads = json["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 2, "{json}");
+    for w in workloads {
+        let (mine, other) = (w["runs"].as_array().unwrap(), w["against"]["runs"].as_array().unwrap());
+        assert_eq!((mine.len(), other.len()), (2, 2), "{w}");
+        for (m, o) in mine.iter().zip(other) {
+            assert!(m["requests"].as_u64().unwrap() > 1000, "{m}");
+            assert_eq!(m["requests"], o["requests"], "{w}");
+            assert_eq!(m["events"], o["events"], "{w}");
+        }
+        let ratios = w["against"]["speed_ratios"].as_array().unwrap();
+        assert_eq!(ratios.len(), 2, "{w}");
+        assert!(ratios.iter().all(|r| r.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)), "{w}");
+        assert!(w["against"]["pairs_faster"].as_u64().unwrap() <= 2, "{w}");
     }
 }
 
