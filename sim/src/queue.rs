@@ -163,6 +163,9 @@ impl<E> EventQueue<E> {
     /// The earliest event (first scheduled among equals).
     #[inline]
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
+        if self.current_first().is_some() {
+            return self.pop_current();
+        }
         self.refill();
         let (first, _) = self.first();
         self.take(first)
@@ -173,12 +176,38 @@ impl<E> EventQueue<E> {
     /// then [`Self::pop`] take two.
     #[inline]
     pub fn pop_before(&mut self, bound: u128) -> Option<(Nanos, E)> {
+        if let Some(key) = self.current_first() {
+            return if key < bound { self.pop_current() } else { None };
+        }
         self.refill();
         let (first, key) = self.first();
         if first == First::Nothing || key >= bound {
             return None;
         }
         self.take(first)
+    }
+
+    /// The key of the current slot's next event when it is the earliest, found without the general search
+    /// (the usual case: nothing in `soon`, the far heap's earliest later): `None` otherwise, and then the
+    /// general search decides. A pop was some fifty instructions before this, a tenth of a VM workload's.
+    #[inline(always)]
+    fn current_first(&self) -> Option<u128> {
+        if !self.soon.is_empty() {
+            return None;
+        }
+        let key = self.current.last()?.key;
+        self.far.peek().is_none_or(|f| key < f.key).then_some(key)
+    }
+
+    /// Takes the current slot's next event (when [`Self::current_first`] says it is the earliest). It is
+    /// before the horizon, which stays where it is.
+    #[inline(always)]
+    fn pop_current(&mut self) -> Option<(Nanos, E)> {
+        let e = self.current.pop()?;
+        self.len -= 1;
+        let time = (e.key >> 64) as u64;
+        debug_assert!(time >> SLOT_SHIFT <= self.horizon >> SLOT_SHIFT, "a current event past the horizon");
+        Some((Nanos(time), e.event))
     }
 
     /// Takes the earliest event, held by `first`.

@@ -635,26 +635,26 @@ impl<'a> World<'a> {
                 }
             }
             Event::VmBatchDone(i) => {
-                let now = self.now;
-                let vm = &mut self.vms[i as usize];
+                let vm = &self.vms[i as usize];
                 if vm.state.is_none() || vm.batch.is_empty() {
                     return Ok(());
                 }
                 let before = vm.snapshot();
-                let batch = mem::take(&mut vm.batch);
-                vm.free_since = now;
-                let vm_type = vm.vm_type;
-                self.vm_sync(i, before);
+                let (vm_type, n) = (vm.vm_type, vm.batch.len());
                 let sc = self.sc;
                 let overhead = &sc.vm_models[vm_type.0 as usize].overhead_ms;
-                for r in &batch {
+                // The batch's requests are booked where they are (a copy of each; booking touches neither VMs
+                // nor the view), then the batch is emptied and the view catches up.
+                for k in 0..n {
+                    let r = self.vms[i as usize].batch[k];
                     let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
-                    self.complete(r, o);
+                    self.complete(&r, o);
                 }
-                // Give the batch's allocation back for the next one.
-                let mut batch = batch;
-                batch.clear();
-                self.vms[i as usize].batch = batch;
+                let now = self.now;
+                let vm = &mut self.vms[i as usize];
+                vm.batch.clear();
+                vm.free_since = now;
+                self.vm_sync(i, before);
                 self.vm_try_start(i);
             }
             Event::VmBatchTimer(i) => {
