@@ -85,6 +85,7 @@ impl LatencyTable {
     }
 
     /// Whether a request's size changes its latency.
+    #[inline]
     pub fn sized(&self) -> bool {
         self.per_input_ns > 0.0 || self.per_output_ns > 0.0
     }
