@@ -254,13 +254,10 @@ struct World<'a> {
     view: View,
     ledger: Ledger,
     vms: Vec<Vm>,
-    /// Per VM (by index, as `vms`), what the dispatch rule reads of it (`None` once gone), kept by
-    /// `set_dispatch`: a scan of a pool, when no VM there is taken outright (below), reads these, not each
-    /// VM's whole record (the profile showed the scan as a fifth of a VM-heavy run; an ordered index of all
-    /// of them, tried, cost more to keep than the scan of a few dozen VMs).
-    dispatch_keys: Vec<Option<DispatchCandidate<u32>>>,
     /// Per pool, the VMs the dispatch rule takes outright (`DispatchCandidate::wins_outright`), kept by
-    /// `set_dispatch`: the smallest is the rule's choice, no scan needed.
+    /// `set_dispatch`: the smallest is the rule's choice, no scan needed. Only when the set is empty does a
+    /// request scan its pool's VMs (rare: under a thousandth of the VM workload's instructions; a copy of
+    /// what the rule reads of each VM, kept for that scan, cost ten times more to keep than the scans).
     outright: Vec<crate::keyset::KeySet>,
     pool_members: Vec<Vec<u32>>,
     fns: Vec<FnInst>,
@@ -481,7 +478,6 @@ impl<'a> World<'a> {
             view,
             ledger: Ledger::new(sc.slo),
             vms: Vec::new(),
-            dispatch_keys: Vec::new(),
             outright: vec![Default::default(); sc.catalog.vm_types.len()],
             pool_members: vec![Vec::new(); sc.catalog.vm_types.len()],
             fns: Vec::new(),

@@ -58,7 +58,8 @@ impl World<'_> {
         self.set_dispatch(i, vm.vm_type, dispatch_candidate(vm, i));
     }
 
-    /// Records `candidate`, what the dispatch rule reads of VM `i` of type `vm_type` now.
+    /// Puts VM `i` of type `vm_type` in its pool's outright set or takes it out, by `candidate`, what the
+    /// dispatch rule reads of it now.
     #[inline(always)]
     fn set_dispatch(&mut self, i: u32, vm_type: VmTypeId, candidate: Option<DispatchCandidate<u32>>) {
         let outright = &mut self.outright[vm_type.0 as usize];
@@ -67,7 +68,6 @@ impl World<'_> {
         } else {
             outright.remove(i);
         }
-        self.dispatch_keys[i as usize] = candidate;
     }
 
     /// Brings counts and the free sets in line with instance `idx` after a change from `before`.
@@ -163,7 +163,7 @@ pub(super) fn state_counts(pool: &mut hyscale_policies::PoolView, state: VmState
 
 /// What the dispatch rule reads of `vm`, VM `i` (`None` once gone).
 #[inline(always)]
-fn dispatch_candidate(vm: &Vm, i: u32) -> Option<DispatchCandidate<u32>> {
+pub(super) fn dispatch_candidate(vm: &Vm, i: u32) -> Option<DispatchCandidate<u32>> {
     vm.state.map(|state| DispatchCandidate {
         key: i,
         state,

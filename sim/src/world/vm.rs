@@ -19,7 +19,6 @@ impl World<'_> {
         *self.usage.launched.entry(format!("{}/{}", t.name, market.name())).or_insert(0) += count as u64;
         for _ in 0..count {
             let i = self.vms.len() as u32;
-            self.dispatch_keys.push(None);
             let boot = Nanos::from_secs_f64(model.launch_boot_s.sample(&mut self.rng_provision));
             let ready_at = self.now.saturating_add(boot).saturating_add(model.model_load);
             self.vms.push(Vm {
@@ -79,15 +78,16 @@ impl World<'_> {
         let limit = self.sc.file.sim.vm_queue_limit as usize;
         // The dispatch rule both halves follow (`policies::rules::dispatch_to`): the smallest VM it takes
         // outright when there is one, else a scan of the pool, which lists its VMs by launch, so in key order.
-        let scan = |keys: &[Option<DispatchCandidate<u32>>]| {
-            dispatch_to_in_key_order(members.iter().filter_map(|&m| keys[m as usize]), limit)
+        let scan = |vms: &[Vm]| {
+            let candidates = members.iter().filter_map(|&m| view::dispatch_candidate(&vms[m as usize], m));
+            dispatch_to_in_key_order(candidates, limit)
         };
         let i = match self.outright[vm_type.0 as usize].first() {
             Some(i) => {
-                debug_assert_eq!(scan(&self.dispatch_keys), Ok(i), "the outright set disagrees with the rule");
+                debug_assert_eq!(scan(&self.vms), Ok(i), "the outright set disagrees with the rule");
                 i
             }
-            None => scan(&self.dispatch_keys)?,
+            None => scan(&self.vms)?,
         };
         let vm = &mut self.vms[i as usize];
         let before = vm.snapshot();
