@@ -11,7 +11,14 @@ impl World<'_> {
         let vm = &self.vms[i as usize];
         let after = vm.snapshot();
         let (vm_type, market, view_idx) = (vm.vm_type, vm.market, vm.view_idx);
-        self.set_dispatch(i, vm_type, dispatch_candidate(vm, i));
+        // A ready VM's load counts only its requests' total (a batch starting moves them, it changes nothing).
+        let (load_before, load_after) = (before.1 + before.2, after.1 + after.2);
+        let moved = (before.0, load_before) != (after.0, load_after);
+        // What the dispatch rule reads is the state, that total and the notice (which only `spot_notice`
+        // changes, and syncs itself): unchanged, the VM stays in or out of the outright set.
+        if moved {
+            self.set_dispatch(i, vm_type, dispatch_candidate(vm, i));
+        }
         let pool = &mut self.view.pools[vm_type.0 as usize];
         if before.0 != after.0 {
             if let Some(s) = before.0 {
@@ -21,9 +28,7 @@ impl World<'_> {
                 *state_counts(pool, s).get_mut(market) += 1;
             }
         }
-        // A ready VM's load counts only its requests' total (a batch starting moves them, it changes nothing).
-        let (load_before, load_after) = (before.1 + before.2, after.1 + after.2);
-        if (before.0, load_before) != (after.0, load_after) {
+        if moved {
             if before.0 == Some(VmState::Ready) {
                 pool.remove_ready_load(load_before);
             }
