@@ -75,6 +75,7 @@ impl LatencyTable {
     }
 
     /// Latency of a batch of `batch` requests whose input and output sizes add up to `input` and `output`.
+    #[inline]
     pub fn latency_sized(&self, batch: u32, input: u64, output: u64) -> Nanos {
         if input == 0 && output == 0 {
             // Nothing to add (and no float rounding, a library call, on every batch).

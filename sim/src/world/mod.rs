@@ -286,6 +286,10 @@ struct World<'a> {
     rng_spot: SimRng,
     vm_noise: Vec<Option<LogNormal<f64>>>,
     fn_noise: Option<LogNormal<f64>>,
+    /// The serving overheads that are fixed (most profiles'), per VM type and for functions, converted to
+    /// time once rather than per request.
+    vm_overhead_fixed: Vec<Option<Nanos>>,
+    fn_overhead_fixed: Option<Nanos>,
     usage: Usage,
     interval: IntervalCounts,
     recent: RecentStats,
@@ -501,6 +505,8 @@ impl<'a> World<'a> {
             rng_spot: fan.stream("spot"),
             vm_noise: sc.vm_models.iter().map(|m| unit_mean_noise(m.service_cv)).collect(),
             fn_noise: unit_mean_noise(sc.function_model.service_cv),
+            vm_overhead_fixed: sc.vm_models.iter().map(|m| fixed_ms(&m.overhead_ms)).collect(),
+            fn_overhead_fixed: fixed_ms(&sc.function_model.overhead_ms),
             usage: Usage::default(),
             interval: IntervalCounts::default(),
             recent: RecentStats::default(),
@@ -638,12 +644,13 @@ impl<'a> World<'a> {
                 let before = vm.snapshot();
                 let (vm_type, n) = (vm.vm_type, vm.batch.len());
                 let sc = self.sc;
-                let overhead = &sc.vm_models[vm_type.0 as usize].overhead_ms;
+                let (overhead, fixed) =
+                    (&sc.vm_models[vm_type.0 as usize].overhead_ms, self.vm_overhead_fixed[vm_type.0 as usize]);
                 // The batch's requests are booked where they are (a copy of each; booking touches neither VMs
                 // nor the view), then the batch is emptied and the view catches up.
                 for k in 0..n {
                     let r = self.vms[i as usize].batch[k];
-                    let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
+                    let o = overhead_of(fixed, overhead, &mut self.rng_overhead);
                     self.complete(&r, o);
                 }
                 let now = self.now;
@@ -849,6 +856,21 @@ impl<'a> World<'a> {
             }
         }
     }
+}
+
+/// A distribution of milliseconds that is fixed, as a time.
+fn fixed_ms(d: &crate::dist::Dist) -> Option<Nanos> {
+    match d {
+        crate::dist::Dist::Fixed(ms) => Some(Nanos::from_millis_f64(*ms)),
+        _ => None,
+    }
+}
+
+/// A serving overhead: `fixed` when the distribution is fixed (converted once, see [`fixed_ms`]), else a draw of
+/// `dist` (ms). A fixed distribution draws nothing either way.
+#[inline(always)]
+fn overhead_of(fixed: Option<Nanos>, dist: &crate::dist::Dist, rng: &mut SimRng) -> Nanos {
+    fixed.unwrap_or_else(|| Nanos::from_millis_f64(dist.sample(rng)))
 }
 
 /// The input and output sizes of `reqs`, summed.
