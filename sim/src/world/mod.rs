@@ -286,9 +286,8 @@ struct World<'a> {
     rng_spot: SimRng,
     vm_noise: Vec<Option<LogNormal<f64>>>,
     fn_noise: Option<LogNormal<f64>>,
-    /// The serving overheads that are fixed (most profiles'), per VM type and for functions, converted to
-    /// time once rather than per request.
-    vm_overhead_fixed: Vec<Option<Nanos>>,
+    /// The functions' serving overhead when it is fixed (most profiles'), converted to time once rather than
+    /// per request (a VM's is read per batch, where the extra lookup cost what the conversion saved).
     fn_overhead_fixed: Option<Nanos>,
     usage: Usage,
     interval: IntervalCounts,
@@ -505,7 +504,6 @@ impl<'a> World<'a> {
             rng_spot: fan.stream("spot"),
             vm_noise: sc.vm_models.iter().map(|m| unit_mean_noise(m.service_cv)).collect(),
             fn_noise: unit_mean_noise(sc.function_model.service_cv),
-            vm_overhead_fixed: sc.vm_models.iter().map(|m| fixed_ms(&m.overhead_ms)).collect(),
             fn_overhead_fixed: fixed_ms(&sc.function_model.overhead_ms),
             usage: Usage::default(),
             interval: IntervalCounts::default(),
@@ -644,13 +642,12 @@ impl<'a> World<'a> {
                 let before = vm.snapshot();
                 let (vm_type, n) = (vm.vm_type, vm.batch.len());
                 let sc = self.sc;
-                let (overhead, fixed) =
-                    (&sc.vm_models[vm_type.0 as usize].overhead_ms, self.vm_overhead_fixed[vm_type.0 as usize]);
+                let overhead = &sc.vm_models[vm_type.0 as usize].overhead_ms;
                 // The batch's requests are booked where they are (a copy of each; booking touches neither VMs
                 // nor the view), then the batch is emptied and the view catches up.
                 for k in 0..n {
                     let r = self.vms[i as usize].batch[k];
-                    let o = overhead_of(fixed, overhead, &mut self.rng_overhead);
+                    let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
                     self.complete(&r, o);
                 }
                 let now = self.now;
