@@ -200,7 +200,8 @@ impl<E> EventQueue<E> {
     }
 
     /// Takes the current slot's next event (when [`Self::current_first`] says it is the earliest). It is
-    /// before the horizon, which stays where it is.
+    /// before the horizon, which stays where it is: [`Self::take`] without its horizon check, which cannot fire
+    /// here (calling `take` instead measured 0.7% more instructions on the VM workload).
     #[inline(always)]
     fn pop_current(&mut self) -> Option<(Nanos, E)> {
         let e = self.current.pop()?;

@@ -374,7 +374,11 @@ impl World<'_> {
             let Some(r) = self.fns[idx as usize].slots.get(slot as usize).and_then(|b| b.get(i)) else {
                 break;
             };
-            let o = overhead_of(self.fn_overhead_fixed, &sc.function_model.overhead_ms, &mut self.rng_overhead);
+            // A fixed overhead draws nothing, converted or not.
+            let o = match self.fn_overhead_fixed {
+                Some(o) => o,
+                None => Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead)),
+            };
             self.complete(&r, o);
         }
         let inst = &mut self.fns[idx as usize];

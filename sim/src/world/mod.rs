@@ -504,7 +504,10 @@ impl<'a> World<'a> {
             rng_spot: fan.stream("spot"),
             vm_noise: sc.vm_models.iter().map(|m| unit_mean_noise(m.service_cv)).collect(),
             fn_noise: unit_mean_noise(sc.function_model.service_cv),
-            fn_overhead_fixed: fixed_ms(&sc.function_model.overhead_ms),
+            fn_overhead_fixed: match sc.function_model.overhead_ms {
+                crate::dist::Dist::Fixed(ms) => Some(Nanos::from_millis_f64(ms)),
+                _ => None,
+            },
             usage: Usage::default(),
             interval: IntervalCounts::default(),
             recent: RecentStats::default(),
@@ -853,21 +856,6 @@ impl<'a> World<'a> {
             }
         }
     }
-}
-
-/// A distribution of milliseconds that is fixed, as a time.
-fn fixed_ms(d: &crate::dist::Dist) -> Option<Nanos> {
-    match d {
-        crate::dist::Dist::Fixed(ms) => Some(Nanos::from_millis_f64(*ms)),
-        _ => None,
-    }
-}
-
-/// A serving overhead: `fixed` when the distribution is fixed (converted once, see [`fixed_ms`]), else a draw of
-/// `dist` (ms). A fixed distribution draws nothing either way.
-#[inline(always)]
-fn overhead_of(fixed: Option<Nanos>, dist: &crate::dist::Dist, rng: &mut SimRng) -> Nanos {
-    fixed.unwrap_or_else(|| Nanos::from_millis_f64(dist.sample(rng)))
 }
 
 /// The input and output sizes of `reqs`, summed.
