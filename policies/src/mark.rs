@@ -441,14 +441,13 @@ impl Router for Mark {
         let mut fallback: Option<(f64, VmTypeId)> = None;
         for t in &self.route_figures {
             let pool = view.pool(t.vm_type);
-            if pool.accepting() == 0 {
-                continue;
-            }
+            // A ready instance accepts: the count of those accepting is needed only when none is ready.
             match pool.least_ready_load() {
                 Some(load) => {
                     // Worst case at the least-loaded ready instance: every batch ahead (the one running and the
                     // full ones queued) runs to the end, then this request's batch, after at most the timeout.
-                    let ahead = (load / t.max_batch) as f64;
+                    // (No division for the usual idle or part-full instance: none is ahead.)
+                    let ahead = if load < t.max_batch { 0.0 } else { (load / t.max_batch) as f64 };
                     let estimate = t.batch_latency_ns * (1.0 + ahead) + t.max_wait_ns;
                     if estimate <= rt_max && best.is_none_or(|(e, _)| estimate < e) {
                         best = Some((estimate, t.vm_type));
@@ -458,7 +457,7 @@ impl Router for Mark {
                     }
                 }
                 None => {
-                    if fallback.is_none() {
+                    if fallback.is_none() && pool.accepting() > 0 {
                         fallback = Some((f64::INFINITY, t.vm_type));
                     }
                 }

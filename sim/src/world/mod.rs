@@ -212,13 +212,39 @@ const READ_AHEAD: usize = 1024;
 /// Provisioned (pre-warmed) capacity belongs to this function: the one of single-model traces.
 const PROVISIONED_FUNCTION: u32 = 0;
 
-#[derive(Default)]
-struct IntervalCounts {
+/// The ledger's outcome counts at one moment. The counts of an interval (a timeline row's, a control tick's)
+/// are the differences between its end's and its start's: each outcome is counted once, in the ledger, not
+/// again per interval on every request.
+#[derive(Clone, Copy, Default)]
+struct Counts {
     arrivals: u64,
     completed: u64,
     fulfilled: u64,
     rejected: u64,
     dropped: u64,
+}
+
+impl Counts {
+    fn of(ledger: &Ledger) -> Counts {
+        Counts {
+            arrivals: ledger.arrivals(),
+            completed: ledger.completed(),
+            fulfilled: ledger.fulfilled(),
+            rejected: ledger.rejected(),
+            dropped: ledger.dropped(),
+        }
+    }
+
+    /// The counts since `start` (taken from the same ledger earlier).
+    fn since(self, start: Counts) -> Counts {
+        Counts {
+            arrivals: self.arrivals - start.arrivals,
+            completed: self.completed - start.completed,
+            fulfilled: self.fulfilled - start.fulfilled,
+            rejected: self.rejected - start.rejected,
+            dropped: self.dropped - start.dropped,
+        }
+    }
 }
 
 /// Counters the report needs that are not in the ledger.
@@ -290,8 +316,9 @@ struct World<'a> {
     /// per request (a VM's is read per batch, where the extra lookup cost what the conversion saved).
     fn_overhead_fixed: Option<Nanos>,
     usage: Usage,
-    interval: IntervalCounts,
-    recent: RecentStats,
+    /// The ledger's counts when the last timeline row was taken, and when the policy last ticked.
+    sampled_counts: Counts,
+    ticked_counts: Counts,
     /// The longest latency completed since the last tick (`recent.latency_ms_max` in ms when the policy
     /// looks; the same figure, the conversion being monotonic, without a float division per request).
     recent_latency_max: Nanos,
@@ -509,8 +536,8 @@ impl<'a> World<'a> {
                 _ => None,
             },
             usage: Usage::default(),
-            interval: IntervalCounts::default(),
-            recent: RecentStats::default(),
+            sampled_counts: Counts::default(),
+            ticked_counts: Counts::default(),
             recent_latency_max: Nanos::ZERO,
             timeline: Vec::new(),
             trace,
@@ -614,8 +641,6 @@ impl<'a> World<'a> {
                 };
                 self.ledger.arrive();
                 self.view.arrivals.current += 1;
-                self.interval.arrivals += 1;
-                self.recent.arrivals += 1;
                 self.dispatch(Req {
                     arrival: self.now,
                     enqueued: self.now,
@@ -751,13 +776,19 @@ impl<'a> World<'a> {
                 }
             }
             Event::Tick => {
-                self.recent.latency_ms_max = self.recent_latency_max.as_millis_f64();
-                self.view.recent = self.recent;
+                let counts = Counts::of(&self.ledger);
+                let c = counts.since(mem::replace(&mut self.ticked_counts, counts));
+                self.view.recent = RecentStats {
+                    arrivals: c.arrivals,
+                    completed: c.completed,
+                    fulfilled: c.fulfilled,
+                    failed: c.rejected + c.dropped,
+                    latency_ms_max: self.recent_latency_max.as_millis_f64(),
+                };
                 let mut actions = mem::take(&mut self.actions);
                 self.policy.tick(&self.view, &mut actions);
                 self.apply_all(&mut actions);
                 self.actions = actions;
-                self.recent = RecentStats::default();
                 self.recent_latency_max = Nanos::ZERO;
                 self.queue.push(self.now + self.policy.control_interval().max(Nanos(1)), Event::Tick);
             }
@@ -776,8 +807,6 @@ impl<'a> World<'a> {
                 for _ in 0..n {
                     self.ledger.drop_request(DropReason::RunEnded);
                 }
-                self.interval.dropped += n;
-                self.recent.failed += n;
             }
         }
         Ok(())
@@ -797,12 +826,9 @@ impl<'a> World<'a> {
         if let Err(reason) = result {
             if req.attempt == 0 {
                 self.ledger.reject(reason);
-                self.interval.rejected += 1;
             } else {
                 self.ledger.drop_request(DropReason::RerouteFailed(reason));
-                self.interval.dropped += 1;
             }
-            self.recent.failed += 1;
         }
     }
 
@@ -812,7 +838,7 @@ impl<'a> World<'a> {
     fn complete(&mut self, r: &Req, overhead: Nanos) {
         let latency = self.now - r.arrival + overhead;
         let now = self.now;
-        let ok = self.ledger.complete_explained(latency, || {
+        self.ledger.complete_explained(latency, || {
             if r.waited & WAITED_VM != 0 {
                 MissCause::WaitedForVm
             } else if r.waited & WAITED_COLD != 0 {
@@ -823,10 +849,6 @@ impl<'a> World<'a> {
                 MissCause::SlowService
             }
         });
-        self.interval.completed += 1;
-        self.interval.fulfilled += ok as u64;
-        self.recent.completed += 1;
-        self.recent.fulfilled += ok as u64;
         self.recent_latency_max = self.recent_latency_max.max(latency);
     }
 

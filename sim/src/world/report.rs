@@ -5,7 +5,8 @@ use super::*;
 impl World<'_> {
     pub(super) fn sample(&mut self) {
         self.sampled_to = self.now;
-        let c = mem::take(&mut self.interval);
+        let counts = Counts::of(&self.ledger);
+        let c = counts.since(mem::replace(&mut self.sampled_counts, counts));
         let mut provisioning = 0;
         let mut ready = MarketCounts::default();
         let mut draining = 0;

@@ -66,14 +66,16 @@ impl World<'_> {
 
     pub(super) fn vm_admit(&mut self, vm_type: VmTypeId, req: Req) -> Result<(), RejectReason> {
         let members = self.pool_members.get(vm_type.0 as usize).ok_or(RejectReason::Policy("unknown VM type"))?;
-        if self.sc.vm_service(req.model, vm_type).is_none() {
-            return Err(RejectReason::Policy("model not profiled on this VM type"));
-        }
-        // A model with its own profile must fit the instance's memory (the scenario's own is what it boots with).
-        if self.sc.catalog.models.contains_key(&req.model)
-            && self.sc.model(req.model).size_mb > self.sc.catalog.vm(vm_type).memory_gib * 1024.0
-        {
-            return Err(RejectReason::Policy("model larger than the VM type's memory"));
+        // A model with its own profile must be profiled on the type (`Scenario::vm_service`) and fit the
+        // instance's memory; the scenario's own profile covers every type (there is a pool of this one) and is
+        // what it boots with. One lookup of the model for both.
+        if let Some(spec) = self.sc.catalog.models.get(&req.model) {
+            if spec.vm_service.get(vm_type.0 as usize).is_none_or(Option::is_none) {
+                return Err(RejectReason::Policy("model not profiled on this VM type"));
+            }
+            if spec.size_mb > self.sc.catalog.vm(vm_type).memory_gib * 1024.0 {
+                return Err(RejectReason::Policy("model larger than the VM type's memory"));
+            }
         }
         let limit = self.sc.file.sim.vm_queue_limit as usize;
         // The dispatch rule both halves follow (`policies::rules::dispatch_to`): the smallest VM it takes
