@@ -185,6 +185,10 @@ pub struct Mark {
     /// What `route` reads of each type, in `types` order, as floats converted once (`route` runs per
     /// request): rebuilt from `types` in `new` and after `start` sets the batching and drops types.
     route_figures: Vec<RouteFigures>,
+    /// `route_figures` by the estimate at an instance with no full batch ahead (the least any can give),
+    /// ties in `route_figures` order: `route` looks at types in this order and stops once no type left can
+    /// beat the best found.
+    route_order: Vec<RouteFigures>,
     function_memory_mb: u32,
     function_service: Nanos,
     predictor: Box<dyn Predictor>,
@@ -198,6 +202,8 @@ pub struct Mark {
 #[derive(Clone, Copy, Debug)]
 struct RouteFigures {
     vm_type: VmTypeId,
+    /// Its place in the planned types (`Mark::route_figures`): the first of equal estimates wins.
+    rank: usize,
     max_batch: u32,
     /// The full batch's latency and the batching timeout, ns.
     batch_latency_ns: f64,
@@ -205,14 +211,52 @@ struct RouteFigures {
 }
 
 impl RouteFigures {
-    fn of(t: &TypePlan) -> RouteFigures {
+    fn of(t: &TypePlan, rank: usize) -> RouteFigures {
         RouteFigures {
             vm_type: t.vm_type,
-            max_batch: t.batching.max_batch,
+            rank,
+            // A rule's batch is at least one (`BatchRule::new`); so it is here, whatever built the rule.
+            max_batch: t.batching.max_batch.max(1),
             batch_latency_ns: t.batch_latency.0 as f64,
             max_wait_ns: t.batching.max_wait.0 as f64,
         }
     }
+
+    /// The estimated latency at an instance holding `load` requests: every batch ahead (the one running and
+    /// the full ones queued) runs to the end, then this request's batch, after at most the timeout. (No
+    /// division for the usual idle or part-full instance: none is ahead.)
+    #[inline]
+    fn estimate(&self, load: u32) -> f64 {
+        let ahead = if load < self.max_batch { 0.0 } else { (load / self.max_batch) as f64 };
+        self.batch_latency_ns * (1.0 + ahead) + self.max_wait_ns
+    }
+}
+
+/// The pool with the lowest estimate within `rt_max` at its least-loaded ready instance (`least_ready_load`
+/// of a type; `None`: none ready), the first planned among equals; `order` is the route figures by their least
+/// estimate (`Mark::route_order`). Once the best found is below the next type's least estimate (or equal to it
+/// and planned first), no type left can beat it, and the scan stops: usually after the first type.
+#[inline]
+fn best_within(
+    order: &[RouteFigures],
+    rt_max: f64,
+    least_ready_load: impl Fn(VmTypeId) -> Option<u32>,
+) -> Option<VmTypeId> {
+    let mut best: Option<(f64, usize, VmTypeId)> = None;
+    for t in order {
+        if let Some((e, rank, _)) = best
+            && (e, rank) < (t.estimate(0), t.rank)
+        {
+            break;
+        }
+        if let Some(load) = least_ready_load(t.vm_type) {
+            let estimate = t.estimate(load);
+            if estimate <= rt_max && best.is_none_or(|(e, rank, _)| (estimate, t.rank) < (e, rank)) {
+                best = Some((estimate, t.rank, t.vm_type));
+            }
+        }
+    }
+    best.map(|(_, _, id)| id)
 }
 
 fn invalid(reason: String) -> PolicyError {
@@ -220,6 +264,13 @@ fn invalid(reason: String) -> PolicyError {
 }
 
 impl Mark {
+    /// Rebuilds the route figures from the planned types (see `route_order`).
+    fn set_route_figures(&mut self) {
+        self.route_figures = self.types.iter().enumerate().map(|(rank, t)| RouteFigures::of(t, rank)).collect();
+        self.route_order = self.route_figures.clone();
+        self.route_order.sort_by(|a, b| a.estimate(0).total_cmp(&b.estimate(0)).then(a.rank.cmp(&b.rank)));
+    }
+
     /// Resolves the configuration against the catalog.
     pub fn new(config: &MarkConfig, catalog: &Catalog) -> Result<Mark, PolicyError> {
         let positive = |name: &str, v: f64| {
@@ -249,6 +300,7 @@ impl Mark {
         let mut mark = Mark {
             config: config.clone(),
             route_figures: Vec::new(),
+            route_order: Vec::new(),
             types: ids
                 .iter()
                 .map(|&id| {
@@ -273,7 +325,7 @@ impl Mark {
             steps: 0,
             last_minute_end: Nanos::ZERO,
         };
-        mark.route_figures = mark.types.iter().map(RouteFigures::of).collect();
+        mark.set_route_figures();
         Ok(mark)
     }
 
@@ -412,7 +464,7 @@ impl Scaler for Mark {
         }
         // A type whose batch alone cannot meet the budget would only ever pass its requests on to functions.
         self.types.retain(|t| t.batch_latency.saturating_add(t.batching.max_wait) <= budget);
-        self.route_figures = self.types.iter().map(RouteFigures::of).collect();
+        self.set_route_figures();
         out.push(Action::ConfigureFunctions {
             memory_mb: Some(self.function_memory_mb),
             concurrency: Some(1),
@@ -435,23 +487,24 @@ impl Scaler for Mark {
 impl Router for Mark {
     fn route(&mut self, _request: &RequestInfo, view: &View) -> Route {
         // The executor sends a VM-bound request to the pool's ready instance with the least outstanding work;
-        // estimate that instance's latency for each pool (its load from the view's per-pool count, no scan).
+        // estimate that instance's latency for each pool (its load from the view's per-pool count, no scan),
+        // and take the pool with the lowest estimate within `rt_max` (the first planned among equals).
         let rt_max = view.slo.rt_max.0 as f64;
-        let mut best: Option<(f64, VmTypeId)> = None;
+        if let Some(id) = best_within(&self.route_order, rt_max, |t| view.pool(t).least_ready_load()) {
+            return Route::Vm(id);
+        }
+        let platform = &view.catalog.functions;
+        if view.functions.instances() < platform.regional_concurrency {
+            return Route::Functions;
+        }
+        // No pool within `rt_max` and no function room: the lowest estimate anywhere, else the first planned
+        // pool that accepts (no instance ready yet).
         let mut fallback: Option<(f64, VmTypeId)> = None;
         for t in &self.route_figures {
             let pool = view.pool(t.vm_type);
-            // A ready instance accepts: the count of those accepting is needed only when none is ready.
             match pool.least_ready_load() {
                 Some(load) => {
-                    // Worst case at the least-loaded ready instance: every batch ahead (the one running and the
-                    // full ones queued) runs to the end, then this request's batch, after at most the timeout.
-                    // (No division for the usual idle or part-full instance: none is ahead.)
-                    let ahead = if load < t.max_batch { 0.0 } else { (load / t.max_batch) as f64 };
-                    let estimate = t.batch_latency_ns * (1.0 + ahead) + t.max_wait_ns;
-                    if estimate <= rt_max && best.is_none_or(|(e, _)| estimate < e) {
-                        best = Some((estimate, t.vm_type));
-                    }
+                    let estimate = t.estimate(load);
                     if fallback.is_none_or(|(e, _)| estimate < e) {
                         fallback = Some((estimate, t.vm_type));
                     }
@@ -462,13 +515,6 @@ impl Router for Mark {
                     }
                 }
             }
-        }
-        if let Some((_, id)) = best {
-            return Route::Vm(id);
-        }
-        let platform = &view.catalog.functions;
-        if view.functions.instances() < platform.regional_concurrency {
-            return Route::Functions;
         }
         match fallback {
             Some((_, id)) => Route::Vm(id),
@@ -517,6 +563,40 @@ mod tests {
         let types = [t(0, 0.34, 12.85), t(1, 0.17, 6.425)];
         assert_eq!(greedy_plan(&types, &[1, 0], 10.0, 360.0, 180.0), [1, 0]);
         assert_eq!(greedy_plan(&types, &[0, 1], 10.0, 360.0, 180.0), [0, 2]);
+    }
+
+    #[test]
+    fn the_ordered_route_scan_picks_what_a_scan_of_every_pool_picks() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+        for _ in 0..20_000 {
+            // Up to five types, latencies from a few values so that estimates often tie.
+            let types: Vec<TypePlan> = (0..rng.random_range(1..6u16))
+                .map(|id| TypePlan {
+                    batching: BatchRule::new(rng.random_range(1..5), Nanos::from_millis(rng.random_range(0..3) * 10)),
+                    batch_latency: Nanos::from_millis(rng.random_range(1..4) * 20),
+                    ..t(id, 0.1, 1.0)
+                })
+                .collect();
+            let figures: Vec<RouteFigures> = types.iter().enumerate().map(|(r, t)| RouteFigures::of(t, r)).collect();
+            let mut order = figures.clone();
+            order.sort_by(|a, b| a.estimate(0).total_cmp(&b.estimate(0)).then(a.rank.cmp(&b.rank)));
+            let loads: Vec<Option<u32>> =
+                figures.iter().map(|_| rng.random_bool(0.8).then(|| rng.random_range(0..12))).collect();
+            let rt_max = rng.random_range(20..200) as f64 * 1e6;
+            // Every pool, in planned order, the first of the lowest estimates kept.
+            let mut expected: Option<(f64, VmTypeId)> = None;
+            for (f, load) in figures.iter().zip(&loads) {
+                if let Some(load) = load {
+                    let e = f.estimate(*load);
+                    if e <= rt_max && expected.is_none_or(|(best, _)| e < best) {
+                        expected = Some((e, f.vm_type));
+                    }
+                }
+            }
+            let got = best_within(&order, rt_max, |id| loads[id.0 as usize]);
+            assert_eq!(got, expected.map(|(_, id)| id), "{figures:?} loads {loads:?} rt_max {rt_max}");
+        }
     }
 
     #[test]
