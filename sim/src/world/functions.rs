@@ -10,13 +10,7 @@ impl World<'_> {
     }
 
     pub(super) fn fn_class(&self, idx: u32) -> FnClass {
-        let inst = &self.fns[idx as usize];
-        match inst.phase {
-            FnPhase::Gone => FnClass::Gone,
-            FnPhase::Cold => FnClass::Cold,
-            FnPhase::Warm if inst.outstanding() == 0 => FnClass::Idle,
-            FnPhase::Warm => FnClass::Busy,
-        }
+        self.fns[idx as usize].class()
     }
 
     /// Advances the time integrals of function instances and in-service requests to now.
@@ -93,8 +87,22 @@ impl World<'_> {
             }
             self.fn_spawn(function, false)
         };
-        let cold = self.fns[idx as usize].phase == FnPhase::Cold;
-        let now = self.now;
+        let (now, rule) = (self.now, self.view.functions.settings.batching);
+        // The instance read once for all this needs of it (see `fn_sync`).
+        let inst = &mut self.fns[idx as usize];
+        let cold = inst.phase == FnPhase::Cold;
+        let before = inst.class();
+        inst.idle_since = None;
+        // A warm instance with nothing queued that the batch rule would start on at once, with a free slot:
+        // the request starts there directly, as `fn_try_start_since` would start it from the queue.
+        let direct = if inst.phase == FnPhase::Warm && inst.queue.is_empty() {
+            match inst.decide(&rule, 1, req.enqueued, now) {
+                BatchDecision::Start(n) => free_slot(inst).map(|slot| (slot, n)),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let f = &mut self.functions[slot as usize];
         if let Some(end) = f.last_end
             && let Some(k) = self.keep_alive.as_mut()
@@ -103,22 +111,13 @@ impl World<'_> {
         }
         f.invocations += 1;
         f.cold_invocations += cold as u64;
-        let before = self.fn_class(idx);
         let mut req = req;
         if cold {
             req.waited |= WAITED_COLD;
         }
         self.view.functions.in_flight += 1;
         self.view.functions.per_function.get_mut(function).in_flight += 1;
-        self.fns[idx as usize].idle_since = None;
-        let inst = &self.fns[idx as usize];
-        // A warm instance with nothing queued that the batch rule would start on at once, with a free slot:
-        // the request starts there directly, as `fn_try_start_since` would start it from the queue.
-        if inst.phase == FnPhase::Warm
-            && inst.queue.is_empty()
-            && let BatchDecision::Start(n) = self.fn_decide(inst, 1, req.enqueued)
-            && let Some(slot) = free_slot(inst)
-        {
+        if let Some((slot, n)) = direct {
             self.fn_start_batch(idx, slot, n, Some(req));
             // Nothing is queued and a slot is busy: `fn_try_start_since` would find nothing to do.
             self.fn_sync(idx, before);
@@ -243,8 +242,9 @@ impl World<'_> {
                             }
                             _ => self.view.functions.settings.keep_alive,
                         };
-                        self.fns[idx as usize].idle_since = Some(self.now);
-                        self.arm_expiry(idx, self.now.saturating_add(keep_alive));
+                        let (now, inst) = (self.now, &mut self.fns[idx as usize]);
+                        inst.idle_since = Some(now);
+                        arm(inst, &mut self.queue, idx, now.saturating_add(keep_alive));
                     }
                     break;
                 }
@@ -270,8 +270,7 @@ impl World<'_> {
     /// The batch rule's decision for instance `inst` with `queued` requests, the oldest queued at `oldest`
     /// (the one place both the queue and a request arriving to a free instance ask it).
     fn fn_decide(&self, inst: &FnInst, queued: usize, oldest: Nanos) -> BatchDecision {
-        let idle_since = (inst.busy_slots == 0).then_some(inst.free_since);
-        self.view.functions.settings.batching.decide_at(queued, oldest, self.now, idle_since)
+        inst.decide(&self.view.functions.settings.batching, queued, oldest, self.now)
     }
 
     /// Starts a batch of the rule's `n` on free slot `slot` of warm instance `idx`: the first `n` requests
@@ -340,14 +339,15 @@ impl World<'_> {
     }
 
     pub(super) fn fn_batch_done(&mut self, idx: u32, epoch: u32, slot: u32) {
-        let inst = &self.fns[idx as usize];
-        if inst.epoch != epoch || inst.phase != FnPhase::Warm {
-            return;
-        }
-        let before = self.fn_class(idx);
+        // Integrals first, so that the instance is read once below (an extra call changes nothing: the
+        // integrals are exact sums of constant pieces, however they are cut).
         self.integrate();
         let now = self.now;
         let inst = &mut self.fns[idx as usize];
+        if inst.epoch != epoch || inst.phase != FnPhase::Warm {
+            return;
+        }
+        let before = inst.class();
         let n = inst.slots.get(slot as usize).map_or(0, |b| b.len());
         if n == 0 {
             return;
@@ -358,9 +358,9 @@ impl World<'_> {
         }
         inst.in_service -= n as u32;
         let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
+        let (function, function_slot) = (inst.function, inst.slot);
         self.fn_in_service -= n as u64;
         self.view.functions.in_flight -= n as u64;
-        let function = inst.function;
         self.view.functions.per_function.get_mut(function).in_flight -= n as u32;
         if let Some((memory, ran, provisioned)) = busy_period
             && self.fn_billing == FunctionBilling::Lambda
@@ -369,21 +369,18 @@ impl World<'_> {
                 billing::function_compute_charge_on(&self.sc.catalog.functions, memory, ran, provisioned);
         }
         let sc = self.sc;
-        // The batch's requests are read in place (a copy of each), and the slot emptied after.
-        for i in 0..n {
-            let Some(r) = self.fns[idx as usize].slots.get(slot as usize).and_then(|b| b.get(i)) else {
-                break;
-            };
+        // The batch's requests are booked where they lie, and the slot emptied after.
+        let batch = self.fns[idx as usize].slots.at(slot as usize);
+        for r in batch.iter() {
             // A fixed overhead draws nothing, converted or not.
             let o = match self.fn_overhead_fixed {
                 Some(o) => o,
                 None => Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead)),
             };
-            self.complete(&r, o);
+            book(&mut self.ledger, &mut self.recent_latency_max, now, r, o);
         }
-        let inst = &mut self.fns[idx as usize];
-        inst.slots.at(slot as usize).clear();
-        self.functions[inst.slot as usize].last_end = Some(now);
+        batch.clear();
+        self.functions[function_slot as usize].last_end = Some(now);
         // The view catches up with the finished batch and whatever starts next in one sync.
         self.fn_try_start_since(idx, before);
     }
@@ -392,13 +389,7 @@ impl World<'_> {
     /// deadline is picked up when the armed one fires.
     #[inline(always)]
     pub(super) fn arm_expiry(&mut self, idx: u32, at: Nanos) {
-        let inst = &mut self.fns[idx as usize];
-        inst.expire_at = at;
-        if inst.armed.is_none_or(|t| t > at) {
-            inst.armed = Some(at);
-            let epoch = inst.epoch;
-            self.queue.push_timer(at, Event::FnExpire { idx, epoch });
-        }
+        arm(&mut self.fns[idx as usize], &mut self.queue, idx, at);
     }
 
     pub(super) fn fn_retire(&mut self, idx: u32) {
@@ -527,6 +518,17 @@ impl World<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// [`World::arm_expiry`] for instance `inst`, number `idx`, already at hand.
+#[inline(always)]
+fn arm(inst: &mut FnInst, queue: &mut EventQueue<Event>, idx: u32, at: Nanos) {
+    inst.expire_at = at;
+    if inst.armed.is_none_or(|t| t > at) {
+        inst.armed = Some(at);
+        let epoch = inst.epoch;
+        queue.push_timer(at, Event::FnExpire { idx, epoch });
     }
 }
 

@@ -181,6 +181,24 @@ impl FnInst {
     fn outstanding(&self) -> u32 {
         self.queue.len() as u32 + self.in_service
     }
+
+    /// `rule`'s decision for it at `now` with `queued` requests, the oldest queued at `oldest`.
+    #[inline(always)]
+    fn decide(&self, rule: &hyscale_policies::BatchRule, queued: usize, oldest: Nanos, now: Nanos) -> BatchDecision {
+        let idle_since = (self.busy_slots == 0).then_some(self.free_since);
+        rule.decide_at(queued, oldest, now, idle_since)
+    }
+
+    /// What the view counts it as.
+    #[inline(always)]
+    fn class(&self) -> FnClass {
+        match self.phase {
+            FnPhase::Gone => FnClass::Gone,
+            FnPhase::Cold => FnClass::Cold,
+            FnPhase::Warm if self.outstanding() == 0 => FnClass::Idle,
+            FnPhase::Warm => FnClass::Busy,
+        }
+    }
 }
 
 /// One function: its instances serve it alone, and its keep-alive is decided for it. Functions live in a dense
@@ -668,18 +686,16 @@ impl<'a> World<'a> {
                     return Ok(());
                 }
                 let before = vm.snapshot();
-                let (vm_type, n) = (vm.vm_type, vm.batch.len());
                 let sc = self.sc;
-                let overhead = &sc.vm_models[vm_type.0 as usize].overhead_ms;
-                // The batch's requests are booked where they are (a copy of each; booking touches neither VMs
-                // nor the view), then the batch is emptied and the view catches up.
-                for k in 0..n {
-                    let r = self.vms[i as usize].batch[k];
-                    let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
-                    self.complete(&r, o);
-                }
+                let overhead = &sc.vm_models[vm.vm_type.0 as usize].overhead_ms;
                 let now = self.now;
+                // The batch's requests are booked where they lie (booking touches neither VMs nor the view),
+                // then the batch is emptied and the view catches up.
                 let vm = &mut self.vms[i as usize];
+                for r in &vm.batch {
+                    let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
+                    book(&mut self.ledger, &mut self.recent_latency_max, now, r, o);
+                }
                 vm.batch.clear();
                 vm.free_since = now;
                 self.vm_sync(i, before);
@@ -832,26 +848,6 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Books a request answered now; `overhead` is the serving path's time outside the model (the profile's
-    /// `overhead_ms` for the hardware that served it), which the response spends after the batch ends.
-    #[inline(always)]
-    fn complete(&mut self, r: &Req, overhead: Nanos) {
-        let latency = self.now - r.arrival + overhead;
-        let now = self.now;
-        self.ledger.complete_explained(latency, || {
-            if r.waited & WAITED_VM != 0 {
-                MissCause::WaitedForVm
-            } else if r.waited & WAITED_COLD != 0 {
-                MissCause::WaitedForColdStart
-            } else if r.started.saturating_sub(r.arrival) >= (now - r.started) + overhead {
-                MissCause::Queued
-            } else {
-                MissCause::SlowService
-            }
-        });
-        self.recent_latency_max = self.recent_latency_max.max(latency);
-    }
-
     fn reroute(&mut self, reqs: Vec<Req>) {
         self.usage.rerouted += reqs.len() as u64;
         for r in reqs {
@@ -878,6 +874,27 @@ impl<'a> World<'a> {
             }
         }
     }
+}
+
+/// Books request `r`, answered at `now`, in `ledger` and the longest latency since the last tick; `overhead`
+/// is the serving path's time outside the model (the profile's `overhead_ms` for the hardware that served it),
+/// which the response spends after the batch ends. A function of the parts it touches, not of `World`, so that
+/// a batch is booked where it lies.
+#[inline(always)]
+fn book(ledger: &mut Ledger, latency_max: &mut Nanos, now: Nanos, r: &Req, overhead: Nanos) {
+    let latency = now - r.arrival + overhead;
+    ledger.complete_explained(latency, || {
+        if r.waited & WAITED_VM != 0 {
+            MissCause::WaitedForVm
+        } else if r.waited & WAITED_COLD != 0 {
+            MissCause::WaitedForColdStart
+        } else if r.started.saturating_sub(r.arrival) >= (now - r.started) + overhead {
+            MissCause::Queued
+        } else {
+            MissCause::SlowService
+        }
+    });
+    *latency_max = (*latency_max).max(latency);
 }
 
 /// The input and output sizes of `reqs`, summed.

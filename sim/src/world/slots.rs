@@ -39,10 +39,10 @@ impl<T: Copy> Batch<T> {
         }
     }
 
-    /// The `i`th request pushed.
+    /// Its requests in the order pushed.
     #[inline]
-    pub(super) fn get(&self, i: usize) -> Option<T> {
-        if i == 0 { self.first } else { self.rest.get(i - 1).copied() }
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.rest.iter())
     }
 
     /// Empties it, keeping the heap part's allocation for the next batch.
@@ -104,17 +104,17 @@ mod tests {
     fn a_batch_keeps_its_requests_in_order_across_the_inline_one_and_the_heap() {
         let mut b = Batch::default();
         assert!(b.is_empty());
-        assert_eq!((b.len(), b.get(0)), (0, None));
+        assert_eq!((b.len(), b.iter().next()), (0, None));
         for k in 1..=4 {
             b.push(k);
             assert_eq!(b.len(), k as usize);
         }
-        assert_eq!((0..5).map(|i| b.get(i)).collect::<Vec<_>>(), [Some(1), Some(2), Some(3), Some(4), None]);
+        assert_eq!(b.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
         b.clear();
         assert!(b.is_empty());
-        assert_eq!((b.len(), b.get(0), b.get(1)), (0, None, None));
+        assert_eq!((b.len(), b.iter().count()), (0, 0));
         b.push(7);
-        assert_eq!((b.len(), b.get(0), b.get(1)), (1, Some(7), None));
+        assert_eq!((b.len(), b.iter().copied().collect::<Vec<_>>()), (1, vec![7]));
     }
 
     #[test]

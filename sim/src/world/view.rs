@@ -78,11 +78,22 @@ impl World<'_> {
     /// Brings counts and the free sets in line with instance `idx` after a change from `before`.
     #[inline(always)]
     pub(super) fn fn_sync(&mut self, idx: u32, before: FnClass) {
-        let after = self.fn_class(idx);
+        // The instance read once (each `self.fns[idx]` after a write elsewhere is a reload and a bounds check
+        // again; twice per request, they showed in the profile).
+        let inst = &self.fns[idx as usize];
+        let after = inst.class();
+        let (memory_mb, function, slot, from, pos) =
+            (inst.memory_mb, inst.function, inst.slot as usize, inst.free_in, inst.free_pos);
+        let wanted = match inst.phase {
+            FnPhase::Warm | FnPhase::Cold if !inst.stale && inst.outstanding() < self.fn_capacity(inst) => {
+                Some(inst.phase)
+            }
+            _ => None,
+        };
         if before != after {
             if (before == FnClass::Idle) != (after == FnClass::Idle) {
                 self.integrate();
-                let mb = self.fns[idx as usize].memory_mb as u64;
+                let mb = memory_mb as u64;
                 if after == FnClass::Idle {
                     self.fn_idle_mb += mb;
                 } else {
@@ -90,7 +101,6 @@ impl World<'_> {
                 }
             }
             if (before == FnClass::Gone) != (after == FnClass::Gone) {
-                let function = self.fns[idx as usize].function;
                 let c = self.view.functions.per_function.get_mut(function);
                 if after == FnClass::Gone {
                     c.instances -= 1;
@@ -106,31 +116,25 @@ impl World<'_> {
                 *n += 1;
             }
         }
-        let inst = &self.fns[idx as usize];
-        let wanted = match inst.phase {
-            FnPhase::Warm | FnPhase::Cold if !inst.stale && inst.outstanding() < self.fn_capacity(inst) => {
-                Some(inst.phase)
-            }
-            _ => None,
-        };
-        if wanted == inst.free_in {
+        if wanted == from {
             return;
         }
-        let (from, slot) = (inst.free_in, inst.slot as usize);
         let f = &mut self.functions[slot];
         // Stacks: the most recently freed instance is taken first (the others' keep-alive runs out), and any
         // one leaves in O(1) by its recorded position.
         match from {
-            Some(FnPhase::Warm) => free_remove(&mut f.warm_free, &mut self.fns, idx),
-            Some(FnPhase::Cold) => free_remove(&mut f.cold_free, &mut self.fns, idx),
+            Some(FnPhase::Warm) => free_remove(&mut f.warm_free, &mut self.fns, idx, pos),
+            Some(FnPhase::Cold) => free_remove(&mut f.cold_free, &mut self.fns, idx, pos),
             _ => {}
         }
-        match wanted {
-            Some(FnPhase::Warm) => free_push(&mut f.warm_free, &mut self.fns, idx),
-            Some(FnPhase::Cold) => free_push(&mut f.cold_free, &mut self.fns, idx),
-            _ => {}
-        }
-        self.fns[idx as usize].free_in = wanted;
+        let pos = match wanted {
+            Some(FnPhase::Warm) => free_push(&mut f.warm_free, idx),
+            Some(FnPhase::Cold) => free_push(&mut f.cold_free, idx),
+            _ => pos,
+        };
+        let inst = &mut self.fns[idx as usize];
+        inst.free_in = wanted;
+        inst.free_pos = pos;
     }
 }
 
@@ -144,13 +148,15 @@ fn class_count(f: &mut hyscale_policies::FunctionView, class: FnClass) -> Option
     }
 }
 
-fn free_push(list: &mut Vec<u32>, fns: &mut [FnInst], idx: u32) {
-    fns[idx as usize].free_pos = list.len() as u32;
+/// Pushes instance `idx` on a free list; its position there.
+fn free_push(list: &mut Vec<u32>, idx: u32) -> u32 {
     list.push(idx);
+    list.len() as u32 - 1
 }
 
-fn free_remove(list: &mut Vec<u32>, fns: &mut [FnInst], idx: u32) {
-    let at = fns[idx as usize].free_pos as usize;
+/// Takes instance `idx`, at position `at`, off a free list (the last takes its place).
+fn free_remove(list: &mut Vec<u32>, fns: &mut [FnInst], idx: u32, at: u32) {
+    let at = at as usize;
     debug_assert_eq!(list.get(at), Some(&idx), "free list position out of date");
     list.swap_remove(at);
     if let Some(&moved) = list.get(at) {
