@@ -8,6 +8,7 @@
 //! The log-normal is given by its median and 99th percentile, the figures measurement studies publish;
 //! its parameters follow from the standard normal quantile z(0.99) (statrs).
 
+use hyscale_policies::Nanos;
 use rand_distr::{Distribution, Exp, LogNormal, Uniform};
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -136,6 +137,35 @@ impl Dist {
     }
 }
 
+/// A serving overhead per request (a profile's `overhead_ms`, see `scenario::VmModel::overhead`): fixed, as a
+/// time converted once (most profiles': a read per request), or drawn in ms and converted per draw.
+#[derive(Clone, Debug)]
+pub enum Overhead {
+    /// Always this.
+    Fixed(Nanos),
+    /// Drawn from this, in ms.
+    Drawn(Dist),
+}
+
+impl Overhead {
+    /// The overhead whose milliseconds are `ms`.
+    pub fn from_millis(ms: Dist) -> Overhead {
+        match ms {
+            Dist::Fixed(v) => Overhead::Fixed(Nanos::from_millis_f64(v)),
+            d => Overhead::Drawn(d),
+        }
+    }
+
+    /// One request's (a fixed one draws nothing from `rng`).
+    #[inline(always)]
+    pub fn sample(&self, rng: &mut SimRng) -> Nanos {
+        match self {
+            Overhead::Fixed(t) => *t,
+            Overhead::Drawn(d) => Nanos::from_millis_f64(d.sample(rng)),
+        }
+    }
+}
+
 /// A multiplicative noise with mean 1 and coefficient of variation `cv` (log-normal); `None` when `cv` is 0.
 pub fn unit_mean_noise(cv: f64) -> Option<LogNormal<f64>> {
     if cv <= 0.0 {
@@ -182,6 +212,18 @@ mod tests {
         assert!(DistSpec::Lognormal { p50: 5.0, p99: 2.0 }.build().unwrap_err().contains("p50 < p99"));
         assert!(DistSpec::Uniform { min: 2.0, max: 1.0 }.build().unwrap_err().contains("below min"));
         assert!(DistSpec::Fixed { value: -1.0 }.build().unwrap_err().contains("non-negative"));
+    }
+
+    #[test]
+    fn a_fixed_overhead_is_converted_once_and_draws_nothing() {
+        let mut rng = SimRng::seed_from_u64(4);
+        let fixed = Overhead::from_millis(Dist::Fixed(1.5));
+        assert_eq!(fixed.sample(&mut rng), Nanos::from_micros(1500));
+        // The stream is where it was: the next draw equals a fresh stream's first.
+        let drawn = Overhead::from_millis(DistSpec::Uniform { min: 1.0, max: 2.0 }.build().unwrap());
+        let first = drawn.sample(&mut rng);
+        assert_eq!(first, drawn.sample(&mut SimRng::seed_from_u64(4)));
+        assert!((Nanos::from_millis(1)..=Nanos::from_millis(2)).contains(&first), "{first}");
     }
 
     #[test]

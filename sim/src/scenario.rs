@@ -16,7 +16,7 @@ use hyscale_traces::{AzureFunctionsReader, DurationPercentiles, SourceSpec, Trac
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::dist::{Dist, DistSpec};
+use crate::dist::{Dist, DistSpec, Overhead};
 use crate::error::SimError;
 
 /// The scenario file as written.
@@ -245,9 +245,9 @@ pub struct VmModel {
     pub spot_hazard_per_h: f64,
     /// Service-time CV from the profile.
     pub service_cv: f64,
-    /// Serving overhead per request, ms (the profile's `overhead_ms`, or a log-normal with its
-    /// `overhead_p99_ms`), added to each request's latency.
-    pub overhead_ms: Dist,
+    /// Serving overhead per request (the profile's `overhead_ms`, or a log-normal with its `overhead_p99_ms`),
+    /// added to each request's latency.
+    pub overhead: Overhead,
 }
 
 /// Random parts of the function platform's model.
@@ -263,8 +263,8 @@ pub struct FunctionModel {
     pub model_load_mb_per_s: Dist,
     /// Service-time CV from the profile.
     pub service_cv: f64,
-    /// Serving overhead per request, ms (as [`VmModel::overhead_ms`]).
-    pub overhead_ms: Dist,
+    /// Serving overhead per request (as [`VmModel::overhead`]).
+    pub overhead: Overhead,
 }
 
 /// A loaded, checked scenario: everything `simulate` needs but the policy object and the arrivals.
@@ -568,7 +568,7 @@ fn build_catalog(
             spot_hazard_per_h: v.spot_interruptions_per_h * hazard_scale,
             load_mb_per_s: v.model_load_mb_per_s,
             service_cv: entry.cv,
-            overhead_ms: overhead_dist(entry),
+            overhead: Overhead::from_millis(overhead_dist(entry)),
         });
     }
     let f = &c.functions;
@@ -656,7 +656,7 @@ fn build_catalog(
         load_s_one_vcpu: load_s,
         model_load_mb_per_s: bandwidth,
         service_cv: fentry.cv,
-        overhead_ms: overhead_dist(fentry),
+        overhead: Overhead::from_millis(overhead_dist(fentry)),
     };
     Ok((catalog, vm_models, function_model))
 }

@@ -372,11 +372,7 @@ impl World<'_> {
         // The batch's requests are booked where they lie, and the slot emptied after.
         let batch = self.fns[idx as usize].slots.at(slot as usize);
         for r in batch.iter() {
-            // A fixed overhead draws nothing, converted or not.
-            let o = match self.fn_overhead_fixed {
-                Some(o) => o,
-                None => Nanos::from_millis_f64(sc.function_model.overhead_ms.sample(&mut self.rng_overhead)),
-            };
+            let o = sc.function_model.overhead.sample(&mut self.rng_overhead);
             book(&mut self.ledger, &mut self.recent_latency_max, now, r, o);
         }
         batch.clear();

@@ -330,9 +330,6 @@ struct World<'a> {
     rng_spot: SimRng,
     vm_noise: Vec<Option<LogNormal<f64>>>,
     fn_noise: Option<LogNormal<f64>>,
-    /// The functions' serving overhead when it is fixed (most profiles'), converted to time once rather than
-    /// per request (a VM's is read per batch, where the extra lookup cost what the conversion saved).
-    fn_overhead_fixed: Option<Nanos>,
     usage: Usage,
     /// The ledger's counts when the last timeline row was taken, and when the policy last ticked.
     sampled_counts: Counts,
@@ -549,10 +546,6 @@ impl<'a> World<'a> {
             rng_spot: fan.stream("spot"),
             vm_noise: sc.vm_models.iter().map(|m| unit_mean_noise(m.service_cv)).collect(),
             fn_noise: unit_mean_noise(sc.function_model.service_cv),
-            fn_overhead_fixed: match sc.function_model.overhead_ms {
-                crate::dist::Dist::Fixed(ms) => Some(Nanos::from_millis_f64(ms)),
-                _ => None,
-            },
             usage: Usage::default(),
             sampled_counts: Counts::default(),
             ticked_counts: Counts::default(),
@@ -687,13 +680,13 @@ impl<'a> World<'a> {
                 }
                 let before = vm.snapshot();
                 let sc = self.sc;
-                let overhead = &sc.vm_models[vm.vm_type.0 as usize].overhead_ms;
+                let overhead = &sc.vm_models[vm.vm_type.0 as usize].overhead;
                 let now = self.now;
                 // The batch's requests are booked where they lie (booking touches neither VMs nor the view),
                 // then the batch is emptied and the view catches up.
                 let vm = &mut self.vms[i as usize];
                 for r in &vm.batch {
-                    let o = Nanos::from_millis_f64(overhead.sample(&mut self.rng_overhead));
+                    let o = overhead.sample(&mut self.rng_overhead);
                     book(&mut self.ledger, &mut self.recent_latency_max, now, r, o);
                 }
                 vm.batch.clear();
