@@ -83,8 +83,10 @@ pub struct EventQueue<E> {
     occupied: [u64; SLOTS / 64],
     /// Events on the wheel.
     in_wheel: usize,
-    /// Events pending in all four parts (the engine reads it once per event).
+    /// Events pending in all four parts, and the most there have been (kept by the pushes: nothing between
+    /// two pops can exceed the count a push left).
     len: usize,
+    peak: usize,
     /// A multiple of `SLOT_WIDTH`: events before it are in `current`, `soon` or `far`; the wheel holds those
     /// from it to `horizon + WHEEL_SPAN`.
     horizon: u64,
@@ -111,6 +113,7 @@ impl<E> EventQueue<E> {
             occupied: [0; SLOTS / 64],
             in_wheel: 0,
             len: 0,
+            peak: 0,
             horizon: 0,
             far: dary_heap::QuaternaryHeap::new(),
             seq: 0,
@@ -123,6 +126,7 @@ impl<E> EventQueue<E> {
     pub fn push(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
         self.len += 1;
+        self.peak = self.peak.max(self.len);
         let entry = Entry { key: key(time, seq), event };
         if time.0 < self.horizon {
             self.soon.push(entry);
@@ -141,6 +145,7 @@ impl<E> EventQueue<E> {
     pub fn push_timer(&mut self, time: Nanos, event: E) {
         let seq = self.take_seq();
         self.len += 1;
+        self.peak = self.peak.max(self.len);
         self.far.push(Entry { key: key(time, seq), event });
     }
 
@@ -304,6 +309,11 @@ impl<E> EventQueue<E> {
         self.len
     }
 
+    /// The most events pending at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -357,12 +367,12 @@ mod tests {
     proptest::proptest! {
         /// Against a sort by (time, sequence): pushes to either lane at or after the last popped time (many
         /// equal, some far ahead, some at the end of time), peeks alone, and pops in any interleaving pop in
-        /// that order.
+        /// that order; the peak is the most the model ever held.
         #[test]
         fn pops_in_time_then_scheduling_order(ops in proptest::collection::vec((0u64..49, 0u8..5), 1..300)) {
             let mut q = EventQueue::new();
             let mut model: Vec<(u64, u64)> = Vec::new();
-            let mut now = 0u64;
+            let (mut now, mut peak) = (0u64, 0);
             for (delta, op) in ops {
                 let seq = q.scheduled();
                 let t = if delta == 48 {
@@ -411,6 +421,8 @@ mod tests {
                 }
                 model.push((t, seq));
                 proptest::prop_assert_eq!(q.len(), model.len());
+                peak = peak.max(model.len());
+                proptest::prop_assert_eq!(q.peak(), peak);
             }
             model.sort_unstable();
             let rest: Vec<(u64, u64)> = std::iter::from_fn(|| q.pop().map(|(t, s)| (t.0, s))).collect();

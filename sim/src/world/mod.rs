@@ -369,7 +369,7 @@ struct World<'a> {
 pub struct EngineStats {
     /// Events handled.
     pub events: u64,
-    /// Most events pending at once.
+    /// Most events pending at once (the queue's most, and the next arrival, which the engine holds beside it).
     pub queue_peak: usize,
 }
 
@@ -448,18 +448,15 @@ fn run(
     mut progress: Option<&mut dyn FnMut(Nanos, u64)>,
     mut observer: Option<&mut dyn Observer>,
 ) -> Result<(Report, EngineStats), SimError> {
-    let mut queue_peak = 0;
     let mut w = World::new(scenario, policy, arrivals);
     w.start()?;
     while !w.finished() {
-        let pending = w.queue.len() + w.next_arrival.is_some() as usize;
         let Some((t, ev)) = w.next_event() else {
             // Unreachable while requests are outstanding: each is held by an instance with a pending event.
             debug_assert!(false, "event queue ran dry with {} requests outstanding", w.ledger.outstanding());
             break;
         };
         debug_assert!(t >= w.now, "event at {t} before now {}", w.now);
-        queue_peak = queue_peak.max(pending);
         w.now = t;
         w.view.now = t;
         w.events += 1;
@@ -474,6 +471,8 @@ fn run(
         }
     }
     let events = w.events;
+    // The queue's peak, and the next arrival held beside it.
+    let queue_peak = w.queue.peak() + usize::from(w.ledger.arrivals() > 0);
     Ok((w.finish(), EngineStats { events, queue_peak }))
 }
 
