@@ -371,8 +371,10 @@ impl World<'_> {
         let sc = self.sc;
         // The batch's requests are booked where they lie, and the slot emptied after.
         let batch = self.fns[idx as usize].slots.at(slot as usize);
-        let (ledger, latency_max, rng) = (&mut self.ledger, &mut self.recent_latency_max, &mut self.rng_overhead);
-        batch.for_each(|r| book(ledger, latency_max, now, r, sc.function_model.overhead.sample(rng)));
+        for r in batch.iter() {
+            let o = sc.function_model.overhead.sample(&mut self.rng_overhead);
+            book(&mut self.ledger, &mut self.recent_latency_max, now, r, o);
+        }
         batch.clear();
         self.functions[function_slot as usize].last_end = Some(now);
         // The view catches up with the finished batch and whatever starts next in one sync.

@@ -39,16 +39,10 @@ impl<T: Copy> Batch<T> {
         }
     }
 
-    /// Calls `f` on its requests in the order pushed: the inline one, then the heap's (a chained iterator's
-    /// checks of which part it is in cost twice as much per batch of one in the profile).
-    #[inline(always)]
-    pub(super) fn for_each(&self, mut f: impl FnMut(&T)) {
-        if let Some(first) = &self.first {
-            f(first);
-            for r in &self.rest {
-                f(r);
-            }
-        }
+    /// Its requests in the order pushed.
+    #[inline]
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.rest.iter())
     }
 
     /// Empties it, keeping the heap part's allocation for the next batch.
@@ -106,28 +100,21 @@ impl<T: Copy> Slots<T> {
 mod tests {
     use super::*;
 
-    /// A batch's requests as `for_each` gives them.
-    fn items(b: &Batch<u32>) -> Vec<u32> {
-        let mut v = Vec::new();
-        b.for_each(|&k| v.push(k));
-        v
-    }
-
     #[test]
     fn a_batch_keeps_its_requests_in_order_across_the_inline_one_and_the_heap() {
         let mut b = Batch::default();
         assert!(b.is_empty());
-        assert_eq!((b.len(), items(&b)), (0, vec![]));
+        assert_eq!((b.len(), b.iter().next()), (0, None));
         for k in 1..=4 {
             b.push(k);
             assert_eq!(b.len(), k as usize);
         }
-        assert_eq!(items(&b), [1, 2, 3, 4]);
+        assert_eq!(b.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
         b.clear();
         assert!(b.is_empty());
-        assert_eq!((b.len(), items(&b)), (0, vec![]));
+        assert_eq!((b.len(), b.iter().count()), (0, 0));
         b.push(7);
-        assert_eq!((b.len(), items(&b)), (1, vec![7]));
+        assert_eq!((b.len(), b.iter().copied().collect::<Vec<_>>()), (1, vec![7]));
     }
 
     #[test]
