@@ -244,6 +244,19 @@ fn the_account_concurrency_limit_counts_requests_in_flight() {
 }
 
 #[test]
+fn idle_instances_of_other_functions_do_not_count_against_the_account_limit() {
+    // A limit of 2 concurrent executions: function 0's two requests at 0 s leave two idle instances (kept alive
+    // 600 s); at 5 s nothing runs, so function 1's request gets an instance of its own (a third cold start),
+    // as on AWS, where concurrency is executions in flight and idle environments hold none.
+    let f = fixture(&Cloud { regional: 2, ..Cloud::default() }, FUNCTIONS_1GB);
+    let r = run_models(&f, &[(0.0, 0), (0.0, 0), (5.0, 1)]);
+    assert_conserved(&r);
+    assert_eq!(r.requests.rejected, 0);
+    assert_eq!(r.requests.completed, 3);
+    assert_eq!(r.instances.function_cold_starts, 3);
+}
+
+#[test]
 fn a_function_adds_at_most_its_scaling_step_of_executions_per_interval() {
     // At most 2 more executions per function per 10 s. Three requests of function 0 at 0 s: the third is
     // refused `function_scaling`; function 1 has its own budget. At 10.5 s (all done by 1 s, so the interval

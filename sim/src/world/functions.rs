@@ -58,7 +58,8 @@ impl World<'_> {
     }
 
     pub(super) fn fn_admit(&mut self, req: Req) -> Result<(), RejectReason> {
-        // AWS's account concurrency counts executions in flight, not instances.
+        // AWS's account concurrency counts executions in flight, not instances ("Lambda function scaling",
+        // Lambda developer guide: concurrency is the number of in-flight requests).
         if self.view.functions.in_flight >= self.sc.catalog.functions.regional_concurrency as u64 {
             self.view.functions.throttled_total += 1;
             return Err(RejectReason::Throttled);
@@ -76,15 +77,13 @@ impl World<'_> {
         if in_flight >= f.scale_base.saturating_add(platform.function_scale_step) {
             return Err(RejectReason::FunctionScaling);
         }
+        // No instance with room: a new one, whatever the instances alive. They do not count against the account
+        // limit, only executions do (checked above): an idle instance of another function holds nothing.
         let idx = if let Some(&i) = f.warm_free.last() {
             i
         } else if let Some(&i) = f.cold_free.last() {
             i
         } else {
-            if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
-                self.view.functions.throttled_total += 1;
-                return Err(RejectReason::Throttled);
-            }
             self.fn_spawn(function, false)
         };
         let (now, rule) = (self.now, self.view.functions.settings.batching);

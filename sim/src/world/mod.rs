@@ -778,7 +778,8 @@ impl<'a> World<'a> {
                 let slot = self.function_slot(function) as usize;
                 let f = &self.functions[slot];
                 let has_instance = !f.warm_free.is_empty() || !f.cold_free.is_empty();
-                if !has_instance && self.fn_live < self.sc.catalog.functions.regional_concurrency {
+                // A load runs nothing: like any instance, it does not count against the account limit.
+                if !has_instance {
                     let idx = self.fn_spawn(function, false);
                     self.fns[idx as usize].prewarmed_for = Some(keep_alive);
                 }
