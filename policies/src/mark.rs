@@ -493,8 +493,10 @@ impl Router for Mark {
         if let Some(id) = best_within(&self.route_order, rt_max, |t| view.pool(t).least_ready_load()) {
             return Route::Vm(id);
         }
+        // Functions take it while their executions in flight are under the account limit (what the platform
+        // throttles by; idle instances hold none).
         let platform = &view.catalog.functions;
-        if view.functions.instances() < platform.regional_concurrency {
+        if view.functions.in_flight < u64::from(platform.regional_concurrency) {
             return Route::Functions;
         }
         // No pool within `rt_max` and no function room: the lowest estimate anywhere, else the first planned
