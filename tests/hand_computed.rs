@@ -165,6 +165,17 @@ fn prewarmed_functions_skip_the_cold_start_and_bill_provisioned_capacity() {
 }
 
 #[test]
+fn pre_warming_past_the_account_limit_is_refused_at_the_limit() {
+    // A limit of 2: three provisioned instances asked for, two started, the action refused.
+    let body = "policy = \"function-only\"\n[policies.function-only]\nmemory_mb = 1024\nprewarm = 3\n";
+    let f = fixture(&Cloud { regional: 2, ..Cloud::default() }, body);
+    let r = run(&f, &[5.0]);
+    assert_eq!(r.instances.function_cold_starts, 2);
+    assert_eq!(r.actions.refused.get("prewarm_over_limit"), Some(&1));
+    assert_eq!(r.requests.completed, 1);
+}
+
+#[test]
 fn an_empty_trace_ends_at_once() {
     let f = fixture(&Cloud::default(), STATIC_ONE);
     let r = run(&f, &[]);

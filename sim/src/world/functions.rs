@@ -483,7 +483,9 @@ impl World<'_> {
             }
         }
         while self.fn_provisioned_live < target {
-            if self.fn_live >= self.sc.catalog.functions.regional_concurrency {
+            // Provisioned concurrency is allocated from the account's limit; on-demand instances, busy or idle,
+            // do not stand in its way (their executions are throttled at admission).
+            if self.fn_provisioned_live >= self.sc.catalog.functions.regional_concurrency {
                 return Err(Refusal::PrewarmOverLimit);
             }
             self.fn_spawn(PROVISIONED_FUNCTION, true);
