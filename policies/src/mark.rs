@@ -232,6 +232,14 @@ impl RouteFigures {
     }
 }
 
+/// `figures` by the least estimate each can give (at an instance with no full batch ahead), the first planned
+/// first among equals: the order `best_within` scans.
+fn by_least_estimate(figures: &[RouteFigures]) -> Vec<RouteFigures> {
+    let mut order = figures.to_vec();
+    order.sort_by(|a, b| a.estimate(0).total_cmp(&b.estimate(0)).then(a.rank.cmp(&b.rank)));
+    order
+}
+
 /// The pool with the lowest estimate within `rt_max` at its least-loaded ready instance (`least_ready_load`
 /// of a type; `None`: none ready), the first planned among equals; `order` is the route figures by their least
 /// estimate (`Mark::route_order`). Once the best found is below the next type's least estimate (or equal to it
@@ -267,8 +275,7 @@ impl Mark {
     /// Rebuilds the route figures from the planned types (see `route_order`).
     fn set_route_figures(&mut self) {
         self.route_figures = self.types.iter().enumerate().map(|(rank, t)| RouteFigures::of(t, rank)).collect();
-        self.route_order = self.route_figures.clone();
-        self.route_order.sort_by(|a, b| a.estimate(0).total_cmp(&b.estimate(0)).then(a.rank.cmp(&b.rank)));
+        self.route_order = by_least_estimate(&self.route_figures);
     }
 
     /// Resolves the configuration against the catalog.
@@ -581,8 +588,7 @@ mod tests {
                 })
                 .collect();
             let figures: Vec<RouteFigures> = types.iter().enumerate().map(|(r, t)| RouteFigures::of(t, r)).collect();
-            let mut order = figures.clone();
-            order.sort_by(|a, b| a.estimate(0).total_cmp(&b.estimate(0)).then(a.rank.cmp(&b.rank)));
+            let order = by_least_estimate(&figures);
             let loads: Vec<Option<u32>> =
                 figures.iter().map(|_| rng.random_bool(0.8).then(|| rng.random_range(0..12))).collect();
             let rt_max = rng.random_range(20..200) as f64 * 1e6;

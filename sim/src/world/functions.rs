@@ -216,7 +216,7 @@ impl World<'_> {
                 break;
             }
             let oldest = inst.queue.front().map_or(self.now, |r| r.enqueued);
-            match self.fn_decide(inst, inst.queue.len(), oldest) {
+            match inst.decide(&self.view.functions.settings.batching, inst.queue.len(), oldest, self.now) {
                 BatchDecision::Idle => {
                     if inst.busy_slots == 0 && inst.idle_since.is_none() {
                         if inst.stale {
@@ -264,12 +264,6 @@ impl World<'_> {
             }
         }
         self.fn_sync(idx, before);
-    }
-
-    /// The batch rule's decision for instance `inst` with `queued` requests, the oldest queued at `oldest`
-    /// (the one place both the queue and a request arriving to a free instance ask it).
-    fn fn_decide(&self, inst: &FnInst, queued: usize, oldest: Nanos) -> BatchDecision {
-        inst.decide(&self.view.functions.settings.batching, queued, oldest, self.now)
     }
 
     /// Starts a batch of the rule's `n` on free slot `slot` of warm instance `idx`: the first `n` requests

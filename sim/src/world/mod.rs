@@ -182,7 +182,8 @@ impl FnInst {
         self.queue.len() as u32 + self.in_service
     }
 
-    /// `rule`'s decision for it at `now` with `queued` requests, the oldest queued at `oldest`.
+    /// `rule`'s decision for it at `now` with `queued` requests, the oldest queued at `oldest` (the one place
+    /// both its queue and a request arriving to it free ask the rule).
     #[inline(always)]
     fn decide(&self, rule: &hyscale_policies::BatchRule, queued: usize, oldest: Nanos, now: Nanos) -> BatchDecision {
         let idle_since = (self.busy_slots == 0).then_some(self.free_since);

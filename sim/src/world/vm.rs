@@ -176,16 +176,9 @@ impl World<'_> {
     #[inline(always)]
     fn vm_load_model(&mut self, i: u32, model: u32) -> Nanos {
         let now = self.now;
-        let loaded = &mut self.vms[i as usize].loaded;
-        // The first (lowest id: the boot model) is the usual one, looked at before any search.
-        let at = if loaded.first().is_some_and(|(m, _)| *m == model) {
-            Some(0)
-        } else {
-            loaded.iter().position(|(m, _)| *m == model)
-        };
-        match at {
-            Some(k) => {
-                loaded[k].1 = now;
+        match self.vms[i as usize].loaded.iter_mut().find(|(m, _)| *m == model) {
+            Some(entry) => {
+                entry.1 = now;
                 Nanos::ZERO
             }
             None => self.vm_fetch_model(i, model),
