@@ -13,19 +13,6 @@ impl World<'_> {
         self.fns[idx as usize].class()
     }
 
-    /// Advances the time integrals of function instances and in-service requests to now.
-    pub(super) fn integrate(&mut self) {
-        // Called several times per event: once is enough.
-        if self.now == self.last_integral {
-            return;
-        }
-        let dt = (self.now - self.last_integral).0 as u128;
-        self.usage.fn_live_ns += self.fn_live as u128 * dt;
-        self.usage.fn_in_service_ns += self.fn_in_service as u128 * dt;
-        self.usage.fn_idle_mb_ns += self.fn_idle_mb as u128 * dt;
-        self.last_integral = self.now;
-    }
-
     /// Function `id`'s slot in `functions`, added on first sight.
     #[inline(always)]
     pub(super) fn function_slot(&mut self, id: u32) -> u32 {
@@ -173,7 +160,6 @@ impl World<'_> {
                 (self.fns.len() - 1) as u32
             }
         };
-        self.integrate();
         let inst = &mut self.fns[idx as usize];
         inst.function = function;
         inst.slot = slot;
@@ -196,6 +182,7 @@ impl World<'_> {
         inst.free_since = Nanos::MAX;
         let epoch = inst.epoch;
         self.fn_live += 1;
+        self.usage.fn_live_ns.add(1, self.now);
         self.usage.fn_live_peak = self.usage.fn_live_peak.max(self.fn_live as u64);
         self.view.functions.cold_starts_total += 1;
         self.fn_sync(idx, FnClass::Gone);
@@ -302,7 +289,6 @@ impl World<'_> {
         if self.fn_billing == FunctionBilling::Lambda {
             self.usage.cost.function_requests += platform.price_per_request;
         }
-        self.integrate();
         let now = self.now;
         let inst = &mut self.fns[idx as usize];
         inst.prewarmed_for = None;
@@ -327,14 +313,12 @@ impl World<'_> {
         inst.idle_since = None;
         let epoch = inst.epoch;
         self.fn_in_service += n as u64;
+        self.usage.fn_in_service_ns.add(n as u64, now);
         self.usage.fn_in_service_peak = self.usage.fn_in_service_peak.max(self.fn_in_service);
         self.queue.push(now + service, Event::FnBatchDone { idx, epoch, slot: slot as u32 });
     }
 
     pub(super) fn fn_batch_done(&mut self, idx: u32, epoch: u32, slot: u32) {
-        // Integrals first, so that the instance is read once below (an extra call changes nothing: the
-        // integrals are exact sums of constant pieces, however they are cut).
-        self.integrate();
         let now = self.now;
         let inst = &mut self.fns[idx as usize];
         if inst.epoch != epoch || inst.phase != FnPhase::Warm {
@@ -353,6 +337,7 @@ impl World<'_> {
         let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
         let (function, function_slot) = (inst.function, inst.slot);
         self.fn_in_service -= n as u64;
+        self.usage.fn_in_service_ns.sub(n as u64, now);
         self.view.functions.in_flight -= n as u64;
         self.view.functions.per_function.get_mut(function).in_flight -= n as u32;
         if let Some((memory, ran, provisioned)) = busy_period
@@ -386,7 +371,6 @@ impl World<'_> {
         if before == FnClass::Gone {
             return;
         }
-        self.integrate();
         self.bill_pod(idx);
         let inst = &mut self.fns[idx as usize];
         debug_assert_eq!(inst.outstanding(), 0, "retiring a function instance with work");
@@ -399,6 +383,7 @@ impl World<'_> {
             self.fn_provisioned_live -= 1;
         }
         self.fn_live -= 1;
+        self.usage.fn_live_ns.sub(1, self.now);
         self.fn_sync(idx, before);
         self.fn_free.push(idx);
     }

@@ -266,6 +266,33 @@ impl Counts {
     }
 }
 
+/// The time integral of a count that changes at events, from time 0: `∫₀ᵗ x = x(t)·t − Σ Δᵢ·tᵢ` over its
+/// changes `Δᵢ` at `tᵢ`. It keeps that sum, one multiply-add where the count changes and nothing per event
+/// in between (an integral advanced at every event cost three 128-bit multiply-adds there, 2% of the function
+/// workload's instructions). Exact integers, as the piecewise sums were: the same figures to the bit.
+#[derive(Clone, Copy, Debug, Default)]
+struct Integral(u128);
+
+impl Integral {
+    /// The count rose by `by` at `at`.
+    #[inline(always)]
+    fn add(&mut self, by: u64, at: Nanos) {
+        self.0 = self.0.wrapping_add(u128::from(by) * u128::from(at.0));
+    }
+
+    /// The count fell by `by` at `at`.
+    #[inline(always)]
+    fn sub(&mut self, by: u64, at: Nanos) {
+        self.0 = self.0.wrapping_sub(u128::from(by) * u128::from(at.0));
+    }
+
+    /// The integral up to `t`, where the count is `x` (wrapping: partial sums may leave `u128`, the
+    /// integral does not).
+    fn to(self, x: u64, t: Nanos) -> u128 {
+        (u128::from(x) * u128::from(t.0)).wrapping_sub(self.0)
+    }
+}
+
 /// Counters the report needs that are not in the ledger.
 #[derive(Default)]
 struct Usage {
@@ -276,12 +303,11 @@ struct Usage {
     rerouted: u64,
     fn_live_peak: u64,
     fn_in_service_peak: u64,
-    /// Integral of live function instances over time, instance-nanoseconds.
-    fn_live_ns: u128,
-    /// Integral of requests in service on functions, request-nanoseconds.
-    fn_in_service_ns: u128,
-    /// Integral of idle warm function memory over time, MB-nanoseconds.
-    fn_idle_mb_ns: u128,
+    /// Integral of live function instances over time (instance-nanoseconds), of requests in service on
+    /// functions (request-nanoseconds) and of idle warm function memory (MB-nanoseconds).
+    fn_live_ns: Integral,
+    fn_in_service_ns: Integral,
+    fn_idle_mb_ns: Integral,
     actions_applied: u64,
     vm_model_loads: u64,
     actions_refused: BTreeMap<String, u64>,
@@ -318,7 +344,6 @@ struct World<'a> {
     fn_stale_live: u32,
     fn_provisioned_live: u32,
     fn_in_service: u64,
-    last_integral: Nanos,
     /// Pre-warmed (provisioned) capacity billed so far (`policies::billing::ProvisionedMeter`).
     prewarm_meter: billing::ProvisionedMeter,
     /// How function instances are billed (the policy says).
@@ -536,7 +561,6 @@ impl<'a> World<'a> {
             fn_stale_live: 0,
             fn_provisioned_live: 0,
             fn_in_service: 0,
-            last_integral: Nanos::ZERO,
             prewarm_meter: billing::ProvisionedMeter::default(),
             fn_billing,
             rng_provision: fan.stream("provisioning"),

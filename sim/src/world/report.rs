@@ -36,7 +36,10 @@ impl World<'_> {
     }
 
     pub(super) fn finish(mut self) -> Report {
-        self.integrate();
+        let now = self.now;
+        let fn_live_ns = self.usage.fn_live_ns.to(u64::from(self.fn_live), now);
+        let fn_in_service_ns = self.usage.fn_in_service_ns.to(self.fn_in_service, now);
+        let fn_idle_mb_ns = self.usage.fn_idle_mb_ns.to(self.fn_idle_mb, now);
         self.settle_prewarm(true);
         // Pods still alive are billed to the end of the run.
         for idx in 0..self.fns.len() as u32 {
@@ -101,21 +104,21 @@ impl World<'_> {
                 spot_interruptions: self.usage.spot_interruptions,
                 rerouted: self.usage.rerouted,
                 function_cold_starts: self.view.functions.cold_starts_total,
-                function_instance_hours: self.usage.fn_live_ns as f64 / ns_per_h,
+                function_instance_hours: fn_live_ns as f64 / ns_per_h,
                 function_instances_peak: self.usage.fn_live_peak,
                 vm_model_loads: self.usage.vm_model_loads,
             },
             model_memory: ModelMemorySummary {
                 model_size_mb: f.model_size_mb,
-                gb_hours: self.usage.fn_live_ns as f64 / ns_per_h * model_gb,
+                gb_hours: fn_live_ns as f64 / ns_per_h * model_gb,
                 copies_peak: self.usage.fn_live_peak,
                 one_copy_per_request_peak: self.usage.fn_in_service_peak,
-                one_copy_per_request_gb_hours: self.usage.fn_in_service_ns as f64 / ns_per_h * model_gb,
+                one_copy_per_request_gb_hours: fn_in_service_ns as f64 / ns_per_h * model_gb,
             },
             functions: function_stats(
                 &self.functions,
                 self.keep_alive.as_ref().map_or_else(|| "settings".to_string(), |k| k.name()),
-                self.usage.fn_idle_mb_ns,
+                fn_idle_mb_ns,
             ),
             actions: ActionSummary { applied: self.usage.actions_applied, refused: self.usage.actions_refused },
             timeline: self.timeline,

@@ -92,12 +92,13 @@ impl World<'_> {
         };
         if before != after {
             if (before == FnClass::Idle) != (after == FnClass::Idle) {
-                self.integrate();
                 let mb = memory_mb as u64;
                 if after == FnClass::Idle {
                     self.fn_idle_mb += mb;
+                    self.usage.fn_idle_mb_ns.add(mb, self.now);
                 } else {
                     self.fn_idle_mb -= mb;
+                    self.usage.fn_idle_mb_ns.sub(mb, self.now);
                 }
             }
             if (before == FnClass::Gone) != (after == FnClass::Gone) {
