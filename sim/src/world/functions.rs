@@ -182,7 +182,7 @@ impl World<'_> {
         inst.free_since = Nanos::MAX;
         let epoch = inst.epoch;
         self.fn_live += 1;
-        self.usage.fn_live_ns.add(1, self.now);
+        self.usage.fn_live_ns.change(1, self.now);
         self.usage.fn_live_peak = self.usage.fn_live_peak.max(self.fn_live as u64);
         self.view.functions.cold_starts_total += 1;
         self.fn_sync(idx, FnClass::Gone);
@@ -313,7 +313,7 @@ impl World<'_> {
         inst.idle_since = None;
         let epoch = inst.epoch;
         self.fn_in_service += n as u64;
-        self.usage.fn_in_service_ns.add(n as u64, now);
+        self.usage.fn_in_service_ns.change(n as i64, now);
         self.usage.fn_in_service_peak = self.usage.fn_in_service_peak.max(self.fn_in_service);
         self.queue.push(now + service, Event::FnBatchDone { idx, epoch, slot: slot as u32 });
     }
@@ -337,7 +337,7 @@ impl World<'_> {
         let busy_period = (inst.busy_slots == 0).then(|| (inst.memory_mb, now - inst.busy_since, inst.provisioned));
         let (function, function_slot) = (inst.function, inst.slot);
         self.fn_in_service -= n as u64;
-        self.usage.fn_in_service_ns.sub(n as u64, now);
+        self.usage.fn_in_service_ns.change(-(n as i64), now);
         self.view.functions.in_flight -= n as u64;
         self.view.functions.per_function.get_mut(function).in_flight -= n as u32;
         if let Some((memory, ran, provisioned)) = busy_period
@@ -383,7 +383,7 @@ impl World<'_> {
             self.fn_provisioned_live -= 1;
         }
         self.fn_live -= 1;
-        self.usage.fn_live_ns.sub(1, self.now);
+        self.usage.fn_live_ns.change(-1, self.now);
         self.fn_sync(idx, before);
         self.fn_free.push(idx);
     }

@@ -92,14 +92,9 @@ impl World<'_> {
         };
         if before != after {
             if (before == FnClass::Idle) != (after == FnClass::Idle) {
-                let mb = memory_mb as u64;
-                if after == FnClass::Idle {
-                    self.fn_idle_mb += mb;
-                    self.usage.fn_idle_mb_ns.add(mb, self.now);
-                } else {
-                    self.fn_idle_mb -= mb;
-                    self.usage.fn_idle_mb_ns.sub(mb, self.now);
-                }
+                let mb = if after == FnClass::Idle { i64::from(memory_mb) } else { -i64::from(memory_mb) };
+                self.fn_idle_mb = self.fn_idle_mb.wrapping_add_signed(mb);
+                self.usage.fn_idle_mb_ns.change(mb, self.now);
             }
             if (before == FnClass::Gone) != (after == FnClass::Gone) {
                 let c = self.view.functions.per_function.get_mut(function);
