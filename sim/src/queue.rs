@@ -16,7 +16,10 @@
 //! keep-alive check, armed per idle instance, minutes ahead and mostly re-armed rather than fired; a spot VM's
 //! sampled interruption, hours ahead; the drain deadline) and events beyond the wheel's 17 s wait in a heap of
 //! their own. Tried before and measured no better: a radix heap for the near events, the `radix-heap` crate
-//! for all (25% slower: its refill scans the 64 buckets of the key's sequence half), an 8-ary heap.
+//! for all (25% slower: its refill scans the 64 buckets of the key's sequence half), an 8-ary heap. Tried and
+//! measured worse: a wheel of 8,192 slots (69 s), which keeps three in four of the function workload's long
+//! executions out of the far heap (1.6% fewer instructions there) but cycles through four times the slot
+//! buffers, past the L2 cache: the VM workload ran 4.5% slower.
 
 use std::cmp::Ordering;
 
