@@ -66,6 +66,9 @@ pub struct DurationPercentiles {
 }
 
 impl DurationPercentiles {
+    /// All zeros (a placeholder where a function has no execution times).
+    pub const ZERO: DurationPercentiles = DurationPercentiles { average_ms: 0.0, ms: [0.0; 7] };
+
     /// The execution time at quantile `q` in [0, 1], interpolated linearly between the trace's percentiles:
     /// feed it a uniform random number to sample a duration that follows the trace.
     #[inline]

@@ -138,43 +138,50 @@ enum FnClass {
     Gone,
 }
 
+/// A function instance (sandbox).
+///
+/// Laid out by use (`repr(C)`, from 64-byte lines): the first four lines hold what a request reads and writes
+/// on its way in and out (counts and times, the keep-alive state, the queue's length, the first slot's
+/// request), the fifth what it never touches (the other slots, the start and cold-start times). In the
+/// compiler's own order a request's fields spread over five or six lines.
+#[repr(C, align(64))]
 struct FnInst {
+    epoch: u32,
+    busy_slots: u32,
+    in_service: u32,
     /// The function (the request's model id) it belongs to: it serves no other.
     function: u32,
-    epoch: u32,
-    phase: FnPhase,
+    /// Its function's slot in `World::functions`.
+    slot: u32,
     memory_mb: u32,
     concurrency: u32,
+    free_pos: u32,
+    phase: FnPhase,
     stale: bool,
     /// Started as pre-warmed (provisioned) capacity: no init charge, the provisioned duration price, never
     /// expires while the capacity stays configured.
     provisioned: bool,
+    /// The free list of its function it is in (`warm_free` or `cold_free`), if any, and its position there
+    /// (`free_pos`): the lists are touched only when it changes.
+    free_in: Option<FnPhase>,
+    busy_since: Nanos,
+    /// Since when no slot has run anything (for the batch rule's idle start; `Nanos::MAX` until warm).
+    free_since: Nanos,
+    /// When the current idle period's keep-alive ends.
+    expire_at: Nanos,
+    idle_since: Option<Nanos>,
+    /// The time of its pending keep-alive event, if one is armed.
+    armed: Option<Nanos>,
+    timer: Option<Nanos>,
     /// Loaded by a keep-alive policy's pre-warm and not used yet: kept this long once warm.
     prewarmed_for: Option<Nanos>,
     queue: VecDeque<Req>,
     /// One batch per concurrency slot (the first slot and the first request of its batch inline, see
     /// `slots`); an empty one is a free slot.
     slots: slots::Slots<Req>,
-    busy_slots: u32,
-    in_service: u32,
-    busy_since: Nanos,
-    idle_since: Option<Nanos>,
-    /// When the current idle period's keep-alive ends.
-    expire_at: Nanos,
     /// When it started (a pod is billed from then).
     spawned_at: Nanos,
-    /// The time of its pending keep-alive event, if one is armed.
-    armed: Option<Nanos>,
-    timer: Option<Nanos>,
     cold_time: Nanos,
-    /// Since when no slot has run anything (for the batch rule's idle start; `Nanos::MAX` until warm).
-    free_since: Nanos,
-    /// Its function's slot in `World::functions`.
-    slot: u32,
-    /// The free list of its function it is in (`warm_free` or `cold_free`), if any, and its position there:
-    /// the lists are touched only when it changes.
-    free_in: Option<FnPhase>,
-    free_pos: u32,
 }
 
 impl FnInst {
@@ -205,24 +212,42 @@ impl FnInst {
 /// One function: its instances serve it alone, and its keep-alive is decided for it. Functions live in a dense
 /// table (`World::functions`, found by id through `World::fn_slot_of` once per request); an instance knows its
 /// function's slot.
+///
+/// Laid out by use (`repr(C)`, a record per 64-byte line): a request reads the first line (its scaling limit,
+/// a free instance, the counts) and the second (its execution time), nothing else unless it spawns an
+/// instance or the batch has more than one request. In the compiler's own order the record spanned four lines
+/// and a request touched all of them: a fifth of the function workload's first-level cache misses.
+#[repr(C, align(64))]
 struct FnFunction<'a> {
-    /// Its execution times from the trace (a copy, read on every request: no pointer to chase) and its
-    /// memory from the trace, and its model's figures, looked up once.
-    duration: Option<hyscale_traces::DurationPercentiles>,
-    memory_mb: Option<u32>,
-    model: crate::scenario::ModelFigures<'a>,
-    /// Its instances with room, warm and cold: stacks, the last (most recently freed) taken first.
-    warm_free: Vec<u32>,
-    cold_free: Vec<u32>,
-    /// When its last execution ended (the start of the idle time the keep-alive policy observes).
-    last_end: Option<Nanos>,
     /// The current scaling interval's start and the function's requests in flight then (the view's
     /// `per_function` count): within the interval, they may grow by at most the platform's `function_scale_step`.
     scale_since: Nanos,
     scale_base: u32,
+    /// Whether `duration` holds the trace's execution times (see [`FnFunction::duration`]).
+    has_duration: bool,
+    /// Its instances with room, warm and cold: stacks, the last (most recently freed) taken first.
+    warm_free: Vec<u32>,
     /// Invocations, and those that met a cold instance.
     invocations: u64,
     cold_invocations: u64,
+    /// Its execution times from the trace (a copy, read on every request: no pointer to chase), when
+    /// `has_duration`; zeros otherwise.
+    duration: hyscale_traces::DurationPercentiles,
+    /// Its model's figures, looked up once, and its memory from the trace.
+    model: crate::scenario::ModelFigures<'a>,
+    cold_free: Vec<u32>,
+    memory_mb: Option<u32>,
+    /// When its last execution ended (the start of the idle time the keep-alive policy observes; kept only
+    /// under such a policy).
+    last_end: Option<Nanos>,
+}
+
+impl FnFunction<'_> {
+    /// Its execution times from the trace, if the trace has them.
+    #[inline(always)]
+    fn duration(&self) -> Option<&hyscale_traces::DurationPercentiles> {
+        self.has_duration.then_some(&self.duration)
+    }
 }
 
 /// Arrivals read from the trace at a time (24 bytes each).
@@ -911,4 +936,23 @@ fn book(ledger: &mut Ledger, latency_max: &mut Nanos, now: Nanos, r: &Req, overh
 /// The input and output sizes of `reqs`, summed.
 fn sizes<'r>(reqs: impl IntoIterator<Item = &'r Req>) -> (u64, u64) {
     reqs.into_iter().fold((0, 0), |(i, o), r| (i + u64::from(r.input_size), o + u64::from(r.output_size)))
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// The per-request records keep the layout their docs describe: line-aligned, the function's in four
+    /// lines (two read per request), the instance's in five (four read per request).
+    #[test]
+    fn the_per_request_records_sit_on_whole_cache_lines() {
+        assert_eq!(mem::align_of::<FnFunction>(), 64);
+        assert_eq!(mem::size_of::<FnFunction>(), 4 * 64);
+        assert_eq!(mem::offset_of!(FnFunction, duration), 64, "the execution times start the second line");
+        assert_eq!(mem::size_of::<hyscale_traces::DurationPercentiles>(), 64);
+        assert_eq!(mem::align_of::<FnInst>(), 64);
+        assert_eq!(mem::size_of::<FnInst>(), 5 * 64);
+        assert!(mem::offset_of!(FnInst, slots) + mem::size_of::<slots::Batch<Req>>() <= 4 * 64);
+        assert!(mem::offset_of!(FnInst, spawned_at) >= 4 * 64, "the cold fields sit past the hot lines");
+    }
 }

@@ -8,6 +8,7 @@
 /// The requests of one batch: the first inline, any more after it on the heap. `rest` is empty whenever
 /// `first` is (requests are only pushed, and the batch cleared as a whole).
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub(super) struct Batch<T> {
     first: Option<T>,
     rest: Vec<T>,
@@ -54,7 +55,9 @@ impl<T: Copy> Batch<T> {
 }
 
 /// An instance's slots, one batch each: the first inline, the others (a concurrency above one) on the heap.
+/// In this order (`repr(C)`): the first slot's batch, read on every request, before the others' list.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub(super) struct Slots<T> {
     first: Batch<T>,
     rest: Vec<Batch<T>>,

@@ -105,11 +105,25 @@ impl World<'_> {
                 }
             }
             let f = &mut self.view.functions;
-            if let Some(n) = class_count(f, before) {
-                *n -= 1;
-            }
-            if let Some(n) = class_count(f, after) {
-                *n += 1;
+            // The two changes of every request on a warm instance first (each a match less); any other pair
+            // of classes through `class_count`.
+            match (before, after) {
+                (FnClass::Idle, FnClass::Busy) => {
+                    f.idle_warm -= 1;
+                    f.busy += 1;
+                }
+                (FnClass::Busy, FnClass::Idle) => {
+                    f.busy -= 1;
+                    f.idle_warm += 1;
+                }
+                _ => {
+                    if let Some(n) = class_count(f, before) {
+                        *n -= 1;
+                    }
+                    if let Some(n) = class_count(f, after) {
+                        *n += 1;
+                    }
+                }
             }
         }
         if wanted == from {
