@@ -23,6 +23,13 @@
 //! next 18 minutes' events (long executions, keep-alive checks), moved onto the wheel block by block: the far
 //! heap's pops had been 3% of the 24 h function workload's instructions; 1.9% fewer instructions on the 2 h
 //! function workload and 0.9% more on the VM one, no difference in either's wall time (7 pairs each).
+//! Tried and measured no better: parking the far heap's events 34 s to 18 minutes ahead in unsorted lists, one
+//! per 17 s block, moved into the heap block by block, so that the heap holds the next half minute's few
+//! hundred events, not 6,000 (its pops are 8% of the function workload's time in `perf`, half of that with
+//! the parking): 2.6% faster on the function workload and 4-5% slower on the VM one at first, 0.99 and 1.01
+//! of the time per request on a later build (9 pairs each). And the wheel's events in one flat array, eight in
+//! place per slot (their place known from the slot's count in a 2 KB array, where a list per slot has a push
+//! load the list's header, a likely cache miss, before its store): 0.99 and 1.01 (9 pairs each).
 
 use std::cmp::Ordering;
 

@@ -33,6 +33,7 @@ impl World<'_> {
             duration: traits.and_then(|t| t.duration).unwrap_or(hyscale_traces::DurationPercentiles::ZERO),
             memory_mb: traits.and_then(|t| t.memory_mb),
             model: sc.model(id),
+            warm_last: NO_INSTANCE,
             warm_free: Vec::new(),
             cold_free: Vec::new(),
             last_end: None,
@@ -76,8 +77,9 @@ impl World<'_> {
         }
         // No instance with room: a new one, whatever the instances alive. They do not count against the account
         // limit, only executions do (checked above): an idle instance of another function holds nothing.
-        let idx = if let Some(&i) = f.warm_free.last() {
-            i
+        debug_assert_eq!(f.warm_last, f.warm_free.last().copied().unwrap_or(NO_INSTANCE), "warm_last out of date");
+        let idx = if f.warm_last != NO_INSTANCE {
+            f.warm_last
         } else if let Some(&i) = f.cold_free.last() {
             i
         } else {
@@ -88,7 +90,7 @@ impl World<'_> {
         let inst = &mut self.fns[idx as usize];
         let cold = inst.phase == FnPhase::Cold;
         let before = inst.class();
-        inst.idle_since = None;
+        inst.idle_since = OptTime::NONE;
         // A warm instance with nothing queued that the batch rule would start on at once, with a free slot:
         // the request starts there directly, as `fn_try_start_since` would start it from the queue.
         let direct = if inst.phase == FnPhase::Warm && inst.queue.is_empty() {
@@ -111,7 +113,7 @@ impl World<'_> {
         f.cold_invocations += cold as u64;
         let mut req = req;
         if cold {
-            req.waited |= WAITED_COLD;
+            req.waited = req.waited.and_cold();
         }
         self.view.functions.in_flight += 1;
         self.view.functions.per_function.get_mut(function).in_flight += 1;
@@ -152,17 +154,17 @@ impl World<'_> {
                     concurrency: 0,
                     stale: false,
                     provisioned: false,
-                    prewarmed_for: None,
+                    prewarmed_for: OptTime::NONE,
                     queue: VecDeque::new(),
                     slots: Default::default(),
                     busy_slots: 0,
                     in_service: 0,
                     busy_since: Nanos::ZERO,
-                    idle_since: None,
+                    idle_since: OptTime::NONE,
                     expire_at: Nanos::ZERO,
                     spawned_at: Nanos::ZERO,
-                    armed: None,
-                    timer: None,
+                    armed: OptTime::NONE,
+                    timer: OptTime::NONE,
                     cold_time: Nanos::ZERO,
                     free_since: Nanos::MAX,
                     slot,
@@ -182,14 +184,14 @@ impl World<'_> {
         inst.concurrency = settings.concurrency.max(1);
         inst.stale = false;
         inst.provisioned = provisioned;
-        inst.prewarmed_for = None;
+        inst.prewarmed_for = OptTime::NONE;
         self.fn_provisioned_live += provisioned as u32;
         inst.slots.reset(inst.concurrency as usize);
         inst.busy_slots = 0;
         inst.in_service = 0;
-        inst.idle_since = None;
-        inst.armed = None;
-        inst.timer = None;
+        inst.idle_since = OptTime::NONE;
+        inst.armed = OptTime::NONE;
+        inst.timer = OptTime::NONE;
         inst.cold_time = cold;
         inst.free_since = Nanos::MAX;
         let epoch = inst.epoch;
@@ -224,7 +226,7 @@ impl World<'_> {
                             return;
                         }
                         let function = inst.function;
-                        let keep_alive = match (inst.prewarmed_for, inst.provisioned, self.keep_alive.as_mut()) {
+                        let keep_alive = match (inst.prewarmed_for.get(), inst.provisioned, self.keep_alive.as_mut()) {
                             (Some(k), _, _) => k,
                             (None, false, Some(policy)) => {
                                 let d = policy.decide(function);
@@ -241,16 +243,18 @@ impl World<'_> {
                             _ => self.view.functions.settings.keep_alive,
                         };
                         let (now, inst) = (self.now, &mut self.fns[idx as usize]);
-                        inst.idle_since = Some(now);
+                        inst.idle_since = OptTime::some(now);
                         arm(inst, &mut self.queue, idx, now.saturating_add(keep_alive));
                     }
                     break;
                 }
                 BatchDecision::WaitUntil(t) => {
-                    if inst.timer != Some(t) {
+                    // Scheduled at the time kept (a nanosecond early at the end of time), so that it matches.
+                    let t = OptTime::some(t);
+                    if inst.timer != t {
                         let epoch = inst.epoch;
-                        self.fns[idx as usize].timer = Some(t);
-                        self.queue.push(t, Event::FnBatchTimer { idx, epoch });
+                        self.fns[idx as usize].timer = t;
+                        self.queue.push(t.0, Event::FnBatchTimer { idx, epoch });
                     }
                     break;
                 }
@@ -304,7 +308,7 @@ impl World<'_> {
         }
         let now = self.now;
         let inst = &mut self.fns[idx as usize];
-        inst.prewarmed_for = None;
+        inst.prewarmed_for = OptTime::NONE;
         let batch = inst.slots.at(slot);
         match arriving {
             Some(r) => batch.push(Req { started: now, ..r }),
@@ -322,8 +326,8 @@ impl World<'_> {
         }
         inst.busy_slots += 1;
         inst.in_service += n as u32;
-        inst.timer = None;
-        inst.idle_since = None;
+        inst.timer = OptTime::NONE;
+        inst.idle_since = OptTime::NONE;
         let epoch = inst.epoch;
         self.fn_in_service += n as u64;
         self.usage.fn_in_service_ns.change(n as i64, now);
@@ -458,7 +462,7 @@ impl World<'_> {
                 inst.provisioned = false;
                 self.fn_provisioned_live -= 1;
                 if inst.phase == FnPhase::Warm && inst.outstanding() == 0 {
-                    inst.idle_since = Some(self.now);
+                    inst.idle_since = OptTime::some(self.now);
                     let at = self.now.saturating_add(self.view.functions.settings.keep_alive);
                     self.arm_expiry(idx, at);
                 }
@@ -515,9 +519,11 @@ impl World<'_> {
 /// [`World::arm_expiry`] for instance `inst`, number `idx`, already at hand.
 #[inline(always)]
 fn arm(inst: &mut FnInst, queue: &mut EventQueue<Event>, idx: u32, at: Nanos) {
+    // The time `armed` can hold (a nanosecond early at the end of time), so that the event finds it there.
+    let at = OptTime::some(at).0;
     inst.expire_at = at;
-    if inst.armed.is_none_or(|t| t > at) {
-        inst.armed = Some(at);
+    if inst.armed.get().is_none_or(|t| t > at) {
+        inst.armed = OptTime::some(at);
         let epoch = inst.epoch;
         queue.push_timer(at, Event::FnExpire { idx, epoch });
     }

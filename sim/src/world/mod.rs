@@ -83,17 +83,70 @@ struct Req {
     enqueued: Nanos,
     /// When its batch started (for the SLO miss's cause).
     started: Nanos,
-    attempt: u32,
     model: u32,
     /// The request's input and output sizes (tokens, bytes; 0 where the trace has none).
     input_size: u32,
     output_size: u32,
-    /// It waited at a provisioning VM (`WAITED_VM`) or a cold-starting function instance (`WAITED_COLD`).
-    waited: u8,
+    /// Reroutes so far (saturating: 65,535 is more than any policy does).
+    attempt: u16,
+    /// Where it waited: at a provisioning VM, a cold-starting function instance, or both. An enum rather than
+    /// bit flags so that an `Option<Req>` (a function instance's first slot) needs no byte of its own: the
+    /// request is 40 bytes, and the slot with it.
+    waited: Waited,
 }
 
-const WAITED_VM: u8 = 1;
-const WAITED_COLD: u8 = 2;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waited {
+    No,
+    Vm,
+    Cold,
+    VmAndCold,
+}
+
+impl Waited {
+    fn vm(self) -> bool {
+        matches!(self, Waited::Vm | Waited::VmAndCold)
+    }
+
+    fn cold(self) -> bool {
+        matches!(self, Waited::Cold | Waited::VmAndCold)
+    }
+
+    /// It waits at a provisioning VM too.
+    fn and_vm(self) -> Waited {
+        if self.cold() { Waited::VmAndCold } else { Waited::Vm }
+    }
+
+    /// It waits at a cold-starting instance too.
+    fn and_cold(self) -> Waited {
+        if self.vm() { Waited::VmAndCold } else { Waited::Cold }
+    }
+}
+
+/// An optional time in 8 bytes, where `Option<Nanos>` takes 16: `Nanos::MAX` stands for none, and a time
+/// stored is at most a nanosecond before it (the end of time, 584 years in, is never reached: the run ends at
+/// its drain deadline). Four of a function instance's fields, on the line each request reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OptTime(Nanos);
+
+impl OptTime {
+    const NONE: OptTime = OptTime(Nanos::MAX);
+
+    #[inline(always)]
+    fn some(t: Nanos) -> OptTime {
+        OptTime(t.min(Nanos(u64::MAX - 1)))
+    }
+
+    #[inline(always)]
+    fn get(self) -> Option<Nanos> {
+        (self != OptTime::NONE).then_some(self.0)
+    }
+
+    #[inline(always)]
+    fn is_none(self) -> bool {
+        self == OptTime::NONE
+    }
+}
 
 struct Vm {
     vm_type: VmTypeId,
@@ -140,10 +193,10 @@ enum FnClass {
 
 /// A function instance (sandbox).
 ///
-/// Laid out by use (`repr(C)`, from 64-byte lines): the first four lines hold what a request reads and writes
-/// on its way in and out (counts and times, the keep-alive state, the queue's length, the first slot's
-/// request), the fifth what it never touches (the other slots, the start and cold-start times). In the
-/// compiler's own order a request's fields spread over five or six lines.
+/// Laid out by use (`repr(C)`, on 64-byte lines): the first three lines hold what a request reads and writes
+/// on its way in and out (counts and times; the keep-alive state and the queue's length; the first slot and
+/// its request), the fourth what it never touches (the other slots, the start and cold-start times). In the
+/// compiler's own order, with `Option`s of 16 bytes and a request of 48, they spread over five or six.
 #[repr(C, align(64))]
 struct FnInst {
     epoch: u32,
@@ -169,12 +222,12 @@ struct FnInst {
     free_since: Nanos,
     /// When the current idle period's keep-alive ends.
     expire_at: Nanos,
-    idle_since: Option<Nanos>,
+    idle_since: OptTime,
     /// The time of its pending keep-alive event, if one is armed.
-    armed: Option<Nanos>,
-    timer: Option<Nanos>,
+    armed: OptTime,
+    timer: OptTime,
     /// Loaded by a keep-alive policy's pre-warm and not used yet: kept this long once warm.
-    prewarmed_for: Option<Nanos>,
+    prewarmed_for: OptTime,
     queue: VecDeque<Req>,
     /// One batch per concurrency slot (the first slot and the first request of its batch inline, see
     /// `slots`); an empty one is a free slot.
@@ -223,6 +276,10 @@ struct FnFunction<'a> {
     /// `per_function` count): within the interval, they may grow by at most the platform's `function_scale_step`.
     scale_since: Nanos,
     scale_base: u32,
+    /// The last of `warm_free` (`NO_INSTANCE` when it is empty), the instance a request takes: read here, the
+    /// instance's record is fetched straight after this line, not after the list's buffer too (three
+    /// dependent loads, each a likely cache miss, were the admission's critical path).
+    warm_last: u32,
     /// Whether `duration` holds the trace's execution times (see [`FnFunction::duration`]).
     has_duration: bool,
     /// Its instances with room, warm and cold: stacks, the last (most recently freed) taken first.
@@ -233,14 +290,18 @@ struct FnFunction<'a> {
     /// Its execution times from the trace (a copy, read on every request: no pointer to chase), when
     /// `has_duration`; zeros otherwise.
     duration: hyscale_traces::DurationPercentiles,
-    /// Its model's figures, looked up once, and its memory from the trace.
+    /// Its model's figures, looked up once.
     model: crate::scenario::ModelFigures<'a>,
     cold_free: Vec<u32>,
+    /// Its memory from the trace (read when it spawns an instance).
     memory_mb: Option<u32>,
     /// When its last execution ended (the start of the idle time the keep-alive policy observes; kept only
     /// under such a policy).
     last_end: Option<Nanos>,
 }
+
+/// `FnFunction::warm_last` of a function with no warm instance free.
+const NO_INSTANCE: u32 = u32::MAX;
 
 impl FnFunction<'_> {
     /// Its execution times from the trace, if the trace has them.
@@ -702,7 +763,7 @@ impl<'a> World<'a> {
                     model: a.model,
                     input_size: a.input_size,
                     output_size: a.output_size,
-                    waited: 0,
+                    waited: Waited::No,
                 });
                 self.pull_arrival()?;
             }
@@ -787,18 +848,18 @@ impl<'a> World<'a> {
             Event::FnBatchDone { idx, epoch, slot } => self.fn_batch_done(idx, epoch, slot),
             Event::FnBatchTimer { idx, epoch } => {
                 let inst = &mut self.fns[idx as usize];
-                if inst.epoch == epoch && inst.timer == Some(self.now) {
-                    inst.timer = None;
+                if inst.epoch == epoch && inst.timer.get() == Some(self.now) {
+                    inst.timer = OptTime::NONE;
                     self.fn_try_start(idx);
                 }
             }
             Event::FnExpire { idx, epoch } => {
                 let inst = &mut self.fns[idx as usize];
-                if inst.epoch != epoch || inst.armed != Some(self.now) {
+                if inst.epoch != epoch || inst.armed.get() != Some(self.now) {
                     // Superseded by an earlier deadline, or the instance was replaced.
                     return Ok(());
                 }
-                inst.armed = None;
+                inst.armed = OptTime::NONE;
                 if inst.phase != FnPhase::Warm || inst.outstanding() != 0 || inst.idle_since.is_none() {
                     // Busy now: its next idle period arms a check again.
                     return Ok(());
@@ -824,7 +885,7 @@ impl<'a> World<'a> {
                 // A load runs nothing: like any instance, it does not count against the account limit.
                 if !has_instance {
                     let idx = self.fn_spawn(function, false);
-                    self.fns[idx as usize].prewarmed_for = Some(keep_alive);
+                    self.fns[idx as usize].prewarmed_for = OptTime::some(keep_alive);
                 }
             }
             Event::Tick => {
@@ -868,7 +929,7 @@ impl<'a> World<'a> {
 
     #[inline(always)]
     fn dispatch(&mut self, req: Req) {
-        let info = RequestInfo { arrival: req.arrival, model: req.model, attempt: req.attempt };
+        let info = RequestInfo { arrival: req.arrival, model: req.model, attempt: u32::from(req.attempt) };
         let route = self.policy.route(&info, &self.view);
         let result = match route {
             Route::Vm(t) => self.vm_admit(t, req),
@@ -887,7 +948,7 @@ impl<'a> World<'a> {
     fn reroute(&mut self, reqs: Vec<Req>) {
         self.usage.rerouted += reqs.len() as u64;
         for r in reqs {
-            self.dispatch(Req { enqueued: self.now, attempt: r.attempt + 1, ..r });
+            self.dispatch(Req { enqueued: self.now, attempt: r.attempt.saturating_add(1), ..r });
         }
     }
 
@@ -920,9 +981,9 @@ impl<'a> World<'a> {
 fn book(ledger: &mut Ledger, latency_max: &mut Nanos, now: Nanos, r: &Req, overhead: Nanos) {
     let latency = now - r.arrival + overhead;
     ledger.complete_explained(latency, || {
-        if r.waited & WAITED_VM != 0 {
+        if r.waited.vm() {
             MissCause::WaitedForVm
-        } else if r.waited & WAITED_COLD != 0 {
+        } else if r.waited.cold() {
             MissCause::WaitedForColdStart
         } else if r.started.saturating_sub(r.arrival) >= (now - r.started) + overhead {
             MissCause::Queued
@@ -943,16 +1004,42 @@ mod layout_tests {
     use super::*;
 
     /// The per-request records keep the layout their docs describe: line-aligned, the function's in four
-    /// lines (two read per request), the instance's in five (four read per request).
+    /// lines (two read per request), the instance's in four (three read per request).
     #[test]
     fn the_per_request_records_sit_on_whole_cache_lines() {
         assert_eq!(mem::align_of::<FnFunction>(), 64);
         assert_eq!(mem::size_of::<FnFunction>(), 4 * 64);
         assert_eq!(mem::offset_of!(FnFunction, duration), 64, "the execution times start the second line");
+        assert!(mem::offset_of!(FnFunction, warm_last) < 64 && mem::offset_of!(FnFunction, cold_invocations) < 64);
         assert_eq!(mem::size_of::<hyscale_traces::DurationPercentiles>(), 64);
         assert_eq!(mem::align_of::<FnInst>(), 64);
-        assert_eq!(mem::size_of::<FnInst>(), 5 * 64);
-        assert!(mem::offset_of!(FnInst, slots) + mem::size_of::<slots::Batch<Req>>() <= 4 * 64);
-        assert!(mem::offset_of!(FnInst, spawned_at) >= 4 * 64, "the cold fields sit past the hot lines");
+        assert_eq!(mem::size_of::<Req>(), 40);
+        assert_eq!(mem::size_of::<Option<Req>>(), 40, "the request's `Waited` holds the option's tag");
+        assert_eq!(mem::size_of::<FnInst>(), 4 * 64);
+        assert_eq!(mem::offset_of!(FnInst, idle_since), 64, "the keep-alive state starts the second line");
+        assert_eq!(mem::offset_of!(FnInst, slots), 2 * 64, "the first slot is the third line");
+        assert_eq!(mem::size_of::<slots::Batch<Req>>(), 64);
+        assert!(mem::offset_of!(FnInst, spawned_at) >= 3 * 64, "the cold fields sit past the hot lines");
+    }
+
+    #[test]
+    fn an_optional_time_keeps_every_time_but_the_last_nanosecond() {
+        assert_eq!(OptTime::NONE.get(), None);
+        assert!(OptTime::NONE.is_none());
+        assert_eq!(OptTime::some(Nanos::ZERO).get(), Some(Nanos::ZERO));
+        assert_eq!(OptTime::some(Nanos(u64::MAX - 1)).get(), Some(Nanos(u64::MAX - 1)));
+        // The end of time is kept a nanosecond early, never as none.
+        assert_eq!(OptTime::some(Nanos::MAX).get(), Some(Nanos(u64::MAX - 1)));
+    }
+
+    #[test]
+    fn waiting_at_a_vm_and_at_a_cold_instance_add_up() {
+        assert!(!Waited::No.vm() && !Waited::No.cold());
+        assert_eq!(Waited::No.and_vm(), Waited::Vm);
+        assert_eq!(Waited::No.and_cold(), Waited::Cold);
+        assert_eq!(Waited::Vm.and_cold(), Waited::VmAndCold);
+        assert_eq!(Waited::Cold.and_vm(), Waited::VmAndCold);
+        assert_eq!(Waited::Vm.and_vm(), Waited::Vm);
+        assert!(Waited::VmAndCold.vm() && Waited::VmAndCold.cold());
     }
 }

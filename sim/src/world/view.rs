@@ -142,6 +142,9 @@ impl World<'_> {
             Some(FnPhase::Cold) => free_push(&mut f.cold_free, idx),
             _ => pos,
         };
+        if from == Some(FnPhase::Warm) || wanted == Some(FnPhase::Warm) {
+            f.warm_last = f.warm_free.last().copied().unwrap_or(NO_INSTANCE);
+        }
         let inst = &mut self.fns[idx as usize];
         inst.free_in = wanted;
         inst.free_pos = pos;

@@ -95,7 +95,7 @@ impl World<'_> {
         let before = vm.snapshot();
         let mut req = req;
         if vm.state == Some(VmState::Provisioning) {
-            req.waited |= WAITED_VM;
+            req.waited = req.waited.and_vm();
         }
         vm.queue.push_back(req);
         self.vm_sync(i, before);
