@@ -145,13 +145,6 @@ impl<K> Default for Tally<K> {
 impl<K: PartialEq> Tally<K> {
     #[inline]
     fn add(&mut self, key: K, n: u64) {
-        // The first reason seen is most often the only one: checked before the scan.
-        if let Some((k, count)) = self.0.first_mut()
-            && *k == key
-        {
-            *count += n;
-            return;
-        }
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some((_, count)) => *count += n,
             None => self.0.push((key, n)),

@@ -520,12 +520,12 @@ impl World<'_> {
 #[inline(always)]
 fn arm(inst: &mut FnInst, queue: &mut EventQueue<Event>, idx: u32, at: Nanos) {
     // The time `armed` can hold (a nanosecond early at the end of time), so that the event finds it there.
-    let at = OptTime::some(at).0;
-    inst.expire_at = at;
-    if inst.armed.get().is_none_or(|t| t > at) {
-        inst.armed = OptTime::some(at);
+    let kept = OptTime::some(at);
+    inst.expire_at = kept.0;
+    if inst.armed.get().is_none_or(|t| t > kept.0) {
+        inst.armed = kept;
         let epoch = inst.epoch;
-        queue.push_timer(at, Event::FnExpire { idx, epoch });
+        queue.push_timer(kept.0, Event::FnExpire { idx, epoch });
     }
 }
 

@@ -105,8 +105,8 @@ impl World<'_> {
                 }
             }
             let f = &mut self.view.functions;
-            // The two changes of every request on a warm instance first (each a match less); any other pair
-            // of classes through `class_count`.
+            // The two changes of every request on a warm instance first, without `class_count`'s two matches
+            // (0.55% of the 2 h function workload's instructions); any other pair of classes through it.
             match (before, after) {
                 (FnClass::Idle, FnClass::Busy) => {
                     f.idle_warm -= 1;
